@@ -1,0 +1,179 @@
+"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, and the admin views.
+
+Endpoints read the raw body themselves instead of letting FastAPI validate a model:
+that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
+every problem as a 400 in one JSON shape (never a 422, never a 500).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.responses import Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from sqlalchemy import text
+
+from engine import ingest, keys
+from engine.api.views import customer_view
+from engine.errors import AuthError, PayloadError, Problem
+from engine.segment import MAX_BATCH_BYTES, TYPES
+from engine.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class JSONResponse(Response):
+    """A JSON response serialized with orjson (fast, and datetimes come out as ISO-8601)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def create_app(services: Services) -> FastAPI:
+    """Build the API application on ``services``."""
+    app = FastAPI(
+        title="Journey Engine",
+        version="0.1.0",
+        docs_url="/docs",
+    )
+    app.state.services = services
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
+        headers = {"WWW-Authenticate": 'Basic realm="journey-engine"'} if exc.status == 401 else None
+        code = "unauthorized" if exc.status == 401 else "forbidden"
+        return JSONResponse({"success": False, "code": code, "message": str(exc)}, exc.status, headers=headers)
+
+    @app.exception_handler(PayloadError)
+    async def _payload_error(_request: Request, exc: PayloadError) -> JSONResponse:
+        return _invalid(exc.problems)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
+        return _invalid(problems)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        return JSONResponse({"success": False, "code": code, "message": str(exc.detail)}, exc.status_code)
+
+    async def ingest_request(request: Request, type_: str | None) -> JSONResponse:
+        received_at = datetime.now(timezone.utc)
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > MAX_BATCH_BYTES * 4:
+            raise PayloadError("the request", [Problem("body", f"is {length} bytes; at most {MAX_BATCH_BYTES} are allowed")])
+        raw = await request.body()
+        body = ingest.decode_body(raw, request.headers.get("content-encoding"))
+        key = _basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None)
+        outcome = await run_in_threadpool(_ingest, services, key, body, received_at, type_)
+        return _ingested(outcome)
+
+    for type_ in TYPES:
+        app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_)
+    app.add_api_route("/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="batch")
+    app.add_api_route("/v1/import", _endpoint(ingest_request, None), methods=["POST"], name="import")
+
+    @app.get("/v1/customers/{ident}")
+    async def get_customer(ident: str, request: Request) -> JSONResponse:
+        """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
+        return JSONResponse(await run_in_threadpool(_customer, services, _basic_key(request), ident))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        """Liveness and database reachability."""
+        def ping() -> None:
+            with services.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+
+        await run_in_threadpool(ping)
+        return {"status": "ok"}
+
+    return app
+
+
+def _endpoint(handler: Any, type_: str | None) -> Any:
+    async def endpoint(request: Request) -> JSONResponse:
+        return await handler(request, type_)
+
+    endpoint.__doc__ = f"Ingest a Segment {'batch' if type_ is None else type_} call."
+    return endpoint
+
+
+def _ingest(services: Services, key: Any, body: Any, received_at: datetime, type_: str | None) -> ingest.Outcome:
+    with services.sessions.begin() as session:
+        principal = keys.authenticate(session, key if isinstance(key, str) else None)
+        rows, outcome = ingest.prepare(body, source=principal.name, received_at=received_at, type_=type_)
+        outcome.stored = ingest.store(session, rows)
+    if outcome.stored:
+        services.enqueue_events(outcome.stored)
+    return outcome
+
+
+def _customer(services: Services, key: str | None, ident: str) -> dict[str, Any]:
+    with services.sessions.begin() as session:
+        keys.authenticate(session, key, admin_required=True)
+        view = customer_view(session, ident)
+    if view is None:
+        raise StarletteHTTPException(404, f"no customer is known by the user id or anonymous id {ident!r}")
+    return view
+
+
+def _ingested(outcome: ingest.Outcome) -> JSONResponse:
+    if not outcome.rejected:
+        return JSONResponse({"success": True})
+    rejected = [
+        {"index": index, "errors": [p.as_dict() for p in problems]} for index, problems in outcome.rejected
+    ]
+    problems = [p for _, ps in outcome.rejected for p in ps]
+    body = _problems_body(problems)
+    body.update(accepted=outcome.accepted, rejected=rejected)
+    if outcome.accepted:
+        # Partial success: the good messages are stored, the response names the bad ones.
+        body["code"] = "partial"
+        body["message"] = f"{outcome.accepted} of {outcome.received} messages accepted; " + body["message"]
+        return JSONResponse(body, 207)
+    return JSONResponse(body, 400)
+
+
+def _invalid(problems: list[Problem]) -> JSONResponse:
+    return JSONResponse(_problems_body(problems), 400)
+
+
+def _problems_body(problems: list[Problem]) -> dict[str, Any]:
+    count = len(problems)
+    summary = "; ".join(str(p) for p in problems[:5]) + ("; ..." if count > 5 else "")
+    return {
+        "success": False,
+        "code": "invalid_request",
+        "message": f"{count} problem{'s' if count != 1 else ''}: {summary}",
+        "errors": [p.as_dict() for p in problems],
+    }
+
+
+def _basic_key(request: Request) -> str | None:
+    """Return the API key from ``Authorization: Basic`` (key as username) or ``Bearer``."""
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return value.strip() or None
+    if scheme != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[0] or None

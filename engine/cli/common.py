@@ -1,0 +1,44 @@
+"""What the command families share: reading settings and failing with a clear line."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import click
+
+from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from engine.errors import ConfigError, StorageError
+from engine.services import Services
+from engine.settings import Settings
+
+
+def fail(message: str, code: int) -> NoReturn:
+    """Print ``Error: message`` on stderr and exit with ``code``."""
+    click.echo(f"Error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment, or exit with RET_CONFIG naming the bad variable."""
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        fail(str(exc), RET_CONFIG)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return settings
+
+
+@contextmanager
+def services_for(settings: Settings | None = None) -> Iterator[Services]:
+    """Yield services built from the environment; a storage failure exits with RET_SERVICE."""
+    services = Services.from_settings(settings or load_settings())
+    try:
+        yield services
+    except StorageError as exc:
+        fail(str(exc), RET_SERVICE)
+    finally:
+        services.close()

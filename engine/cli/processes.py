@@ -1,0 +1,125 @@
+"""The engine's processes: ``serve`` (web), ``worker``, ``scheduler``, and ``dev`` (all in one)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+
+import click
+
+from engine.cli.codes import RET_SERVICE
+from engine.cli.common import fail, load_settings, services_for
+from engine.errors import StorageError
+from engine.storage.db import check_current, upgrade
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="JOURNEY_HOST")
+@click.option("--port", default=8000, show_default=True, envvar="PORT", type=int)
+@click.option("--workers", default=1, show_default=True, envvar="JOURNEY_WEB_WORKERS", type=int,
+              help="Server processes.")
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the HTTP API (ingestion and admin endpoints)."""
+    import uvicorn
+
+    settings = load_settings()
+    _check_database(settings)
+    uvicorn.run(
+        "engine.api.asgi:build",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+@click.command("worker")
+@click.option("--processes", type=int, default=None, help="Worker processes [JOURNEY_WORKER_PROCESSES].")
+@click.option("--threads", type=int, default=None, help="Threads per process [JOURNEY_WORKER_THREADS].")
+@click.option("--queues", "-Q", multiple=True, help="Only consume these queues (default: all).")
+def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
+    """Run Dramatiq worker processes on REDIS_URL."""
+    from dramatiq import cli as dramatiq_cli
+
+    settings = load_settings()
+    if not settings.redis_url:
+        fail("REDIS_URL is not set: a separate worker needs a shared broker (or run `journey dev`)", RET_SERVICE)
+    _check_database(settings)
+    args = [
+        "engine.workers.main:broker",
+        "--processes", str(processes or settings.worker_processes),
+        "--threads", str(threads or settings.worker_threads),
+    ]
+    for queue in queues:
+        args += ["--queues", queue]
+    sys.exit(dramatiq_cli.main(dramatiq_cli.make_argument_parser().parse_args(args)))
+
+
+@click.command("scheduler")
+def scheduler() -> None:
+    """Run the scheduler: due timers and the sweeper of lost work."""
+    from engine.scheduler import Scheduler
+
+    with services_for() as services:
+        check_current(services.engine)
+        stop = _stop_on_signals()
+        click.echo(f"scheduler sweeping every {services.settings.sweep_interval}", err=True)
+        Scheduler(services).run(stop)
+
+
+@click.command("dev")
+@click.option("--host", default="127.0.0.1", show_default=True, envvar="JOURNEY_HOST")
+@click.option("--port", default=8000, show_default=True, envvar="PORT", type=int)
+def dev(host: str, port: int) -> None:
+    """Run API, worker and scheduler in one process, migrating the database first.
+
+    With REDIS_URL unset the queue lives in this process's memory; the database stays
+    the source of truth, so stopping loses nothing that was acknowledged.
+    """
+    import uvicorn
+    from dramatiq import Worker
+
+    from engine import keys as api_keys
+    from engine.api.app import create_app
+    from engine.scheduler import Scheduler
+
+    settings = load_settings()
+    with services_for(settings) as services:
+        upgrade(services.engine)
+        with services.sessions.begin() as session:
+            if not api_keys.list_keys(session):
+                _, secret = api_keys.create_key(session, "dev")
+                click.echo(f"Created a write key for this database (shown once): {secret}", err=True)
+        worker = Worker(services.broker, worker_threads=settings.worker_threads)
+        worker.start()
+        stop = threading.Event()
+        sweeper = threading.Thread(target=Scheduler(services).run, args=(stop,), name="scheduler", daemon=True)
+        sweeper.start()
+        broker = "Redis at " + settings.redis_url if settings.redis_url else "the in-process broker"
+        click.echo(f"journey dev: {settings.database_url} and {broker}; API on http://{host}:{port}", err=True)
+        try:
+            uvicorn.run(create_app(services), host=host, port=port, log_level=settings.log_level.lower())
+        finally:
+            stop.set()
+            worker.stop()
+
+
+def _check_database(settings) -> None:  # type: ignore[no-untyped-def]
+    with services_for(settings) as services:
+        try:
+            check_current(services.engine)
+        except StorageError as exc:
+            fail(str(exc), RET_SERVICE)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+COMMANDS = [serve, worker, scheduler, dev]

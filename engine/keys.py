@@ -1,0 +1,102 @@
+"""API keys: created once, stored only as a SHA-256 hash, recognizable by their prefix.
+
+A key looks like ``je_write_3q2...`` or ``je_admin_Xy...``: the prefix lets secret
+scanners and people tell at a glance what leaked and how much it can do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from engine.errors import AuthError
+from engine.storage.models import ApiKey
+
+WRITE_PREFIX = "je_write_"
+ADMIN_PREFIX = "je_admin_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's id, name (the event source) and scope."""
+
+    key_id: int
+    name: str
+    admin: bool
+
+
+def hash_key(key: str) -> str:
+    """Return the SHA-256 hex digest under which ``key`` is stored."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
+    """Create a key named ``name`` and return (its row, the key in clear).
+
+    The clear key is not stored anywhere; the caller shows it once.
+    """
+    name = name.strip()
+    if not name:
+        raise ValueError("a key needs a name, e.g. the app that will use it: `journey keys create web-app`")
+    secret = (ADMIN_PREFIX if admin else WRITE_PREFIX) + secrets.token_urlsafe(24)
+    row = ApiKey(
+        name=name,
+        prefix=secret[: len(WRITE_PREFIX) + 4],
+        key_hash=hash_key(secret),
+        admin=admin,
+        created_at=datetime.now(timezone.utc),
+    )
+    session.add(row)
+    session.flush()
+    return row, secret
+
+
+def authenticate(session: Session, key: str | None, *, admin_required: bool = False) -> Principal:
+    """Return who ``key`` belongs to.
+
+    Raises:
+        AuthError: 401 when the key is missing, unknown or revoked; 403 when a write
+            key is used where an admin key is required.
+    """
+    if not key:
+        raise AuthError(
+            "no API key: send it as the HTTP Basic username (the password stays empty) "
+            "or as writeKey in the body"
+        )
+    row = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).scalar_one_or_none()
+    if row is None:
+        raise AuthError("unknown API key: check the key, or create one with `journey keys create NAME`")
+    if row.revoked_at is not None:
+        raise AuthError(f"the API key {row.prefix}… was revoked; create a new one with `journey keys create`")
+    if admin_required and not row.admin:
+        raise AuthError(
+            f"the API key {row.prefix}… is a write key and may only send events; "
+            "this endpoint needs an admin key (`journey keys create NAME --admin`)",
+            status=403,
+        )
+    return Principal(key_id=row.id, name=row.name, admin=row.admin)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    """Return every key, newest first (hashes only; the keys themselves are not stored)."""
+    return list(session.execute(select(ApiKey).order_by(ApiKey.id.desc())).scalars())
+
+
+def revoke_key(session: Session, ident: str) -> int:
+    """Revoke the keys whose id, prefix or name is ``ident``; return how many were revoked."""
+    condition = ApiKey.prefix == ident
+    if ident.isdigit():
+        condition = condition | (ApiKey.id == int(ident))
+    else:
+        condition = condition | (ApiKey.name == ident)
+    result = session.execute(
+        update(ApiKey)
+        .where(condition, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(timezone.utc))
+    )
+    return result.rowcount or 0

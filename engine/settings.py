@@ -1,0 +1,133 @@
+"""Settings: one object read from the environment at start-up, never at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from engine.durations import DURATION_HELP, parse_duration
+from engine.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///journey.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine's processes need to know about their surroundings.
+
+    Build it with :meth:`Settings.from_env`; tests build it directly or with
+    :meth:`replace`.
+
+    Attributes:
+        database_url: SQLAlchemy URL of the source of truth (``DATABASE_URL``).
+        redis_url: URL of the Dramatiq broker (``REDIS_URL``); ``None`` means the
+            in-process broker of ``journey dev``.
+        namespace: prefix of every Redis key and queue name (``JOURNEY_NAMESPACE``), so
+            several engines, or several tests, can share one Redis.
+        sweep_after: how long a piece of work may stay pending in the database before
+            the sweeper enqueues it again (``JOURNEY_SWEEP_AFTER``).
+        sweep_interval: how often the scheduler sweeps (``JOURNEY_SWEEP_INTERVAL``).
+        worker_processes / worker_threads: Dramatiq worker size
+            (``JOURNEY_WORKER_PROCESSES``, ``JOURNEY_WORKER_THREADS``).
+        db_pool_size: connections per process (``JOURNEY_DB_POOL_SIZE``).
+        log_level: Python logging level name (``LOG_LEVEL``).
+    """
+
+    database_url: str = DEFAULT_DATABASE_URL
+    redis_url: str | None = None
+    namespace: str = "journey"
+    sweep_after: timedelta = timedelta(minutes=2)
+    sweep_interval: timedelta = timedelta(seconds=10)
+    worker_processes: int = 1
+    worker_threads: int = 8
+    db_pool_size: int = 10
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read the settings from ``environ`` (default: ``os.environ``).
+
+        Every malformed value is reported at once, one line each, naming the variable
+        and what it expects.
+
+        Raises:
+            ConfigError: one or more variables are malformed.
+        """
+        env = os.environ if environ is None else environ
+        problems: list[str] = []
+        values: dict[str, Any] = {}
+
+        def read(name: str, attr: str, convert: Any, expects: str) -> None:
+            raw = env.get(name)
+            if raw is None or raw.strip() == "":
+                return
+            try:
+                values[attr] = convert(raw.strip())
+            except ValueError as exc:
+                problems.append(f"{name}={raw!r} is invalid: {exc}; expected {expects}")
+
+        read("DATABASE_URL", "database_url", _database_url, "a SQLAlchemy URL such as "
+             "postgresql+psycopg://user@host:5432/db or sqlite:///journey.db")
+        read("REDIS_URL", "redis_url", _redis_url, "a URL such as redis://127.0.0.1:6379/0")
+        read("JOURNEY_NAMESPACE", "namespace", _namespace, "letters, digits, '-' or '_'")
+        read("JOURNEY_SWEEP_AFTER", "sweep_after", parse_duration, DURATION_HELP)
+        read("JOURNEY_SWEEP_INTERVAL", "sweep_interval", parse_duration, DURATION_HELP)
+        read("JOURNEY_WORKER_PROCESSES", "worker_processes", _positive_int, "a whole number >= 1")
+        read("JOURNEY_WORKER_THREADS", "worker_threads", _positive_int, "a whole number >= 1")
+        read("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1")
+        read("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR")
+        if problems:
+            raise ConfigError("\n".join(problems))
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied."""
+        return replace(self, **changes)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is the embedded SQLite default (or another SQLite file)."""
+        return self.database_url.startswith("sqlite")
+
+
+def _database_url(raw: str) -> str:
+    if raw.startswith("postgres://"):
+        # Heroku-style URLs: SQLAlchemy only knows the postgresql scheme.
+        raw = "postgresql+psycopg://" + raw[len("postgres://"):]
+    elif raw.startswith("postgresql://"):
+        raw = "postgresql+psycopg://" + raw[len("postgresql://"):]
+    if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
+        raise ValueError("only PostgreSQL and SQLite are supported")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("the scheme must be redis://, rediss:// or unix://")
+    return raw
+
+
+def _namespace(raw: str) -> str:
+    if not raw.replace("-", "").replace("_", "").isalnum():
+        raise ValueError("it contains characters other than letters, digits, '-' and '_'")
+    return raw
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+    if value < 1:
+        raise ValueError("it must be at least 1")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    level = raw.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("unknown level")
+    return level

@@ -1,0 +1,1 @@
+"""Storage: the SQLAlchemy models, connections, migrations and queries."""

@@ -1,0 +1,97 @@
+"""Connections to the database and the migrations that shape it."""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from engine.errors import StorageError
+
+
+def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+    """Create a SQLAlchemy engine for ``database_url`` with the engine's connection settings.
+
+    On SQLite the database runs in WAL mode with a busy timeout, so the API, the
+    worker and the scheduler of ``journey dev`` can share one file.
+    """
+    if database_url.startswith("sqlite"):
+        engine = create_engine(database_url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # Take the write lock when a transaction begins: a read that later turns into a
+        # write cannot wait for the lock in SQLite and would fail with "database is locked".
+        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+        return engine
+    return create_engine(
+        database_url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    dbapi_connection.isolation_level = None  # let the "begin" listener issue BEGIN
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Return the session factory used by every process."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _alembic_config(engine: Engine) -> Config:
+    directory = Path(str(importlib.resources.files("migrations")))
+    config = Config()
+    config.set_main_option("script_location", str(directory))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (default: the newest).
+
+    Raises:
+        StorageError: the database cannot be reached.
+    """
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except OperationalError as exc:
+        raise StorageError(f"cannot migrate {engine.url!r}: {exc.orig}") from exc
+
+
+def current_revision(engine: Engine) -> tuple[str | None, str]:
+    """Return (the database's revision, the newest revision the code knows)."""
+    script = ScriptDirectory.from_config(_alembic_config(engine))
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    return current, script.get_current_head() or ""
+
+
+def check_current(engine: Engine) -> None:
+    """Fail with a clear message when the database is behind the code.
+
+    Raises:
+        StorageError: the database is unreachable or needs ``journey db upgrade``.
+    """
+    try:
+        current, head = current_revision(engine)
+    except OperationalError as exc:
+        raise StorageError(f"cannot reach the database {engine.url!r}: {exc.orig}") from exc
+    if current != head:
+        raise StorageError(
+            f"the database {engine.url!r} is at revision {current or 'none'} but the code "
+            f"needs {head}; run `journey db upgrade`"
+        )

@@ -1,0 +1,163 @@
+"""Fixtures for the twin (SQLite, StubBroker) and the real thing (PostgreSQL, Redis).
+
+A real service that is unreachable skips its tests locally and fails them under CI.
+Each test owns its namespace: its own SQLite file or PostgreSQL schema, and its own
+Redis key prefix, so tests can run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import dramatiq
+import pytest
+import redis
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from engine import keys
+from engine.api import create_app
+from engine.services import Services
+from engine.settings import Settings
+from engine.storage.db import upgrade
+
+CI = bool(os.environ.get("CI"))
+PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unavailable(what: str, exc: BaseException) -> None:
+    """Skip locally, fail under CI: integration tests must not pass by skipping there."""
+    message = f"{what} is unreachable: {exc}"
+    if CI:
+        pytest.fail(message + " (CI is set, so this fails instead of skipping)")
+    pytest.skip(message)
+
+
+def free_port() -> int:
+    """Return a TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
+    """A fresh SQLite file for this test."""
+    return f"sqlite:///{tmp_path}/journey.db"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test, as a DATABASE_URL whose search_path is it."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except sa.exc.OperationalError as exc:
+        admin.dispose()
+        unavailable(f"PostgreSQL at {PG_URL}", exc)
+    separator = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{separator}options={quote(f'-csearch_path={schema}')}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        unavailable(f"Redis at {REDIS_URL}", exc)
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield namespace
+    finally:
+        for key in client.scan_iter(f"{namespace}*"):
+            client.delete(key)
+        client.close()
+
+
+def make_services(database_url: str, **settings: object) -> Services:
+    """Services on ``database_url``, migrated to the newest revision."""
+    services = Services.from_settings(Settings(database_url=database_url, **settings))  # type: ignore[arg-type]
+    upgrade(services.engine)
+    return services
+
+
+@pytest.fixture
+def services(sqlite_url: str) -> Iterator[Services]:
+    """The twin: SQLite and the StubBroker."""
+    services = make_services(sqlite_url)
+    yield services
+    services.close()
+
+
+@pytest.fixture
+def pg_services(pg_url: str) -> Iterator[Services]:
+    """PostgreSQL and the StubBroker."""
+    services = make_services(pg_url)
+    yield services
+    services.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_services(request: pytest.FixtureRequest) -> Services:
+    """The same test on the twin and on real PostgreSQL."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("services")
+    return request.getfixturevalue("pg_services")
+
+
+@pytest.fixture
+def redis_services(pg_url: str, redis_namespace: str) -> Iterator[Services]:
+    """The real thing: PostgreSQL and Redis."""
+    services = make_services(pg_url, redis_url=REDIS_URL, namespace=redis_namespace)
+    yield services
+    services.close()
+
+
+def create_key(services: Services, name: str = "test-app", *, admin: bool = False) -> str:
+    """Create an API key and return it in clear."""
+    with services.sessions.begin() as session:
+        return keys.create_key(session, name, admin=admin)[1]
+
+
+def drain(services: Services) -> None:
+    """Process every queued message with an in-process worker, then stop it."""
+    worker = dramatiq.Worker(services.broker, worker_timeout=50, worker_threads=2)
+    worker.start()
+    try:
+        services.broker.join("events")  # type: ignore[attr-defined]
+        worker.join()
+    finally:
+        worker.stop()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    """An HTTP client for the API on the twin."""
+    with TestClient(create_app(services)) as client:
+        yield client
+
+
+@pytest.fixture
+def write_key(services: Services) -> str:
+    """A write key on the twin."""
+    return create_key(services)
+
+
+@pytest.fixture
+def admin_key(services: Services) -> str:
+    """An admin key on the twin."""
+    return create_key(services, "ops", admin=True)
