@@ -1,0 +1,78 @@
+"""The ``journey`` command line: keys, db, and clear errors for bad settings."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from engine import keys
+from engine.cli import main
+from engine.cli.codes import RET_CONFIG, RET_NOT_FOUND, RET_SERVICE
+
+
+@pytest.fixture
+def run(sqlite_url, monkeypatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str):  # type: ignore[no-untyped-def]
+        return runner.invoke(main, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_keys_need_a_migrated_database(run):
+    result = run("keys", "list")
+    assert result.exit_code == RET_SERVICE
+    assert "is at revision none but the code needs 0001; run `journey db upgrade`" in result.output
+
+
+def test_keys_create_list_revoke(run, services):
+    created = run("keys", "create", "web-app")
+    assert created.exit_code == 0
+    secret = created.stdout.strip()
+    assert secret.startswith(keys.WRITE_PREFIX)
+    assert "shown only now" in created.stderr
+    admin = run("keys", "create", "ops", "--admin")
+    assert admin.stdout.strip().startswith(keys.ADMIN_PREFIX)
+
+    listing = run("keys", "list").output
+    assert "web-app" in listing and "write" in listing and "admin" in listing
+    assert secret not in listing
+
+    revoked = run("keys", "revoke", "web-app")
+    assert revoked.exit_code == 0 and "revoked 1 key" in revoked.output
+    with services.sessions() as session:
+        with pytest.raises(Exception, match="was revoked"):
+            keys.authenticate(session, secret)
+    again = run("keys", "revoke", "web-app")
+    assert again.exit_code == RET_NOT_FOUND
+    assert again.output.startswith("Error: no active key has the id, prefix or name 'web-app'")
+
+
+def test_keys_create_needs_a_name(run, services):
+    result = run("keys", "create", "  ")
+    assert result.exit_code == 1
+    assert "a key needs a name" in result.output
+
+
+def test_db_upgrade_and_current(run):
+    upgraded = run("db", "upgrade")
+    assert upgraded.exit_code == 0 and "is at revision 0001" in upgraded.output
+    assert "up to date" in run("db", "current").output
+
+
+def test_bad_setting_is_one_clear_line(run, monkeypatch):
+    monkeypatch.setenv("JOURNEY_WORKER_THREADS", "many")
+    result = run("keys", "list")
+    assert result.exit_code == RET_CONFIG
+    assert result.output == (
+        "Error: JOURNEY_WORKER_THREADS='many' is invalid: not a whole number; expected a whole number >= 1\n"
+    )
+
+
+def test_worker_without_redis_says_what_to_do(run):
+    result = run("worker")
+    assert result.exit_code == RET_SERVICE
+    assert "REDIS_URL is not set" in result.output

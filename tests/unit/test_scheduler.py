@@ -1,0 +1,81 @@
+"""The sweeper re-enqueues events whose queue message was lost, and only those."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import select, update
+
+from engine.scheduler import Scheduler, pending_events
+from engine.storage.models import Event
+from engine.workers.actors import MAX_EVENT_ATTEMPTS
+from tests.conftest import drain
+
+ROW = {
+    "source": "app",
+    "type": "track",
+    "event": "Signed Up",
+    "user_id": "u1",
+    "properties": {},
+    "traits": {},
+    "context": {},
+    "integrations": {},
+}
+
+
+def store_without_enqueue(services, count: int, received_at: datetime) -> None:  # type: ignore[no-untyped-def]
+    """Commit events as the API does, but 'lose' their queue messages."""
+    with services.sessions.begin() as session:
+        for i in range(count):
+            session.add(Event(**ROW, message_id=f"m{i}", timestamp=received_at, received_at=received_at))
+
+
+def test_lost_events_are_swept_and_processed(any_services):
+    now = datetime.now(timezone.utc)
+    store_without_enqueue(any_services, 3, now - timedelta(minutes=5))
+    scheduler = Scheduler(any_services)
+    assert scheduler.sweep(now) == 3
+    assert scheduler.sweep(now) == 0  # just enqueued: not again until the threshold passes
+    drain(any_services)
+    assert pending_events(any_services) == 0
+    assert scheduler.sweep(now + timedelta(hours=1)) == 0  # processed: never again
+
+
+def test_recent_events_are_left_to_their_messages(any_services):
+    now = datetime.now(timezone.utc)
+    store_without_enqueue(any_services, 2, now - timedelta(seconds=10))
+    assert Scheduler(any_services).sweep(now) == 0
+
+
+def test_events_that_keep_failing_are_left_for_an_operator(any_services):
+    now = datetime.now(timezone.utc)
+    store_without_enqueue(any_services, 1, now - timedelta(minutes=5))
+    with any_services.sessions.begin() as session:
+        session.execute(update(Event).values(attempts=MAX_EVENT_ATTEMPTS, error="boom"))
+    assert Scheduler(any_services).sweep(now) == 0
+    with any_services.sessions() as session:
+        assert session.execute(select(Event.error)).scalar_one() == "boom"
+
+
+def test_a_failing_event_records_its_error_and_does_not_block_others(any_services, monkeypatch):
+    from engine import profiles
+    from engine.workers import actors
+
+    now = datetime.now(timezone.utc)
+    store_without_enqueue(any_services, 2, now)
+    real = profiles.apply_event
+
+    def flaky(session, event, at):  # type: ignore[no-untyped-def]
+        if event.message_id == "m0":
+            raise ValueError("bad trait")
+        return real(session, event, at)
+
+    monkeypatch.setattr(profiles, "apply_event", flaky)
+    with any_services.sessions() as session:
+        ids = list(session.execute(select(Event.id).order_by(Event.id)).scalars())
+    results = [actors.process_event(any_services, event_id) for event_id in ids]
+    assert results == [False, True]
+    with any_services.sessions() as session:
+        first, second = session.execute(select(Event).order_by(Event.id)).scalars()
+    assert first.processed_at is None and first.attempts == 1 and first.error == "ValueError: bad trait"
+    assert second.processed_at is not None
