@@ -109,3 +109,11 @@ class ChannelError(JourneyError):
 
 class StorageError(JourneyError):
     """The database is unreachable or not in the state the engine expects."""
+
+
+def did_you_mean(name: str, choices: object) -> str:
+    """Return ``" Did you mean 'x'?"`` for the closest of ``choices`` to ``name``, or ``""``."""
+    import difflib  # local: errors.py stays import-light
+
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1)  # type: ignore[attr-defined]
+    return f" Did you mean '{close[0]}'?" if close else ""

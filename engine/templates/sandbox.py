@@ -1,0 +1,171 @@
+"""The Jinja2 sandbox that renders every message the engine sends."""
+
+from __future__ import annotations
+
+import json
+import operator
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.errors import TemplateError, did_you_mean
+
+MAX_OUTPUT_CHARS = 100_000  # an email body larger than this is a mistake, not a message
+MAX_RENDER_SECONDS = 0.5  # a template is text with a few loops; longer means a runaway loop
+_MAX_REPEAT = 10_000  # 'x' * n and n ** m are capped so one expression cannot exhaust memory
+
+#: What each kind of template part renders: plain text, HTML (autoescaped) or a JSON body.
+KINDS = ("text", "html", "json")
+
+
+class TemplateSyntaxProblem(TemplateError):
+    """A template does not compile; ``line`` is the 1-based line within the template."""
+
+    def __init__(self, name: str, line: int | None, message: str) -> None:
+        self.name = name
+        self.line = line
+        self.reason = message
+        where = f" line {line}" if line else ""
+        super().__init__(f"template {name}{where}: {message}")
+
+
+class UndefinedVariable(TemplateError):
+    """A template used a variable or field that the render context does not have."""
+
+
+class _Undefined(jinja2.StrictUndefined):
+    """StrictUndefined whose message names the missing field and suggests a close one."""
+
+    @property
+    def _undefined_message(self) -> str:
+        name, owner = self._undefined_name, self._undefined_obj
+        if owner is jinja2.utils.missing:
+            return f"'{name}' is not defined"
+        if isinstance(owner, Mapping):
+            keys = sorted(str(k) for k in owner)
+            hint = did_you_mean(name, keys)
+            return f"no field '{name}'{'.' + hint if hint else ''} (has: {', '.join(keys) or 'nothing'})"
+        return f"{type(owner).__name__} value has no field '{name}'"
+
+
+class _Deadline:
+    """Time budget of the render in progress, checked at every call and attribute access."""
+
+    def __init__(self) -> None:
+        self.until = float("inf")
+
+    def check(self) -> None:
+        if time.monotonic() > self.until:
+            raise TemplateError(f"rendering took longer than {MAX_RENDER_SECONDS}s; simplify the loops")
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.deadline = _Deadline()
+
+    def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
+        if operator_ == "*" and (isinstance(left, (str, list)) or isinstance(right, (str, list))):
+            count = right if isinstance(left, (str, list)) else left
+            if isinstance(count, int) and count > _MAX_REPEAT:
+                raise TemplateError(f"repeating a value {count} times is over the limit of {_MAX_REPEAT}")
+        if operator_ == "**" and isinstance(right, int) and right > 64:
+            raise TemplateError("an exponent over 64 is not allowed in a template")
+        return (operator.mul if operator_ == "*" else operator.pow)(left, right)
+
+    def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        self.deadline.check()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        self.deadline.check()
+        return super().getattr(obj, attribute)
+
+
+class Template:
+    """A compiled template; :meth:`render` gives its output or raises TemplateError."""
+
+    def __init__(self, name: str, source: str, kind: str, compiled: jinja2.Template, engine: TemplateEngine) -> None:
+        self.name = name
+        self.source = source
+        self.kind = kind
+        self._compiled = compiled
+        self._engine = engine
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        """Render with the given variables (``customer``, ``event``, ``trigger``, ``context``...).
+
+        Raises:
+            TemplateError: a variable is missing, the output is too large or too slow, or
+                a JSON body is not valid JSON. The message says which and where.
+        """
+        sandbox = self._engine.sandbox
+        sandbox.deadline.until = time.monotonic() + self._engine.max_seconds
+        size, chunks = 0, []
+        try:
+            for chunk in self._compiled.generate(dict(context)):
+                size += len(chunk)
+                if size > self._engine.max_output:
+                    raise TemplateError(
+                        f"template {self.name}: output exceeds {self._engine.max_output} characters"
+                    )
+                sandbox.deadline.check()
+                chunks.append(chunk)
+        except TemplateError as exc:
+            if str(exc).startswith(f"template {self.name}"):
+                raise
+            raise TemplateError(f"template {self.name}: {exc}") from None
+        except jinja2.UndefinedError as exc:
+            raise UndefinedVariable(f"template {self.name}: {exc}") from None
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template {self.name}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - a filter on a wrong type, a division by zero
+            raise TemplateError(f"template {self.name}: {type(exc).__name__}: {exc}") from None
+        finally:
+            sandbox.deadline.until = float("inf")
+        output = "".join(chunks)
+        if self.kind == "json":
+            try:
+                json.loads(output)
+            except ValueError as exc:
+                raise TemplateError(f"template {self.name}: the body is not valid JSON ({exc})") from None
+        return output
+
+    def __repr__(self) -> str:
+        return f"Template({self.name!r}, kind={self.kind!r})"
+
+
+class TemplateEngine:
+    """Compiles templates in the sandbox; one engine is shared by every template it compiles."""
+
+    def __init__(self, *, max_output: int = MAX_OUTPUT_CHARS, max_seconds: float = MAX_RENDER_SECONDS) -> None:
+        self.max_output = max_output
+        self.max_seconds = max_seconds
+        self.sandbox = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
+        self._html = _Sandbox(undefined=_Undefined, autoescape=True)
+        self._html.deadline = self.sandbox.deadline
+
+    def compile(self, source: str, name: str, kind: str = "text") -> Template:
+        """Compile a template.
+
+        Args:
+            source: the Jinja2 text.
+            name: how messages name it, e.g. ``cart_reminder.subject``.
+            kind: ``text``, ``html`` (autoescaped) or ``json`` (must render valid JSON).
+
+        Raises:
+            TemplateSyntaxProblem: a Jinja syntax error, with its line in the template.
+        """
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        env = self._html if kind == "html" else self.sandbox
+        try:
+            compiled = env.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateSyntaxProblem(name, exc.lineno, exc.message or "syntax error") from None
+        return Template(name, source, kind, compiled, self)
