@@ -1,0 +1,98 @@
+"""``journey validate``, ``lint``, ``schema`` and ``graph``: check journey files before they run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
+from engine.definitions import journey_files, json_schema_text, load_journey, load_journeys
+from engine.definitions.graph import mermaid
+from engine.definitions.lint import lint as lint_journey
+from engine.errors import DefinitionError
+
+DEFAULT_DIRECTORY = "journeys"
+_paths = click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+
+
+def _files_or_fail(paths: tuple[Path, ...]) -> list[Path]:
+    files = journey_files(paths or (Path(DEFAULT_DIRECTORY),))
+    missing = [str(p) for p in (paths or (Path(DEFAULT_DIRECTORY),)) if not p.exists()]
+    if missing:
+        click.echo(f"Error: no such file or directory: {', '.join(missing)}", err=True)
+        sys.exit(RET_NOT_FOUND)
+    if not files:
+        click.echo("Error: no journey files (*.yaml, *.yml) found", err=True)
+        sys.exit(RET_NOT_FOUND)
+    return files
+
+
+@click.command()
+@_paths
+def validate(paths: tuple[Path, ...]) -> None:
+    """Check journey files (default: journeys/) and print every problem; exit 1 on any."""
+    files = _files_or_fail(paths)
+    result = load_journeys(files)
+    for error in result.errors:
+        click.echo(f"Error: {error}", err=True)
+    if result.errors:
+        click.echo(f"{len(result.errors)} of {len(files)} journey files are invalid", err=True)
+        sys.exit(RET_INVALID)
+    click.echo(f"{len(result.journeys)} journeys valid")
+
+
+@click.command()
+@_paths
+@click.option("--strict", is_flag=True, help="Exit 1 on warnings, not only on errors.")
+def lint(paths: tuple[Path, ...], strict: bool) -> None:
+    """Warn about journeys that load but look wrong (unreachable steps, loops with no wait...)."""
+    files = _files_or_fail(paths)
+    result = load_journeys(files)
+    for error in result.errors:
+        click.echo(f"Error: {error}", err=True)
+    count = 0
+    for journey in result.journeys.values():
+        warnings = lint_journey(journey)
+        count += len(warnings)
+        if warnings:
+            noun = "warning" if len(warnings) == 1 else "warnings"
+            lines = "\n".join(f"  {w}" for w in warnings)
+            click.echo(f"Warning: {journey.path or journey.id} has {len(warnings)} {noun}:\n{lines}", err=True)
+    if result.errors or (strict and count):
+        sys.exit(RET_INVALID)
+    click.echo(f"{len(result.journeys)} journeys checked, {count} warnings")
+
+
+@click.command()
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write to this file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema (draft-07) of journey files, for editors and check-jsonschema."""
+    text = json_schema_text()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@click.command()
+@click.argument("journey")
+def graph(journey: str) -> None:
+    """Print a Mermaid flowchart of JOURNEY (a file, or an id in journeys/)."""
+    path = Path(journey)
+    if not path.exists():
+        candidates = [Path(DEFAULT_DIRECTORY) / f"{journey}{suffix}" for suffix in (".yaml", ".yml")]
+        path = next((c for c in candidates if c.exists()), path)
+    if not path.exists():
+        click.echo(f"Error: no journey file or id '{journey}' (looked in {DEFAULT_DIRECTORY}/)", err=True)
+        sys.exit(RET_NOT_FOUND)
+    try:
+        loaded = load_journey(path)
+    except DefinitionError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(RET_INVALID)
+    click.echo(mermaid(loaded), nl=False)
+
+
+COMMANDS = [validate, lint, schema, graph]
