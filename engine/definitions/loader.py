@@ -30,6 +30,7 @@ from engine.templates.store import PARTS, SUFFIX
 
 JOURNEY_SUFFIXES = (".yaml", ".yml")
 _ENGINE = TemplateEngine()
+_NEEDS = "a journey needs id, name, stage, trigger and steps"
 
 
 def load_journey(path: str | Path, *, engine: TemplateEngine | None = None) -> model.Journey:
@@ -143,10 +144,10 @@ class _Checker:
         data = self.source.data
         if data is None:
             if not self.problems:
-                self.add((), "the file is empty; a journey needs id, name, stage, trigger and steps")
+                self.add((), f"the file is empty; {_NEEDS}")
             return None
         if not isinstance(data, dict):
-            self.add((), "a journey file is a mapping (key: value lines) with id, name, stage, trigger and steps")
+            self.add((), f"a journey file is a mapping (key: value lines); {_NEEDS}")
             return None
         document: doc.JourneyDocument | None = None
         try:
@@ -344,7 +345,7 @@ class _Checker:
                 self.add(at, f'{issue.message} in "{source}"{issue.hint}', offset=offset)
             return
         if not condition and compiled.result_type not in ("int", "double", "dyn", "uint"):
-            self.add(at, f'points must be a number, but "{source}" gives {compiled.result_type}')
+            self.add(at, f"points must be a number, but the expression {source} gives {compiled.result_type}")
             return
         self.compiled[at] = compiled
         journey_id, name, stage = self.journey_info
@@ -389,9 +390,10 @@ class _Checker:
                 uses = ", ".join(allowed) or "no template"
                 self.add((*at, part), f"{send.channel} messages have no '{part}' (they use: {uses}); remove it", key=True)
         if send.channel == "retargeting":
-            for key in ("audience", "action"):
+            needs = {"audience": "the audience's name", "action": "add or remove"}
+            for key, what in needs.items():
                 if getattr(send, key) is None:
-                    self.add(at, f"a retargeting send needs '{key}' (the audience and add or remove)")
+                    self.add(at, f"a retargeting send needs '{key}' ({what})")
             if send.template:
                 self.add((*at, "template"), "a retargeting send has no template; remove it", key=True)
             return

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import TemplateError
+from engine.templates import TemplateEngine, TemplateStore, TemplateSyntaxProblem, UndefinedVariable
+
+
+@pytest.fixture
+def engine() -> TemplateEngine:
+    return TemplateEngine(max_output=1_000, max_seconds=0.2)
+
+
+def test_renders_with_the_context(engine: TemplateEngine) -> None:
+    template = engine.compile("Hi {{ customer.first_name }}", "greeting.text")
+
+    assert template.render({"customer": {"first_name": "Ada"}}) == "Hi Ada"
+
+
+def test_missing_field_is_an_error_naming_it_with_a_suggestion(engine: TemplateEngine) -> None:
+    template = engine.compile("Hi {{ customer.first_nme }}", "greeting.text")
+
+    with pytest.raises(UndefinedVariable) as caught:
+        template.render({"customer": {"first_name": "Ada"}})
+
+    assert str(caught.value) == "template greeting.text: no field 'first_nme'. Did you mean 'first_name'? (has: first_name)"
+
+
+def test_syntax_error_has_the_line(engine: TemplateEngine) -> None:
+    with pytest.raises(TemplateSyntaxProblem) as caught:
+        engine.compile("line one\n{{ x }", "bad.text")
+
+    assert caught.value.line == 2
+
+
+def test_sandbox_blocks_internals(engine: TemplateEngine) -> None:
+    template = engine.compile("{{ customer.__class__.__mro__ }}", "evil.text")
+
+    with pytest.raises(TemplateError):
+        template.render({"customer": {}})
+
+
+def test_sandbox_is_immutable(engine: TemplateEngine) -> None:
+    template = engine.compile("{{ items.append(1) }}", "evil.text")
+
+    with pytest.raises(TemplateError):
+        template.render({"items": []})
+
+
+def test_output_size_is_capped(engine: TemplateEngine) -> None:
+    template = engine.compile("{% for i in range(5000) %}xx{% endfor %}", "big.text")
+
+    with pytest.raises(TemplateError, match="output exceeds 1000 characters"):
+        template.render({})
+
+
+def test_string_repetition_is_capped(engine: TemplateEngine) -> None:
+    with pytest.raises(TemplateError, match="over the limit"):
+        engine.compile("{{ 'x' * 100000000 }}", "big.text").render({})
+
+
+def test_runaway_loop_is_stopped(engine: TemplateEngine) -> None:
+    template = engine.compile("{% for i in range(100000) %}{% for j in range(100000) %}{{ j.real }}{% endfor %}{% endfor %}", "slow")
+
+    with pytest.raises(TemplateError, match="longer than"):
+        TemplateEngine(max_output=10**9, max_seconds=0.2).compile(template.source, "slow").render({})
+
+
+def test_html_is_escaped_and_text_is_not(engine: TemplateEngine) -> None:
+    context = {"name": "<b>Ada</b>"}
+
+    assert engine.compile("{{ name }}", "x.html", "html").render(context) == "&lt;b&gt;Ada&lt;/b&gt;"
+    assert engine.compile("{{ name }}", "x.text").render(context) == "<b>Ada</b>"
+
+
+def test_json_body_must_be_valid_json(engine: TemplateEngine) -> None:
+    assert engine.compile('{"n": {{ n | tojson }}}', "hook.body", "json").render({"n": "a\"b"}) == '{"n": "a\\"b"}'
+    with pytest.raises(TemplateError, match="not valid JSON"):
+        engine.compile('{"n": {{ n }}}', "hook.body", "json").render({"n": "a"})
+
+
+def test_store_finds_parts_by_file_name(tmp_path) -> None:
+    (tmp_path / "promo.subject.j2").write_text("s")
+    (tmp_path / "promo.text.j2").write_text("t")
+    (tmp_path / "notes.md").write_text("ignored")
+
+    store = TemplateStore(tmp_path)
+
+    assert store.names() == ["promo"]
+    assert sorted(store.parts("promo")) == ["subject", "text"]

@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+from engine.cli.codes import RET_INVALID, RET_NOT_FOUND, RET_OK
+
+ROOT = Path(__file__).parents[2]
+
+
+@pytest.fixture
+def run(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(ROOT)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(main, list(args))
+
+
+def test_validate_shipped_journeys(run) -> None:
+    result = run("validate")
+
+    assert result.exit_code == RET_OK, result.output
+    assert result.output.endswith("journeys valid\n")
+
+
+def test_validate_prints_every_problem_and_fails(run) -> None:
+    result = run("validate", "tests/corpus/many_problems.yaml", "journeys/winback.yaml")
+
+    assert result.exit_code == RET_INVALID
+    assert "Error: tests/corpus/many_problems.yaml is invalid for 4 reasons:\n" in result.output
+    assert "  line 16, col 21, steps[1].send.channel: unknown channel 'emial'. Did you mean 'email'?" in result.output
+    assert "1 of 2 journey files are invalid" in result.output
+
+
+def test_validate_missing_path(run) -> None:
+    result = run("validate", "nowhere/")
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output == "Error: no such file or directory: nowhere\n"
+
+
+def test_lint_strict_passes_on_shipped_journeys(run) -> None:
+    result = run("lint", "--strict")
+
+    assert result.exit_code == RET_OK, result.output
+    assert "0 warnings" in result.output
+
+
+def test_lint_warns_and_strict_fails(run, tmp_path: Path) -> None:
+    journey = tmp_path / "loose.yaml"
+    journey.write_text(
+        "id: loose\nname: Loose\nstage: awareness\ntrigger: {event: signed_up}\n"
+        "steps:\n  - id: wait\n    wait_until: {event: order_completed}\n"
+    )
+
+    relaxed = run("lint", str(journey))
+    strict = run("lint", "--strict", str(journey))
+
+    assert relaxed.exit_code == RET_OK
+    assert "has no timeout" in relaxed.output
+    assert strict.exit_code == RET_INVALID
+
+
+def test_schema_prints_the_committed_schema(run) -> None:
+    result = run("schema")
+
+    assert result.exit_code == RET_OK
+    assert result.output == (ROOT / "schema" / "journey.schema.json").read_text()
+    assert json.loads(result.output)["title"] == "Journey"
+
+
+def test_graph_by_id(run) -> None:
+    result = run("graph", "cart_abandonment")
+
+    assert result.exit_code == RET_OK
+    assert result.output.startswith("flowchart TD\n")
+    assert "subgraph stage_consideration[consideration]" in result.output
+
+
+def test_graph_of_unknown_journey(run) -> None:
+    result = run("graph", "nope")
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output.startswith("Error: no journey file or id 'nope'")
