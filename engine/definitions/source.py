@@ -11,6 +11,8 @@ import yaml
 from engine.errors import Problem
 
 Path = tuple[str | int, ...]
+# libyaml when installed: parsing is most of the cost of loading a journey.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,20 @@ def format_path(path: Path) -> str:
 def read_yaml(text: str) -> Source:
     """Parse YAML text; syntax errors and duplicate keys become located problems, not exceptions."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=_LOADER)
+    except yaml.YAMLError:
+        return _syntax_problem(text)
+    source = Source(None)
+    if node is None:
+        return source
+    source.data = _build(node, (), source)
+    return source
+
+
+def _syntax_problem(text: str) -> Source:
+    """Parse again with the pure-Python loader, whose messages are the same everywhere."""
+    try:
+        yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         reason = exc.problem or "invalid YAML"
@@ -72,11 +87,7 @@ def read_yaml(text: str) -> Source:
         return Source(None, problems=[Problem("", f"YAML syntax error: {reason}", line, column)])
     except yaml.YAMLError as exc:
         return Source(None, problems=[Problem("", f"YAML error: {exc}")])
-    source = Source(None)
-    if node is None:
-        return source
-    source.data = _build(node, (), source)
-    return source
+    return Source(None, problems=[Problem("", "invalid YAML")])
 
 
 _CONSTRUCTOR = yaml.SafeLoader("")

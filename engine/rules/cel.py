@@ -107,7 +107,12 @@ class Expression:
         """Evaluate against the variables; never raises, a failure is returned as ``error``."""
         try:
             if isinstance(activation, Mapping):
-                result = self._compiled.eval(data=_plain_variables(activation))
+                try:
+                    result = self._compiled.eval(data=activation)
+                except Exception:  # noqa: BLE001 - e.g. a value CEL has no type for: convert, retry
+                    result = None
+                if result is None or (result.type() == _T.ERROR and "Non-CEL value" in str(result.value())):
+                    result = self._compiled.eval(data=_plain_variables(activation))
             else:
                 result = self._compiled.eval(activation)
         except Exception as exc:  # noqa: BLE001 - a bad value must not crash a worker
@@ -120,6 +125,10 @@ class Expression:
         return f"{type(self).__name__}({self.source!r})"
 
 
+_TRUE = ConditionResult(True)
+_FALSE = ConditionResult(False)
+
+
 class Condition(Expression):
     """A compiled CEL condition; :meth:`evaluate` answers True or False and never raises."""
 
@@ -129,6 +138,15 @@ class Condition(Expression):
         A runtime failure (a missing key, a wrong type) counts as False and is returned in
         ``error`` so the runtime can record it; so does a result that is not a boolean.
         """
+        if not isinstance(activation, Mapping):
+            # Fast path: a boolean result is the common case, and an error's value is never a
+            # bool, so the (slow) type check is only needed for anything else.
+            try:
+                value = self._compiled.eval(activation).value()
+            except Exception:  # noqa: BLE001 - the general path below reports it
+                value = None
+            if type(value) is bool:
+                return _TRUE if value else _FALSE
         result = super().evaluate(activation)
         if result.error is not None:
             return ConditionResult(False, result.error)

@@ -149,6 +149,7 @@ class TemplateEngine:
         self.sandbox = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
         self._html = _Sandbox(undefined=_Undefined, autoescape=True)
         self._html.deadline = self.sandbox.deadline
+        self._compiled: dict[tuple[str, str], jinja2.Template] = {}
 
     def compile(self, source: str, name: str, kind: str = "text") -> Template:
         """Compile a template.
@@ -163,9 +164,13 @@ class TemplateEngine:
         """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        env = self._html if kind == "html" else self.sandbox
-        try:
-            compiled = env.from_string(source)
-        except jinja2.TemplateSyntaxError as exc:
-            raise TemplateSyntaxProblem(name, exc.lineno, exc.message or "syntax error") from None
+        compiled = self._compiled.get((source, kind))
+        if compiled is None:
+            env = self._html if kind == "html" else self.sandbox
+            try:
+                compiled = env.from_string(source)
+            except jinja2.TemplateSyntaxError as exc:
+                raise TemplateSyntaxProblem(name, exc.lineno, exc.message or "syntax error") from None
+            # Journeys share templates: compile each text once (Jinja compiles to Python, slowly).
+            self._compiled[(source, kind)] = compiled
         return Template(name, source, kind, compiled, self)
