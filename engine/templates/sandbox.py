@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import operator
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -51,8 +52,11 @@ class _Undefined(jinja2.StrictUndefined):
         return f"{type(owner).__name__} value has no field '{name}'"
 
 
-class _Deadline:
-    """Time budget of the render in progress, checked at every call and attribute access."""
+class _Deadline(threading.local):
+    """Time budget of the render in progress, checked at every call and attribute access.
+
+    Thread-local: Dramatiq workers render in several threads with one shared engine.
+    """
 
     def __init__(self) -> None:
         self.until = float("inf")

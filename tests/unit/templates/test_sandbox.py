@@ -88,3 +88,24 @@ def test_store_finds_parts_by_file_name(tmp_path) -> None:
 
     assert store.names() == ["promo"]
     assert sorted(store.parts("promo")) == ["subject", "text"]
+
+
+def test_render_time_budget_is_per_thread(engine: TemplateEngine) -> None:
+    import threading
+
+    slow = TemplateEngine(max_output=10**9, max_seconds=0.2)
+    runaway = slow.compile("{% for i in range(100000) %}{% for j in range(100000) %}{{ j.real }}{% endfor %}{% endfor %}", "slow")
+    quick = slow.compile("Hi {{ name }}", "quick")
+    outcome: list[str] = []
+
+    def render_quick_many() -> None:
+        for _ in range(200):
+            outcome.append(quick.render({"name": "Ada"}))
+
+    worker = threading.Thread(target=render_quick_many)
+    worker.start()
+    with pytest.raises(TemplateError, match="longer than"):
+        runaway.render({})
+    worker.join()
+
+    assert outcome == ["Hi Ada"] * 200
