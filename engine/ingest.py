@@ -6,13 +6,17 @@ request, and queue messages are sent after the commit.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import text
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from engine.errors import PayloadError, Problem
 from engine.segment import MAX_BATCH_BYTES, normalize, parse_time
@@ -114,5 +118,130 @@ def store(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     for row in rows:  # a messageId repeated inside one batch: the first one counts
         first.setdefault((row["source"], row["message_id"]), row)
     unique = list(first.values())
-    statement = insert_ignore(session, Event, unique, ["source", "message_id"]).returning(Event.id)
-    return sorted(session.execute(statement).scalars())
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # All rows travel as one JSON parameter: the statement text never changes, so
+        # PostgreSQL and psycopg prepare it once, instead of parsing a VALUES list with
+        # thousands of placeholders for every batch.
+        result = connection.execute(_PG_INSERT, {"rows": orjson.dumps(unique).decode()})
+    else:
+        statement = insert_ignore(session, Event, None, ["source", "message_id"]).returning(Event.id)
+        result = connection.execute(statement, unique)
+    return sorted(result.scalars())
+
+
+_COLUMNS = {
+    "source": "text", "message_id": "text", "type": "text", "event": "text", "name": "text",
+    "user_id": "text", "anonymous_id": "text", "previous_id": "text", "group_id": "text",
+    "properties": "jsonb", "traits": "jsonb", "context": "jsonb", "integrations": "jsonb",
+    "timestamp": "timestamptz", "original_timestamp": "timestamptz", "sent_at": "timestamptz",
+    "received_at": "timestamptz",
+}  # fmt: skip
+_PG_INSERT = text(
+    f"INSERT INTO events ({', '.join(_COLUMNS)}, attempts) "
+    f"SELECT {', '.join(_COLUMNS)}, 0 FROM jsonb_to_recordset(CAST(:rows AS jsonb)) "
+    f"AS r({', '.join(f'{name} {kind}' for name, kind in _COLUMNS.items())}) "
+    "ON CONFLICT (source, message_id) DO NOTHING RETURNING id"
+)
+
+
+class EventWriter:
+    """Commits the events of many concurrent requests together (group commit).
+
+    Each request hands its rows over and waits until they are committed; one background
+    task takes everything that is waiting, inserts it in one statement, commits once,
+    answers every waiting request, then enqueues the new ids in one message. Under load
+    groups grow by themselves; when idle a request waits for its own commit only.
+    If a group fails, its requests are retried one by one, so one bad request fails
+    alone and the others are still stored.
+    """
+
+    MAX_ROWS = 5000
+    IN_FLIGHT = 4  # groups committing at once: overlaps the database round trips
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._enqueues: set[asyncio.Task[None]] = set()
+
+    async def write(self, rows: list[dict[str, Any]]) -> None:
+        """Return once ``rows`` are committed (duplicates of stored messageIds are skipped).
+
+        Raises:
+            Exception: whatever the database raised for these rows.
+        """
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            # (Re)start on this loop: a test client may run the app on several loops in turn.
+            self._wakeup = asyncio.Event()
+            self._task = loop.create_task(self._run(self._wakeup), name="event-writer")
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.append((rows, future))
+        self._wakeup.set()
+        await future
+
+    async def close(self) -> None:
+        """Commit what is waiting, finish the enqueues, and stop the background task."""
+        while self._pending:
+            await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._enqueues:
+            await asyncio.gather(*self._enqueues, return_exceptions=True)
+
+    async def _run(self, wakeup: asyncio.Event) -> None:
+        slots = asyncio.Semaphore(self.IN_FLIGHT)
+        committing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await wakeup.wait()
+                wakeup.clear()
+                while self._pending:
+                    await slots.acquire()
+                    group, size = [], 0
+                    while self._pending and (not group or size + len(self._pending[0][0]) <= self.MAX_ROWS):
+                        rows, future = self._pending.pop(0)
+                        group.append((rows, future))
+                        size += len(rows)
+                    task = asyncio.get_running_loop().create_task(self._commit_group(group))
+                    committing.add(task)
+                    task.add_done_callback(committing.discard)
+                    task.add_done_callback(lambda _: slots.release())
+        finally:
+            if committing:
+                await asyncio.gather(*committing, return_exceptions=True)
+
+    async def _commit_group(self, group: list[tuple[list[dict[str, Any]], asyncio.Future[None]]]) -> None:
+        try:
+            ids = await run_in_threadpool(self._commit, [row for rows, _ in group for row in rows])
+            for _, future in group:
+                _resolve(future, None)
+        except Exception:  # noqa: BLE001 - find the request that failed, store the others
+            ids = []
+            for rows, future in group:
+                try:
+                    ids += await run_in_threadpool(self._commit, rows)
+                    _resolve(future, None)
+                except Exception as exc:  # noqa: BLE001
+                    _resolve(future, exc)
+        if ids:
+            task = asyncio.get_running_loop().create_task(run_in_threadpool(self.services.enqueue_events, ids))
+            self._enqueues.add(task)
+            task.add_done_callback(self._enqueues.discard)
+
+    def _commit(self, rows: list[dict[str, Any]]) -> list[int]:
+        with self.services.sessions.begin() as session:
+            return store(session, rows)
+
+
+def _resolve(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the request was cancelled (client went away): nothing to tell
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

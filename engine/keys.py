@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -68,18 +69,55 @@ def authenticate(session: Session, key: str | None, *, admin_required: bool = Fa
             "no API key: send it as the HTTP Basic username (the password stays empty) "
             "or as writeKey in the body"
         )
-    row = session.execute(select(ApiKey).where(ApiKey.key_hash == hash_key(key))).scalar_one_or_none()
+    row = session.execute(
+        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.admin, ApiKey.revoked_at).where(
+            ApiKey.key_hash == hash_key(key)
+        )
+    ).one_or_none()
     if row is None:
         raise AuthError("unknown API key: check the key, or create one with `journey keys create NAME`")
     if row.revoked_at is not None:
         raise AuthError(f"the API key {row.prefix}… was revoked; create a new one with `journey keys create`")
     if admin_required and not row.admin:
-        raise AuthError(
-            f"the API key {row.prefix}… is a write key and may only send events; "
-            "this endpoint needs an admin key (`journey keys create NAME --admin`)",
-            status=403,
-        )
+        raise write_key_on_admin_path()
     return Principal(key_id=row.id, name=row.name, admin=row.admin)
+
+
+def write_key_on_admin_path() -> AuthError:
+    """The 403 for a write key used where an admin key is required."""
+    return AuthError(
+        "this is a write key, which may only send events; this endpoint needs an admin key "
+        "(`journey keys create NAME --admin`)",
+        status=403,
+    )
+
+
+class KeyCache:
+    """Remembers keys that authenticated, for ``ttl``, so ingestion skips a query per request.
+
+    Only successes are kept: a new key works at once, and a revoked key stops working
+    within ``ttl`` (``JOURNEY_KEY_CACHE``; ``0s`` turns the cache off).
+    """
+
+    def __init__(self, ttl: timedelta) -> None:
+        self.ttl = ttl.total_seconds()
+        self._known: dict[str, tuple[Principal, float]] = {}
+
+    def get(self, key: str | None) -> Principal | None:
+        """Return the cached principal for ``key``, or None if absent or stale."""
+        if not key or self.ttl <= 0:
+            return None
+        entry = self._known.get(key)
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    def put(self, key: str, principal: Principal) -> None:
+        """Remember that ``key`` authenticated as ``principal``."""
+        if self.ttl > 0:
+            if len(self._known) > 10_000:  # a bound, not an LRU: keys are few in practice
+                self._known.clear()
+            self._known[key] = (principal, time.monotonic() + self.ttl)
 
 
 def list_keys(session: Session) -> list[ApiKey]:

@@ -98,9 +98,12 @@ def normalize(
         times[field] = _time(message, field, problem)
 
     if not problems:
-        size = len(orjson.dumps(message))
-        if size > MAX_EVENT_BYTES:
-            problem("", f"the message is {size} bytes; a message may be at most {MAX_EVENT_BYTES} bytes (32 KB)")
+        encoded = orjson.dumps(message)
+        if len(encoded) > MAX_EVENT_BYTES:
+            problem("", f"the message is {len(encoded)} bytes; a message may be at most {MAX_EVENT_BYTES} bytes (32 KB)")
+        elif b"\\u0000" in encoded:
+            # PostgreSQL cannot store NUL in text or JSONB: refuse it here, with its place.
+            problem(_nul_path(message), "contains a NUL character (\\u0000), which cannot be stored; remove it")
 
     if problems:
         raise PayloadError("the message", problems)
@@ -188,6 +191,26 @@ def _text(message: dict[str, Any], field: str, problem: Any) -> str | None:
         problem(field, f"is {len(value)} characters long; at most {MAX_ID_LENGTH} are allowed")
         return None
     return value.strip() or None
+
+
+def _nul_path(value: Any, path: str = "") -> str:
+    """Return the path of the first string (or key) holding a NUL character."""
+    if isinstance(value, str):
+        return path if "\x00" in value else ""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return ""
+    for key, item in items:
+        here = f"{path}[{key}]" if isinstance(key, int) else (f"{path}.{key}" if path else str(key))
+        if isinstance(key, str) and "\x00" in key:
+            return here
+        found = _nul_path(item, here)
+        if found:
+            return found
+    return ""
 
 
 def _has_bad(problems: list[Problem], *fields: str) -> bool:

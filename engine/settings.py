@@ -33,6 +33,8 @@ class Settings:
         worker_processes / worker_threads: Dramatiq worker size
             (``JOURNEY_WORKER_PROCESSES``, ``JOURNEY_WORKER_THREADS``).
         db_pool_size: connections per process (``JOURNEY_DB_POOL_SIZE``).
+        key_cache: how long the API trusts a key it has checked (``JOURNEY_KEY_CACHE``);
+            a revoked key stops working within this time. ``0s`` checks every request.
         log_level: Python logging level name (``LOG_LEVEL``).
     """
 
@@ -44,6 +46,7 @@ class Settings:
     worker_processes: int = 1
     worker_threads: int = 8
     db_pool_size: int = 10
+    key_cache: timedelta = timedelta(seconds=5)
     log_level: str = "INFO"
 
     @classmethod
@@ -78,6 +81,7 @@ class Settings:
         read("JOURNEY_WORKER_PROCESSES", "worker_processes", _positive_int, "a whole number >= 1")
         read("JOURNEY_WORKER_THREADS", "worker_threads", _positive_int, "a whole number >= 1")
         read("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1")
+        read("JOURNEY_KEY_CACHE", "key_cache", parse_duration, DURATION_HELP)
         read("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR")
         if problems:
             raise ConfigError("\n".join(problems))

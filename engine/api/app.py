@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 from datetime import datetime, timezone
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -20,6 +22,7 @@ from starlette.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from engine import ingest, keys
 from engine.api.views import customer_view
@@ -41,7 +44,16 @@ class JSONResponse(Response):
 
 def create_app(services: Services) -> FastAPI:
     """Build the API application on ``services``."""
+    writer = ingest.EventWriter(services)
+    key_cache = keys.KeyCache(services.settings.key_cache)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await writer.close()  # commit and enqueue what is in flight before exiting
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Journey Engine",
         version="0.1.0",
         docs_url="/docs",
@@ -68,6 +80,24 @@ def create_app(services: Services) -> FastAPI:
         code = "not_found" if exc.status_code == 404 else "http_error"
         return JSONResponse({"success": False, "code": code, "message": str(exc.detail)}, exc.status_code)
 
+
+    @app.exception_handler(OperationalError)
+    async def _database_down(_request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", exc.orig)
+        message = "the database is unavailable; nothing was stored, retry later"
+        return JSONResponse({"success": False, "code": "unavailable", "message": message}, 503,
+                            headers={"Retry-After": "5"})
+
+    async def authenticate(key: Any, *, admin: bool = False) -> keys.Principal:
+        key = key if isinstance(key, str) else None
+        principal = key_cache.get(key)
+        if principal is None:
+            principal = await run_in_threadpool(_authenticate, services, key)
+            key_cache.put(key or "", principal)
+        if admin and not principal.admin:
+            raise keys.write_key_on_admin_path()
+        return principal
+
     async def ingest_request(request: Request, type_: str | None) -> JSONResponse:
         received_at = datetime.now(timezone.utc)
         length = request.headers.get("content-length")
@@ -75,8 +105,15 @@ def create_app(services: Services) -> FastAPI:
             raise PayloadError("the request", [Problem("body", f"is {length} bytes; at most {MAX_BATCH_BYTES} are allowed")])
         raw = await request.body()
         body = ingest.decode_body(raw, request.headers.get("content-encoding"))
-        key = _basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None)
-        outcome = await run_in_threadpool(_ingest, services, key, body, received_at, type_)
+        principal = await authenticate(_basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None))
+        if type_ is None:  # a batch of up to 500 KB: check it off the event loop
+            rows, outcome = await run_in_threadpool(
+                ingest.prepare, body, source=principal.name, received_at=received_at, type_=None
+            )
+        else:
+            rows, outcome = ingest.prepare(body, source=principal.name, received_at=received_at, type_=type_)
+        if rows:
+            await writer.write(rows)
         return _ingested(outcome)
 
     for type_ in TYPES:
@@ -87,7 +124,8 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/customers/{ident}")
     async def get_customer(ident: str, request: Request) -> JSONResponse:
         """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
-        return JSONResponse(await run_in_threadpool(_customer, services, _basic_key(request), ident))
+        await authenticate(_basic_key(request), admin=True)
+        return JSONResponse(await run_in_threadpool(_customer, services, ident))
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -110,19 +148,13 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
     return endpoint
 
 
-def _ingest(services: Services, key: Any, body: Any, received_at: datetime, type_: str | None) -> ingest.Outcome:
-    with services.sessions.begin() as session:
-        principal = keys.authenticate(session, key if isinstance(key, str) else None)
-        rows, outcome = ingest.prepare(body, source=principal.name, received_at=received_at, type_=type_)
-        outcome.stored = ingest.store(session, rows)
-    if outcome.stored:
-        services.enqueue_events(outcome.stored)
-    return outcome
+def _authenticate(services: Services, key: str | None) -> keys.Principal:
+    with services.sessions() as session:
+        return keys.authenticate(session, key)
 
 
-def _customer(services: Services, key: str | None, ident: str) -> dict[str, Any]:
+def _customer(services: Services, ident: str) -> dict[str, Any]:
     with services.sessions.begin() as session:
-        keys.authenticate(session, key, admin_required=True)
         view = customer_view(session, ident)
     if view is None:
         raise StarletteHTTPException(404, f"no customer is known by the user id or anonymous id {ident!r}")

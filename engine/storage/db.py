@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -23,7 +24,7 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
     worker and the scheduler of ``journey dev`` can share one file.
     """
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"timeout": 30})
+        engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
         event.listen(engine, "connect", _sqlite_pragmas)
         # Take the write lock when a transaction begins: a read that later turns into a
         # write cannot wait for the lock in SQLite and would fail with "database is locked".
@@ -31,10 +32,17 @@ def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
         return engine
     return create_engine(
         database_url,
+        json_serializer=_json_dumps,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per request. A connection broken by a
+        # database restart fails one transaction, which the API answers with a 503 that
+        # SDKs retry, and the pool replaces the connection.
     )
+
+
+def _json_dumps(value: object) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]

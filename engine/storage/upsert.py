@@ -10,11 +10,17 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql import Insert
 
 
-def insert_ignore(session: Session, model: Any, rows: Sequence[dict[str, Any]] | dict[str, Any], conflict: Sequence[str]) -> Insert:
-    """Return one INSERT of ``rows`` into ``model`` that skips rows clashing on ``conflict``.
+def insert_ignore(
+    session: Session, model: Any, row: dict[str, Any] | None, conflict: Sequence[str]
+) -> Insert:
+    """Return an INSERT into ``model`` that skips rows clashing on ``conflict``.
 
-    The caller adds ``.returning(...)`` if it wants the ids of the rows that went in.
+    With ``row`` the values are part of the statement; with ``None`` the statement takes
+    its rows as execute() parameters (one cached statement for any number of rows). The
+    caller adds ``.returning(...)`` if it wants to know which rows went in.
     """
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(model).values(rows).on_conflict_do_nothing(index_elements=list(conflict))
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    if row is not None:
+        insert = insert.values(row)
+    return insert.on_conflict_do_nothing(index_elements=list(conflict))

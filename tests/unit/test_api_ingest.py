@@ -274,3 +274,67 @@ class TestClockSkew:
         with services.sessions() as session:
             event = session.execute(select(Event)).scalar_one()
         assert event.timestamp == event.received_at
+
+
+class TestUnstorableInput:
+    def test_nul_character_is_a_400_naming_its_place(self, client, services, write_key):
+        body = {**TRACK, "properties": {"note": "a\u0000b"}}
+        response = client.post("/v1/track", json=body, headers=basic(write_key))
+        assert response.status_code == 400
+        (error,) = response.json()["errors"]
+        assert error["path"] == "properties.note"
+        assert "NUL character" in error["message"]
+        assert count_events(services) == 0
+
+
+class TestGroupCommit:
+    def test_concurrent_requests_are_all_stored(self, services, write_key):
+        import asyncio
+
+        import httpx2
+
+        from engine.api import create_app
+
+        app = create_app(services)
+
+        async def main() -> list[int]:
+            transport = httpx2.ASGITransport(app=app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://engine") as http:
+                responses = await asyncio.gather(
+                    *(
+                        http.post("/v1/track", json={**TRACK, "messageId": f"m{i}"}, headers=basic(write_key))
+                        for i in range(50)
+                    )
+                )
+            return [r.status_code for r in responses]
+
+        assert asyncio.run(main()) == [200] * 50
+        assert count_events(services) == 50
+
+    def test_a_failing_request_fails_alone(self, services, write_key, monkeypatch):
+        import asyncio
+
+        from engine import ingest
+
+        writer = ingest.EventWriter(services)
+        real = ingest.store
+
+        def store(session, rows):  # type: ignore[no-untyped-def]
+            if any(row["message_id"] == "poison" for row in rows):
+                raise ValueError("cannot store this one")
+            return real(session, rows)
+
+        monkeypatch.setattr(ingest, "store", store)
+        now = datetime.now(timezone.utc)
+        good = [ingest.prepare({**TRACK, "messageId": f"g{i}"}, source="s", received_at=now, type_="track")[0] for i in range(3)]
+        bad = ingest.prepare({**TRACK, "messageId": "poison"}, source="s", received_at=now, type_="track")[0]
+
+        async def main() -> list[object]:
+            results = await asyncio.gather(*(writer.write(rows) for rows in [*good, bad]), return_exceptions=True)
+            await writer.close()
+            return results
+
+        results = asyncio.run(main())
+        assert results[:3] == [None, None, None]
+        assert isinstance(results[3], ValueError)
+        assert count_events(services) == 3
