@@ -19,6 +19,7 @@ _COMMAND_MODULES = (
     "engine.cli.db",  # db upgrade / current
     "engine.cli.keys",  # keys create / list / revoke
     "engine.cli.journeys",  # validate, lint, schema, graph
+    "engine.cli.deploy",  # plan, deploy, journeys, pause, resume, archive
 )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
     text,
 )
@@ -145,4 +146,197 @@ class Event(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+class JourneyRecord(Base):
+    """A journey known to the engine: its current deployed version and whether it runs."""
+
+    __tablename__ = "journeys"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    current_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | paused | archived
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JourneyVersion(Base):
+    """One deployed version of a journey: its file and templates, exactly as deployed.
+
+    Workers load journeys from here, never from the files, so every process runs the
+    same version and enrollments keep running the version they started on.
+    """
+
+    __tablename__ = "journey_versions"
+    __table_args__ = (UniqueConstraint("journey_id", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    journey_id: Mapped[str] = mapped_column(ForeignKey("journeys.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    checksum: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(Text)
+    templates: Mapped[dict[str, str]] = mapped_column(Json, default=dict)
+    trigger_event: Mapped[str | None] = mapped_column(String(255), default=None)
+    deployed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Enrollment(Base):
+    """One customer's run through one version of a journey.
+
+    ``state`` is the runtime's serialized state; the other columns repeat what queries
+    need (who, where, what it waits for) so they can be indexed.
+    """
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        Index("ix_enrollments_customer_id_status", "customer_id", "status"),
+        Index("ix_enrollments_journey_id_status_step", "journey_id", "status", "step"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    journey_id: Mapped[str] = mapped_column(ForeignKey("journeys.id"))
+    version: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str | None] = mapped_column(String(100), default=None)
+    waiting_event: Mapped[str | None] = mapped_column(String(255), default=None)
+    state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    trigger_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), default=None)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Timer(Base):
+    """A wake-up for an enrollment at ``due_at``; the scheduler claims due ones.
+
+    ``key`` is the runtime's idempotency key, so scheduling the same timer twice is one row
+    and firing it twice is noticed.
+    """
+
+    __tablename__ = "timers"
+    __table_args__ = (
+        Index(
+            "ix_timers_due",
+            "due_at",
+            postgresql_where=text("fired_at IS NULL"),
+            sqlite_where=text("fired_at IS NULL"),
+        ),
+    )
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class Delivery(Base):
+    """A message to send: written with the state change that caused it (an outbox).
+
+    Status: ``pending`` (written, not yet claimed), ``sending`` (claimed by a worker, the
+    adapter is being called), ``sent``, ``failed`` (permanent), ``held`` (a policy held it
+    back; ``error`` says why), ``dead`` (retries exhausted), ``unknown`` (a worker died
+    while sending: an operator decides; it is never sent again silently).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index(
+            "ix_deliveries_pending",
+            "created_at",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index("ix_deliveries_customer_id_created_at", "customer_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    journey_id: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    step: Mapped[str] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str | None] = mapped_column(String(100), default=None)
+    kind: Mapped[str] = mapped_column(String(16), default="marketing")
+    topic: Mapped[str | None] = mapped_column(String(100), default=None)
+    content: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    error: Mapped[str | None] = mapped_column(String(1000), default=None)
+    rendered: Mapped[dict[str, Any] | None] = mapped_column(Json, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class AppliedEffect(Base):
+    """The idempotency key of every profile effect applied (traits, stage, points, codes).
+
+    Inserted in the same transaction as the effect: a second attempt finds the key and
+    applies nothing.
+    """
+
+    __tablename__ = "applied_effects"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    enrollment_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class PointsEntry(Base):
+    """One line of a customer's loyalty points ledger; the balance is their sum."""
+
+    __tablename__ = "points_ledger"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    amount: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ReferralCode(Base):
+    """A customer's referral code for a program (one per customer per program)."""
+
+    __tablename__ = "referral_codes"
+    __table_args__ = (UniqueConstraint("customer_id", "program"),)
+
+    code: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    program: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Referral(Base):
+    """Who referred whom: a referred customer is attributed to one code."""
+
+    __tablename__ = "referrals"
+
+    referred_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), primary_key=True)
+    code: Mapped[str] = mapped_column(ForeignKey("referral_codes.code"))
+    referrer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class TraceEntry(Base):
+    """One thing an enrollment did or decided, for ``journey trace``: a step entered, a
+    condition's value, a wait, a delivery's outcome, an exit."""
+
+    __tablename__ = "trace"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    step: Mapped[str | None] = mapped_column(String(100), default=None)
+    what: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(1000), default=None)
+    value: Mapped[Any | None] = mapped_column(Json, default=None)
     error: Mapped[str | None] = mapped_column(String(1000), default=None)

@@ -8,6 +8,9 @@ from click.testing import CliRunner
 from engine import keys
 from engine.cli import main
 from engine.cli.codes import RET_CONFIG, RET_NOT_FOUND, RET_SERVICE
+from engine.storage.db import make_engine, current_revision
+
+HEAD = current_revision(make_engine("sqlite://"))[1]
 
 
 @pytest.fixture
@@ -25,7 +28,7 @@ def run(sqlite_url, monkeypatch):  # type: ignore[no-untyped-def]
 def test_keys_need_a_migrated_database(run):
     result = run("keys", "list")
     assert result.exit_code == RET_SERVICE
-    assert "is at revision none but the code needs 0001; run `journey db upgrade`" in result.output
+    assert f"is at revision none but the code needs {HEAD}; run `journey db upgrade`" in result.output
 
 
 def test_keys_create_list_revoke(run, services):
@@ -59,7 +62,7 @@ def test_keys_create_needs_a_name(run, services):
 
 def test_db_upgrade_and_current(run):
     upgraded = run("db", "upgrade")
-    assert upgraded.exit_code == 0 and "is at revision 0001" in upgraded.output
+    assert upgraded.exit_code == 0 and f"is at revision {HEAD}" in upgraded.output
     assert "up to date" in run("db", "current").output
 
 

@@ -1,0 +1,116 @@
+"""``journey plan``, ``deploy``, ``pause``, ``resume``, ``archive`` and ``journeys``."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import click
+from sqlalchemy import func, select
+
+from engine import deploy as deploying
+from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
+from engine.cli.common import fail, services_for
+from engine.definitions import journey_files
+from engine.errors import DefinitionError
+from engine.storage.db import check_current
+from engine.storage.models import Enrollment, JourneyRecord
+
+_PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True))
+
+
+def _snapshots(paths: tuple[str, ...]) -> list[deploying.Snapshot]:
+    files = journey_files(paths or ("journeys",))
+    snapshots, errors = [], []
+    for file in files:
+        try:
+            snapshots.append(deploying.snapshot(file))
+        except DefinitionError as exc:
+            errors.append(str(exc))
+    if errors:
+        fail("nothing deployed; fix these first (`journey validate`):\n" + "\n".join(errors), RET_INVALID)
+    seen: dict[str, str] = {}
+    for snap in snapshots:
+        if snap.id in seen:
+            fail(f"two files define the journey id {snap.id!r}: {seen[snap.id]} and {snap.journey.path}", RET_INVALID)
+        seen[snap.id] = str(snap.journey.path)
+    return snapshots
+
+
+@click.command("plan")
+@_PATHS
+def plan(paths: tuple[str, ...]) -> None:
+    """Show what deploying PATHS (default: journeys/) would change."""
+    snapshots = _snapshots(paths)
+    with services_for() as services:
+        check_current(services.engine)
+        with services.sessions() as session:
+            changes = deploying.plan(session, snapshots)
+    _print(changes)
+
+
+@click.command("deploy")
+@_PATHS
+def deploy(paths: tuple[str, ...]) -> None:
+    """Deploy PATHS (default: journeys/) as new versions of the journeys that changed."""
+    snapshots = _snapshots(paths)
+    with services_for() as services:
+        check_current(services.engine)
+        with services.sessions.begin() as session:
+            changes = deploying.deploy(session, snapshots, datetime.now(timezone.utc))
+    _print(changes)
+    done = [c for c in changes if c.kind in ("new", "changed")]
+    click.echo(f"deployed {len(done)} journey version{'s' if len(done) != 1 else ''}")
+
+
+def _status_command(name: str, status: str, help_text: str) -> click.Command:
+    @click.command(name, help=help_text)
+    @click.argument("journey_id")
+    def command(journey_id: str) -> None:
+        with services_for() as services:
+            check_current(services.engine)
+            try:
+                with services.sessions.begin() as session:
+                    deploying.set_status(session, journey_id, status, datetime.now(timezone.utc))
+            except KeyError:
+                fail(f"no deployed journey has the id {journey_id!r}; see `journey journeys`", RET_NOT_FOUND)
+        click.echo(f"{journey_id}: {status}")
+
+    return command
+
+
+@click.command("journeys")
+def journeys() -> None:
+    """List the deployed journeys: version, status, running enrollments."""
+    with services_for() as services:
+        check_current(services.engine)
+        with services.sessions() as session:
+            records = session.execute(select(JourneyRecord).order_by(JourneyRecord.id)).scalars().all()
+            running = dict(
+                session.execute(
+                    select(Enrollment.journey_id, func.count())
+                    .where(Enrollment.status == "active")
+                    .group_by(Enrollment.journey_id)
+                ).all()
+            )
+    if not records:
+        click.echo("no journeys deployed; run `journey deploy`")
+        return
+    click.echo(f"{'JOURNEY':<28} {'VERSION':>7}  {'STATUS':<9} RUNNING")
+    for record in records:
+        click.echo(f"{record.id:<28} {record.current_version:>7}  {record.status:<9} {running.get(record.id, 0)}")
+
+
+def _print(changes: list[deploying.Change]) -> None:
+    for change in changes:
+        for line in change.describe():
+            click.echo(line)
+
+
+COMMANDS = [
+    plan,
+    deploy,
+    journeys,
+    _status_command("pause", "paused", "Pause JOURNEY_ID: no new enrollments; running ones hold where they are."),
+    _status_command("resume", "active", "Resume a paused or archived JOURNEY_ID."),
+    _status_command("archive", "archived", "Archive JOURNEY_ID: like pause, and left out of plans."),
+]
