@@ -32,7 +32,11 @@ def test_events_whose_messages_were_lost_are_swept_back_and_processed(pg_url, re
         assert response.status_code == 200
         # When Redis loses every queued message
         client = redis.Redis.from_url(REDIS_URL)
-        lost = [k for k in client.scan_iter(f"{redis_namespace}*")]
+        deadline = time.monotonic() + 10  # the enqueue follows the response
+        lost: list[bytes] = []
+        while not lost and time.monotonic() < deadline:
+            lost = list(client.scan_iter(f"{redis_namespace}*"))
+            time.sleep(0.05)
         assert lost, "the events should have been enqueued"
         client.delete(*lost)
         client.close()
