@@ -1,0 +1,173 @@
+"""Who enters a journey, and which enrollments an event concerns: pure, shared by worker and simulator.
+
+:class:`TriggerIndex` indexes journeys by trigger event name, so routing an event costs
+the same with 1,000 journeys as with one. :func:`route` says, for one event, which active
+enrollments to advance (goal, exit event, ``wait_until``) and which journeys it may enroll
+the customer in (trigger event and condition); :func:`may_enter` applies the entry rules
+(re-entry and concurrency) to the customer's earlier enrollments in that journey.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.definitions.model import Journey
+from engine.runtime.commands import Trace
+from engine.runtime.machine import customer_variable
+from engine.runtime.state import Enrollment
+
+
+@dataclass(frozen=True)
+class Route:
+    """One thing to do with an event, in order.
+
+    Attributes:
+        action: ``advance`` (call :func:`~engine.runtime.machine.advance` on ``enrollment``
+            with ``EventArrived``) or ``enroll`` (check :func:`may_enter`, then call
+            :func:`~engine.runtime.machine.start`).
+        journey: the journey (for ``advance``, the version the enrollment runs on).
+        enrollment: the enrollment to advance; None for ``enroll``.
+        why: ``goal``, ``exit_on``, ``wait_until``, ``trigger`` or ``segment``.
+        trace: the trigger condition's evaluation, for the explain log.
+    """
+
+    action: str
+    journey: Journey
+    enrollment: Enrollment | None = None
+    why: str = ""
+    trace: tuple[Trace, ...] = ()
+
+
+@dataclass
+class TriggerIndex:
+    """The deployed journeys, indexed by the event names that concern them."""
+
+    by_trigger: dict[str, list[Journey]] = field(default_factory=dict)
+    segments: list[Journey] = field(default_factory=list)
+
+    @classmethod
+    def build(cls, journeys: Iterable[Journey]) -> TriggerIndex:
+        """Index ``journeys`` (the live version of each) by trigger event; segment triggers apart."""
+        index = cls()
+        for journey in sorted(journeys, key=lambda j: j.id):
+            if journey.trigger.event:
+                index.by_trigger.setdefault(journey.trigger.event, []).append(journey)
+            elif journey.trigger.segment is not None or journey.trigger.when is not None:
+                index.segments.append(journey)
+        return index
+
+    def triggered_by(self, name: str) -> list[Journey]:
+        """The journeys whose trigger is the event ``name``."""
+        return self.by_trigger.get(name, [])
+
+
+def concerns(journey: Journey, enrollment: Enrollment, name: str) -> str | None:
+    """Why event ``name`` matters to an active enrollment (``goal``, ``exit_on``, ``wait_until``), or None."""
+    if not enrollment.active:
+        return None
+    if journey.goal is not None and journey.goal.event == name:
+        return "goal"
+    if any(o.event == name for o in journey.exit_on):
+        return "exit_on"
+    wait = enrollment.wait
+    if wait is not None and wait.kind == "event" and wait.event == name:
+        return "wait_until"
+    return None
+
+
+def route(
+    index: TriggerIndex,
+    event: Mapping[str, Any],
+    customer: Mapping[str, Any],
+    active: Sequence[tuple[Enrollment, Journey]],
+    now: dt.datetime,
+    *,
+    before: Mapping[str, Any] | None = None,
+) -> list[Route]:
+    """What ``event`` (already applied to ``customer``) does: advances first, then enrollments.
+
+    Advances come first so that an event that both ends an enrollment and triggers the
+    journey (``winback``'s ``order_completed``) ends the old one before :func:`may_enter`
+    decides about the new one.
+
+    Args:
+        index: the deployed journeys.
+        event: the Segment event (``track`` routes on its name, ``identify`` to segment triggers).
+        customer: the customer view after the event was applied (traits merged).
+        active: the customer's active enrollments, each with the journey version it runs on.
+        now: the current time.
+        before: the customer view before the event, for segment triggers: they enroll when
+            their condition starts to hold (held before: no). None means "did not hold".
+    """
+    routes: list[Route] = []
+    kind = event.get("type", "track")
+    name = event.get("event") if kind == "track" else None
+    if name:
+        for enrollment, journey in active:
+            why = concerns(journey, enrollment, name)
+            if why is not None:
+                routes.append(Route("advance", journey, enrollment, why))
+        for journey in index.triggered_by(name):
+            trigger = journey.trigger
+            if trigger.when is None:
+                routes.append(Route("enroll", journey, None, "trigger"))
+                continue
+            result = trigger.when.evaluate(_activation(journey, event, customer, now))
+            trace = (Trace(None, "condition", f"trigger {name}: {trigger.when.source}", result.value, result.error),)
+            if result.value:
+                routes.append(Route("enroll", journey, None, "trigger", trace))
+    elif kind == "identify":
+        for journey in index.segments:
+            when = journey.trigger.when
+            if when is None:
+                continue
+            result = when.evaluate(_activation(journey, {}, customer, now))
+            trace = (Trace(None, "condition", f"segment {journey.trigger.segment or journey.id}: {when.source}", result.value, result.error),)
+            if not result.value:
+                continue
+            if before is not None and when.evaluate(_activation(journey, {}, before, now)).value:
+                continue  # already in the segment: entering is what triggers
+            routes.append(Route("enroll", journey, None, "segment", trace))
+    return routes
+
+
+def may_enter(journey: Journey, previous: Iterable[Enrollment], now: dt.datetime) -> tuple[bool, str]:
+    """Whether the customer may enter ``journey`` now, given their enrollments in it so far.
+
+    ``previous`` is every enrollment of this customer in this journey (any version, any
+    status). Rules, in order: at most ``entry.concurrent`` active at once (default 1);
+    re-entry ``never`` refuses anyone enrolled before; ``after D`` refuses until D after
+    the latest enrollment *started*; ``always`` lets them in.
+
+    Returns:
+        (True, "") or (False, the reason, for the explain log).
+    """
+    earlier = list(previous)
+    entry = journey.entry
+    running = sum(1 for e in earlier if e.active)
+    if running >= entry.concurrent:
+        return False, f"already in {journey.id} ({running} active; at most {entry.concurrent} at once)"
+    if not earlier or entry.reentry == "always":
+        return True, ""
+    if entry.reentry == "never":
+        return False, f"was in {journey.id} before and re-entry is never"
+    latest = max(e.started_at for e in earlier)
+    if entry.reentry == "after" and entry.reentry_after is not None:
+        opens = latest + entry.reentry_after
+        if now < opens:
+            return False, f"entered {journey.id} at {latest.isoformat()}; re-entry opens at {opens.isoformat()}"
+        return True, ""
+    return True, ""
+
+
+def _activation(journey: Journey, event: Mapping[str, Any], customer: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:
+    return {
+        "event": dict(event),
+        "trigger": dict(event),
+        "customer": customer_variable(customer),
+        "context": {"journey": {"id": journey.id, "name": journey.name, "stage": journey.stage}, "step": {"id": ""}, "enrollment": {"id": "", "started_at": ""}},
+        "now": now,
+    }
