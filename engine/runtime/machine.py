@@ -248,19 +248,6 @@ class _Run:
         if not name or not self._concerns(name):
             self.trace.append(Trace(self.step, "ignore", f"nothing here waits for {name or event.get('type')!r}"))
             return
-        happened = _timestamp(event, self.now)
-        # Timers due before the event happened fire first, at their due time (see advance).
-        for _ in range(MAX_STEPS):
-            wait = self.wait
-            if not (self.active and wait and wait.until and wait.timer_key and wait.until < happened and wait.until <= self.now):
-                break
-            saved, self.now = self.now, wait.until
-            self.trace.append(Trace(self.step, "catch_up", f"the timer was due at {iso(wait.until)}, before the event at {iso(happened)}"))
-            self.timer_fired(wait.timer_key)
-            self.now = saved
-        if not self.active:
-            self.trace.append(Trace(None, "ignore", f"the enrollment ended before {name} happened"))
-            return
         goal = self.journey.goal
         if goal is not None and goal.event == name and self._holds(goal, event, "goal"):
             self._finish_on(goal, event, "converted", f"goal:{name}")
@@ -269,6 +256,7 @@ class _Run:
             if exit_on.event == name and self._holds(exit_on, event, "exit_on"):
                 self._finish_on(exit_on, event, "exited", f"exit_on:{name}")
                 return
+        self._catch_up(name, _timestamp(event, self.now))
         wait = self.wait
         if wait is not None and wait.kind == "event" and wait.event == name:
             step = self.journey.step(self.step or "")
@@ -284,7 +272,26 @@ class _Run:
             self.trace.append(Trace(step.id, "resume", f"{name} arrived", name))
             self.run_from(step.on_event)
             return
-        self.trace.append(Trace(self.step, "ignore", f"{name} did not meet its condition"))
+        self.trace.append(Trace(self.step, "ignore", f"{name} changes nothing: its condition did not hold, or nothing waits for it"))
+
+    def _catch_up(self, name: str, happened: dt.datetime) -> None:
+        """A ``wait_until`` timeout due before the event happened, not fired yet, fires first.
+
+        It runs at its due time, so the outcome does not depend on whether the worker saw the
+        timer or the event first. Only for the awaited event: the goal and exit events end
+        the enrollment where it is, without first catching up on late timers (which would
+        send, say, a reminder after the customer has ordered).
+        """
+        for _ in range(MAX_STEPS):
+            wait = self.wait
+            if not (self.active and wait and wait.kind == "event" and wait.event == name and wait.timer_key):
+                return
+            if not (wait.until and wait.until < happened and wait.until <= self.now):
+                return
+            saved, self.now = self.now, wait.until
+            self.trace.append(Trace(self.step, "catch_up", f"the timeout was due at {iso(wait.until)}, before {name} at {iso(happened)}"))
+            self.timer_fired(wait.timer_key)
+            self.now = saved
 
     def _concerns(self, name: str) -> bool:
         journey = self.journey

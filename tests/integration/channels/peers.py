@@ -1,0 +1,182 @@
+"""Real peers on loopback for the channel adapters: a recording HTTP server and an SMTP server.
+
+Each peer records what it receives and answers what the test scripts; both stop when
+their fixture ends, and a stalled answer waits at most a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+#: The longest a stalled answer waits before giving up on its own.
+STALL_LIMIT = 5.0
+
+
+@dataclass
+class Recorded:
+    """One HTTP request as the peer received it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Reply:
+    """What the peer answers: a status, JSON or raw body, headers; ``stall`` waits first."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    stall: bool = False
+
+
+class HttpPeer:
+    """A small real HTTP server that records requests and answers scripted replies."""
+
+    def __init__(self, host: str = "127.0.0.1", default: Reply | None = None) -> None:
+        self.host = host
+        self.default = default or Reply()
+        self.requests: list[Recorded] = []
+        self._replies: list[Reply] = []
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        peer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            timeout = STALL_LIMIT
+
+            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                reply = peer._record(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                if reply.stall:
+                    peer._released.wait(STALL_LIMIT)
+                data = (reply.body if isinstance(reply.body, bytes)
+                        else b"" if reply.body is None else json.dumps(reply.body).encode())
+                try:
+                    self.send_response(reply.status)
+                    for name, value in reply.headers.items():
+                        self.send_header(name, value)
+                    if reply.body is not None and not isinstance(reply.body, bytes):
+                        self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:
+                    pass  # the client gave up (a timeout test); nothing to answer
+
+            do_GET = do_POST  # noqa: N815
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer((host, free_port_on(host)), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._server.server_address[1]}"
+
+    def reply(self, *replies: Reply) -> None:
+        """Answer the next requests with ``replies``, in order, then the default again."""
+        with self._lock:
+            self._replies.extend(replies)
+
+    def _record(self, request: Recorded) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            return self._replies.pop(0) if self._replies else self.default
+
+    def start(self) -> HttpPeer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._released.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(STALL_LIMIT)
+
+
+def free_port_on(host: str) -> int:
+    """A free port on ``host`` (another loopback address than 127.0.0.1 included)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_peer(host: str = "127.0.0.1", default: Reply | None = None) -> Iterator[HttpPeer]:
+    """Start a peer, yield it, stop it: the body of the fixtures."""
+    peer = HttpPeer(host, default).start()
+    try:
+        yield peer
+    finally:
+        peer.stop()
+
+
+class Mailbox:
+    """An aiosmtpd handler that keeps every message and can refuse the next ones."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[Any] = []
+        self._replies: list[str] = []
+
+    def refuse(self, *replies: str) -> None:
+        """Answer the next DATA commands with ``replies`` such as ``451 4.3.0 Try later``."""
+        self._replies.extend(replies)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's naming)
+        if self._replies:
+            return self._replies.pop(0)
+        self.envelopes.append(envelope)
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        return "250 2.0.0 Ok: queued"
+
+
+@dataclass
+class SmtpPeer:
+    """A running aiosmtpd server on loopback and the mailbox behind it."""
+
+    host: str
+    port: int
+    mailbox: Mailbox
+    logins: list[tuple[str, str]]
+
+
+def smtp_peer(**options: Any) -> Iterator[SmtpPeer]:
+    """Start an aiosmtpd controller on loopback (logins accepted if they are user/secret)."""
+    mailbox = Mailbox()
+    logins: list[tuple[str, str]] = []
+
+    def authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> Any:
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        if isinstance(data, LoginPassword):
+            logins.append((data.login.decode(), data.password.decode()))
+            return AuthResult(success=(data.login, data.password) == (b"user", b"secret"))
+        return AuthResult(success=False)
+
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port_on("127.0.0.1"), authenticator=authenticate,
+                            auth_require_tls=False, **options)
+    controller.start()
+    try:
+        yield SmtpPeer("127.0.0.1", controller.port, mailbox, logins)
+    finally:
+        controller.stop()
