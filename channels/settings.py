@@ -137,26 +137,8 @@ class ChannelSettings:
                 shown = "<hidden>" if _is_secret(name) else repr(raw)
                 problems.append(f"{name}={shown} is invalid: {exc}; expected {expects}")
 
-        read("CHANNEL_TIMEOUT", "timeout", _positive_duration, DURATION_HELP)
-        read("SMTP_URL", "smtp", SmtpServer.parse,
-             "a URL such as smtp://user:password@mail.example.com:587?starttls=true or smtps://host:465")
-        read("EMAIL_FROM", "email_from", _address, "an address such as 'Shop <news@example.com>'")
-        read("SMS_API_URL", "sms_api_url", _http_url, "an http:// or https:// base URL")
-        read("SMS_ACCOUNT_SID", "sms_account_sid", _text, "the account SID")
-        read("SMS_AUTH_TOKEN", "sms_auth_token", _text, "the auth token")
-        read("SMS_FROM", "sms_from", _text, "a sender number such as +14155550100, or a messaging service SID")
-        read("WEBHOOK_SECRET", "webhook_secret", _webhook_secret,
-             "whsec_ followed by 24 to 64 random bytes in base64")
-        read("WEBHOOK_TIMEOUT", "webhook_timeout", _positive_duration, DURATION_HELP)
-        read("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", _boolean, "true or false")
-        read("WEBHOOK_ALLOW_NETWORKS", "webhook_allow_networks", _networks,
-             "comma-separated addresses or networks such as 10.1.0.0/16,fd12::/64")
-        read("WEBHOOK_MAX_REDIRECTS", "webhook_max_redirects", _redirects, "a whole number from 0 to 10")
-        read("PUSH_API_URL", "push_api_url", _http_url, "an http:// or https:// base URL")
-        read("PUSH_PROJECT_ID", "push_project_id", _text, "the Firebase project id")
-        read("PUSH_ACCESS_TOKEN", "push_access_token", _text, "an OAuth 2.0 access token")
-        read("AUDIENCE_API_URL", "audience_api_url", _http_url, "an http:// or https:// base URL")
-        read("AUDIENCE_API_TOKEN", "audience_api_token", _text, "the API's bearer token")
+        for name, attr, convert, expects in _VARIABLES:
+            read(name, attr, convert, expects)
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(**values)
@@ -185,10 +167,6 @@ class ChannelSettings:
 
 def _is_secret(name: str) -> bool:
     return name.endswith(("_TOKEN", "_SECRET")) or name == "SMTP_URL"
-
-
-def _text(raw: str) -> str:
-    return raw
 
 
 def _positive_duration(raw: str) -> timedelta:
@@ -250,3 +228,30 @@ def _redirects(raw: str) -> int:
     if not raw.isdigit() or int(raw) > 10:
         raise ValueError("not a whole number from 0 to 10")
     return int(raw)
+
+
+_URL = "an http:// or https:// base URL"
+
+#: Every variable: its name, the attribute it sets, how it is read, and what it expects.
+_VARIABLES: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+    ("CHANNEL_TIMEOUT", "timeout", _positive_duration, DURATION_HELP),
+    ("SMTP_URL", "smtp", SmtpServer.parse,
+     "a URL such as smtp://user:password@mail.example.com:587?starttls=true or smtps://host:465"),
+    ("EMAIL_FROM", "email_from", _address, "an address such as 'Shop <news@example.com>'"),
+    ("SMS_API_URL", "sms_api_url", _http_url, _URL),
+    ("SMS_ACCOUNT_SID", "sms_account_sid", str, "the account SID"),
+    ("SMS_AUTH_TOKEN", "sms_auth_token", str, "the auth token"),
+    ("SMS_FROM", "sms_from", str, "a sender number such as +14155550100, or a messaging service SID"),
+    ("WEBHOOK_SECRET", "webhook_secret", _webhook_secret,
+     "whsec_ followed by 24 to 64 random bytes in base64"),
+    ("WEBHOOK_TIMEOUT", "webhook_timeout", _positive_duration, DURATION_HELP),
+    ("WEBHOOK_ALLOW_PRIVATE", "webhook_allow_private", _boolean, "true or false"),
+    ("WEBHOOK_ALLOW_NETWORKS", "webhook_allow_networks", _networks,
+     "comma-separated addresses or networks such as 10.1.0.0/16,fd12::/64"),
+    ("WEBHOOK_MAX_REDIRECTS", "webhook_max_redirects", _redirects, "a whole number from 0 to 10"),
+    ("PUSH_API_URL", "push_api_url", _http_url, _URL),
+    ("PUSH_PROJECT_ID", "push_project_id", str, "the Firebase project id"),
+    ("PUSH_ACCESS_TOKEN", "push_access_token", str, "an OAuth 2.0 access token"),
+    ("AUDIENCE_API_URL", "audience_api_url", _http_url, _URL),
+    ("AUDIENCE_API_TOKEN", "audience_api_token", str, "the API's bearer token"),
+)
