@@ -132,10 +132,10 @@ def _refusal(ip: IPAddress, allow_private: bool) -> str | None:
         return "a loopback address"
     if ip.is_link_local:
         return "a link-local address"
+    if ip.is_reserved:  # before is_private, which also holds for 240.0.0.0/4
+        return "a reserved address"
     if ip.is_private:
         return "a private address"
-    if ip.is_reserved:
-        return "a reserved address"
     if not ip.is_global:
         return "not a public address"
     return None
