@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "engine.cli.keys",  # keys create / list / revoke
     "engine.cli.journeys",  # validate, lint, schema, graph
     "engine.cli.deploy",  # plan, deploy, journeys, pause, resume, archive
+    "engine.cli.simulate",  # simulate
 )
 
 

@@ -73,7 +73,8 @@ class Outcome:
 
 
 def customer_variable(customer: Mapping[str, Any]) -> dict[str, Any]:
-    """The CEL/template ``customer``: the traits, then ``id``, ``stage``, ``points``, ``timezone``.
+    """The CEL/template ``customer``: the traits, then ``id``, ``stage``, ``points``, ``timezone``,
+    ``email`` and ``phone`` (None when the customer has none).
 
     ``customer`` is the runtime's view ``{"id", "traits", "stage", "points", "timezone"}``.
     """
@@ -84,6 +85,8 @@ def customer_variable(customer: Mapping[str, Any]) -> dict[str, Any]:
         "stage": customer.get("stage"),
         "points": customer.get("points", 0),
         "timezone": customer.get("timezone") or traits.get("timezone") or "UTC",
+        "email": traits.get("email"),
+        "phone": traits.get("phone"),
     }
 
 
