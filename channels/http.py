@@ -47,7 +47,7 @@ def send(client: httpx.Client, request: httpx.Request, provider: str, *, stream:
 
 def failure(response: httpx.Response, provider: str, message: str | None = None, **detail: Any) -> Result:
     """The result of an error answer: 408, 429 and 5xx retryable, other statuses permanent."""
-    text = message or excerpt(response)
+    text = excerpt(response) if message is None else message
     error = f"{provider} answered {response.status_code} {response.reason_phrase}".rstrip()
     if text:
         error += f": {text}"

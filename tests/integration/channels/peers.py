@@ -63,7 +63,7 @@ class HttpPeer:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
-                reply = peer._record(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                reply = peer._record(Recorded(self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if reply.stall:
                     peer._released.wait(STALL_LIMIT)
                 data = (reply.body if isinstance(reply.body, bytes)
@@ -170,8 +170,10 @@ def smtp_peer(**options: Any) -> Iterator[SmtpPeer]:
 
         if isinstance(data, LoginPassword):
             logins.append((data.login.decode(), data.password.decode()))
-            return AuthResult(success=(data.login, data.password) == (b"user", b"secret"))
-        return AuthResult(success=False)
+            ok = (data.login, data.password) == (b"user", b"secret")
+            # handled=False: aiosmtpd itself answers 535 to a refused login.
+            return AuthResult(success=ok, handled=False)
+        return AuthResult(success=False, handled=False)
 
     controller = Controller(mailbox, hostname="127.0.0.1", port=free_port_on("127.0.0.1"), authenticator=authenticate,
                             auth_require_tls=False, **options)
