@@ -9,12 +9,13 @@ installed ones through the ``journey_engine.channels`` entry points.
 from __future__ import annotations
 
 from channels.base import Channel, Message, Recipient, Result
-from channels.registry import available, channel_class, load, load_all
+from channels.registry import ChannelInfo, available, catalog, channel_class, load, load_all
 from channels.settings import ChannelSettings, SmtpServer
 from channels.stub import StubChannel
 
 __all__ = [
     "Channel",
+    "ChannelInfo",
     "ChannelSettings",
     "Message",
     "Recipient",
@@ -22,6 +23,7 @@ __all__ = [
     "SmtpServer",
     "StubChannel",
     "available",
+    "catalog",
     "channel_class",
     "load",
     "load_all",

@@ -133,6 +133,8 @@ class Channel:
     requires: ClassVar[tuple[str, ...]] = ()
     #: Content parts the channel needs; a tuple of names means "any one of these".
     requires_content: ClassVar[tuple[str | tuple[str, ...], ...]] = ()
+    #: The parts a journey's template may render for this channel.
+    parts: ClassVar[tuple[str, ...]] = ()
 
     _closed: bool = False
 

@@ -41,6 +41,7 @@ class EmailChannel(Channel):
     name = "email"
     requires = ("email",)
     requires_content = ("subject", ("text", "html"))
+    parts = ("subject", "text", "html")
 
     def __init__(self, server: SmtpServer, sender: str, *, timeout: float = 10.0,
                  tls_context: ssl.SSLContext | None = None) -> None:

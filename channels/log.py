@@ -18,6 +18,7 @@ class LogChannel(Channel):
 
     name = "log"
     requires_content = ("text",)
+    parts = ("text",)
 
     def __init__(self, log: logging.Logger | None = None) -> None:
         self._log = log or logger

@@ -26,6 +26,7 @@ class PushChannel(Channel):
     name = "push"
     requires = ("push_token",)
     requires_content = ("text",)
+    parts = ("title", "text")
 
     def __init__(self, api_url: str, project_id: str, access_token: str, *, timeout: float = 10.0) -> None:
         self._url = f"{api_url.rstrip('/')}/v1/projects/{quote(project_id, safe='')}/messages:send"

@@ -12,6 +12,8 @@ broken plugin does not stop the others (flask's ``_load_plugin_commands`` does t
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 
 from channels.base import Channel
@@ -19,6 +21,22 @@ from channels.settings import ChannelSettings
 from engine.errors import ConfigError, did_you_mean
 
 GROUP = "journey_engine.channels"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    """What a journey file may write for a channel, for the journey loader.
+
+    Attributes:
+        parts: the template parts the channel uses (``subject``, ``text``...).
+        required: the parts a send must render: one of each tuple.
+    """
+
+    name: str
+    parts: tuple[str, ...]
+    required: tuple[tuple[str, ...], ...]
 
 
 def _entry_points() -> dict[str, EntryPoint]:
@@ -80,3 +98,22 @@ def load_all(names: list[str] | None, settings: ChannelSettings) -> dict[str, Ch
             channel.close()
         raise ConfigError("\n".join(problems))
     return channels
+
+
+def catalog() -> dict[str, ChannelInfo]:
+    """Every installed channel that can be imported, with its template parts, by name.
+
+    A plugin that cannot be imported is left out (and logged), so one broken package
+    does not stop journeys from loading; :func:`load` names its error.
+    """
+    infos = {}
+    for name in available():
+        try:
+            cls = channel_class(name)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            continue
+        groups = [(need,) if isinstance(need, str) else tuple(need) for need in cls.requires_content]
+        required = tuple(group for group in groups if all(part in cls.parts for part in group))
+        infos[name] = ChannelInfo(name, tuple(cls.parts), required)
+    return infos

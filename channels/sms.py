@@ -23,6 +23,7 @@ class SmsChannel(Channel):
     name = "sms"
     requires = ("phone",)
     requires_content = ("text",)
+    parts = ("text",)
 
     def __init__(self, api_url: str, account_sid: str, auth_token: str, sender: str, *,
                  timeout: float = 10.0) -> None:

@@ -48,6 +48,7 @@ class WebhookChannel(Channel):
 
     name = "webhook"
     requires_content = ("url", "body")
+    parts = ("body",)  # the url comes from the step, not from a template
 
     def __init__(
         self,

@@ -130,9 +130,19 @@ def test_a_broken_plugin_is_named_and_does_not_hide_the_others(monkeypatch: pyte
     with pytest.raises(ConfigError, match="is not a channels.base.Channel subclass"):
         channels.load("pager", ChannelSettings())
     assert isinstance(channels.load("log", ChannelSettings()), LogChannel)
+    assert "fax" not in channels.catalog() and "log" in channels.catalog()
 
 
 def test_all_is_exactly_the_public_names() -> None:
     public = {name for name, value in vars(channels).items()
               if not name.startswith("_") and getattr(value, "__module__", "").startswith("channels")}
     assert public == set(channels.__all__)
+
+
+def test_the_registry_catalog_agrees_with_the_journey_loaders_list() -> None:
+    from engine.definitions import catalog as loader_catalog
+
+    infos = channels.catalog()
+
+    assert {name: infos[name].required for name in loader_catalog.CHANNELS} == loader_catalog.CHANNELS
+    assert {name: infos[name].parts for name in loader_catalog.CHANNEL_PARTS} == loader_catalog.CHANNEL_PARTS
