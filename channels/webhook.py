@@ -106,20 +106,20 @@ class WebhookChannel(Channel):
                 continue
             text = http.read_some(response)
             if response.is_success:
-                return Result.sent(message.idempotency_key, http_status=response.status_code, url=str(url),
+                return Result.sent(message.idempotency_key, http_status=response.status_code, url=_shown(url),
                                    redirects=hop)
-            return http.failure(response, f"the webhook at {url.host}", text, url=str(url))
+            return http.failure(response, f"the webhook at {url.host}", text, url=_shown(url))
         return Result.permanent(
-            f"the webhook was redirected more than {self._max_redirects} times (last to {url}); "
+            f"the webhook was redirected more than {self._max_redirects} times (last to {_shown(url)}); "
             f"point the step's url at the final address"
         )
 
     def _post(self, url: httpx.URL, headers: dict[str, str], body: bytes) -> httpx.Response:
         if url.scheme not in ("http", "https"):
-            raise ChannelError(f"cannot send a webhook to {url}: only http and https URLs are allowed",
+            raise ChannelError(f"cannot send a webhook to {_shown(url)}: only http and https URLs are allowed",
                                retryable=False)
         if not url.host:
-            raise ChannelError(f"the webhook URL {url} names no host", retryable=False)
+            raise ChannelError(f"the webhook URL {_shown(url)} names no host", retryable=False)
         port = url.port or (443 if url.scheme == "https" else 80)
         address = self._guard.check(url.host, port)
         request = self._client.build_request(
@@ -135,6 +135,11 @@ class WebhookChannel(Channel):
     def close(self) -> None:
         self._client.close()
         super().close()
+
+
+def _shown(url: httpx.URL) -> str:
+    """``url`` without its password, for errors and delivery records."""
+    return str(url.copy_with(password=None)) if url.password else str(url)
 
 
 def _pinned(url: httpx.URL, address: IPAddress) -> httpx.URL:

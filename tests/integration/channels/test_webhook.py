@@ -199,3 +199,15 @@ def test_an_endless_error_body_is_cut(webhook: WebhookChannel, peer: HttpPeer) -
 
     assert result.status == "permanent"
     assert len(result.error or "") < 1000
+
+
+def test_credentials_in_the_url_authenticate_but_are_not_recorded(webhook: WebhookChannel, peer: HttpPeer) -> None:
+    url = peer.url.replace("http://", "http://hook-user:s3cret@") + "/in"
+    peer.reply(Reply(401, {"error": "who are you"}))
+
+    failed = webhook.send(hook(url))
+    sent = webhook.send(hook(url))
+
+    assert peer.requests[0].headers["authorization"] == "Basic aG9vay11c2VyOnMzY3JldA=="
+    assert failed.status == "permanent" and sent.status == "sent"
+    assert "s3cret" not in f"{failed.error} {failed.detail} {sent.detail}"
