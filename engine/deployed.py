@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from engine.definitions import Journey
 from engine.deploy import compile_version
-from engine.storage.models import JourneyRecord, JourneyVersion
+from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion
 
 
 @dataclass(frozen=True)
@@ -21,8 +23,12 @@ class Deployed:
     """The running set: journeys by id (current versions) and their status."""
 
     current: dict[str, Journey]
+    versions: dict[str, int]
     status: dict[str, str]
     stamp: tuple[object, ...]
+    #: every version some enrollment may still run on: the current ones and older
+    #: versions with active enrollments (a deploy is what changes this set)
+    live: tuple[Journey, ...] = ()
 
     def active(self) -> list[Journey]:
         """Journeys that take new enrollments."""
@@ -46,8 +52,11 @@ class DeployedJourneys:
         self._lock = threading.Lock()
         self._directory = Path(tempfile.mkdtemp(prefix="journey-versions-"))
 
-    def get(self, journey_id: str, version: int) -> Journey:
+    def get(self, journey_id: str, version: int, session: Session | None = None) -> Journey:
         """Return version ``version`` of ``journey_id``, compiling it on first use.
+
+        Pass the caller's ``session`` when inside a transaction: on SQLite a second
+        connection would wait for the first one's write lock.
 
         Raises:
             KeyError: no such version is deployed.
@@ -59,8 +68,8 @@ class DeployedJourneys:
         with self._lock:
             journey = self._versions.get(key)
             if journey is None:
-                with self.sessions() as session:
-                    row = session.execute(
+                with self._session(session) as use:
+                    row = use.execute(
                         select(JourneyVersion).where(
                             JourneyVersion.journey_id == journey_id, JourneyVersion.version == version
                         )
@@ -71,12 +80,12 @@ class DeployedJourneys:
                 self._versions[key] = journey
         return journey
 
-    def running(self) -> Deployed:
+    def running(self, session: Session | None = None) -> Deployed:
         """Return the current versions of every deployed journey, and their status."""
         now = time.monotonic()
         if self._running is not None and now - self._checked < self.refresh:
             return self._running
-        with self.sessions() as session:
+        with self._session(session) as session:
             stamp = tuple(
                 session.execute(
                     select(func.count(), func.max(JourneyRecord.updated_at)).select_from(JourneyRecord)
@@ -86,10 +95,25 @@ class DeployedJourneys:
                 self._checked = now
                 return self._running
             records = session.execute(select(JourneyRecord)).scalars().all()
-        current = {r.id: self.get(r.id, r.current_version) for r in records}
-        self._running = Deployed(current, {r.id: r.status for r in records}, stamp)
+            older = session.execute(
+                select(Enrollment.journey_id, Enrollment.version).where(Enrollment.status == "active").distinct()
+            ).all()
+            current = {r.id: self.get(r.id, r.current_version, session) for r in records}
+            versions = {r.id: r.current_version for r in records}
+            live = list(current.values()) + [
+                self.get(jid, version, session) for jid, version in older if versions.get(jid) != version
+            ]
+        self._running = Deployed(current, versions, {r.id: r.status for r in records}, stamp, tuple(live))
         self._checked = now
         return self._running
+
+    @contextlib.contextmanager
+    def _session(self, session: Session | None) -> Iterator[Session]:
+        if session is not None:
+            yield session
+        else:
+            with self.sessions() as own:
+                yield own
 
     def invalidate(self) -> None:
         """Forget the running set (after a deploy in this process, or in tests)."""

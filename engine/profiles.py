@@ -22,17 +22,21 @@ from engine.storage.upsert import insert_ignore
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy")
 
 
-def apply_event(session: Session, event: Event, now: datetime) -> Customer:
+def apply_event(session: Session, event: Event, now: datetime) -> tuple[Customer, dict[str, Any]]:
     """Attach ``event`` to its customer and apply what it says about them.
 
     Resolves (and creates, or merges) the customer, merges ``identify`` traits, picks up
     the time zone, and marks the event processed at ``now``. The caller commits.
+
+    Returns:
+        The customer, and their traits as they were before this event.
     """
     lock_identities(session, event.user_id, event.anonymous_id, event.previous_id)
     if event.type == "alias" and event.previous_id and event.user_id:
         customer = alias(session, event.previous_id, event.user_id, event.timestamp)
     else:
         customer = resolve(session, event.user_id, event.anonymous_id, event.timestamp)
+    before = dict(customer.traits or {})
     if event.type == "identify" and event.traits:
         merge_traits(customer, event.traits)
     zone = _zone(event.traits.get("timezone")) if event.type == "identify" else None
@@ -46,7 +50,7 @@ def apply_event(session: Session, event: Event, now: datetime) -> Customer:
     event.customer_id = customer.id
     event.processed_at = now
     event.error = None
-    return customer
+    return customer, before
 
 
 def lock_identities(session: Session, *idents: str | None) -> None:

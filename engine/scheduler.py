@@ -1,26 +1,36 @@
 """The scheduler process: it finds work that is due or was lost, and enqueues it.
 
-For now it runs the sweeper: events committed but still unprocessed after
-``JOURNEY_SWEEP_AFTER`` (their queue message was lost: a worker killed, Redis flushed)
-are enqueued again. Several schedulers may run against PostgreSQL: each claims rows
-with ``FOR UPDATE SKIP LOCKED``.
+Every second it claims the timers that are due and enqueues them on ``timers`` (long
+waits are timer rows, never Dramatiq's ``delay``). Every ``JOURNEY_SWEEP_INTERVAL`` it
+sweeps: events and deliveries still pending after ``JOURNEY_SWEEP_AFTER`` (their queue
+message was lost: a worker killed, Redis flushed) are enqueued again, timers enqueued
+but not fired by then are enqueued again, and deliveries a worker stopped sending in the
+middle are marked ``unknown`` for an operator. Several schedulers may run against
+PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select, update
 
+from engine.delivery import sweep_deliveries
+from engine.orchestrator import Followups
 from engine.services import Services
-from engine.storage.models import Event
+from engine.storage.models import Event, Timer
 from engine.workers.actors import MAX_EVENT_ATTEMPTS
 
 log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 1000
+TIMER_BATCH = 1000
+TICK = 1.0  # seconds between two looks for due timers
+# A delivery still "sending" this long after it was claimed was abandoned by its worker.
+UNKNOWN_AFTER_FACTOR = 5
 
 
 class Scheduler:
@@ -29,9 +39,55 @@ class Scheduler:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def sweep(self, now: datetime | None = None) -> int:
-        """Enqueue events pending longer than the threshold; return how many were sent."""
+    def fire_due(self, now: datetime | None = None) -> int:
+        """Claim the timers due by ``now`` and enqueue them; return how many.
+
+        A claimed timer is enqueued again only if it has not fired ``JOURNEY_SWEEP_AFTER``
+        after its last enqueue (its message was lost).
+        """
         now = now or datetime.now(timezone.utc)
+        cutoff = now - self.services.settings.sweep_after
+        total = 0
+        while True:
+            with self.services.sessions.begin() as session:
+                keys = list(
+                    session.execute(
+                        select(Timer.key)
+                        .where(
+                            Timer.fired_at.is_(None),
+                            Timer.due_at <= now,
+                            (Timer.enqueued_at.is_(None)) | (Timer.enqueued_at < cutoff),
+                        )
+                        .order_by(Timer.due_at)
+                        .limit(TIMER_BATCH)
+                        .with_for_update(skip_locked=True)
+                    ).scalars()
+                )
+                if not keys:
+                    return total
+                session.execute(update(Timer).where(Timer.key.in_(keys)).values(enqueued_at=now))
+            for start in range(0, len(keys), 100):
+                if not self.services.dispatch(Followups(timers=keys[start : start + 100])):
+                    return total
+            total += len(keys)
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Enqueue events and deliveries pending longer than the threshold; return how many."""
+        now = now or datetime.now(timezone.utc)
+        total = self._sweep_events(now)
+        settings = self.services.settings
+        with self.services.sessions.begin() as session:
+            lost, unknown = sweep_deliveries(
+                session, now, settings.sweep_after, settings.sweep_after * UNKNOWN_AFTER_FACTOR
+            )
+        if unknown:
+            log.warning("%d deliveries were abandoned while sending; marked unknown", unknown)
+        if lost and self.services.dispatch(Followups(deliveries=lost)):
+            log.info("swept %d pending deliveries back onto their queues", len(lost))
+            total += len(lost)
+        return total
+
+    def _sweep_events(self, now: datetime) -> int:
         cutoff = now - self.services.settings.sweep_after
         total = 0
         while True:
@@ -58,14 +114,18 @@ class Scheduler:
             log.info("swept %d pending events back onto the queue", len(ids))
 
     def run(self, stop: threading.Event) -> None:
-        """Sweep every ``JOURNEY_SWEEP_INTERVAL`` until ``stop`` is set."""
+        """Fire due timers every second and sweep every ``JOURNEY_SWEEP_INTERVAL``, until ``stop``."""
         interval = self.services.settings.sweep_interval.total_seconds()
+        next_sweep = 0.0
         while not stop.is_set():
             try:
-                self.sweep()
+                self.fire_due()
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + interval
             except Exception:  # noqa: BLE001 - a database blip must not end the scheduler
-                log.exception("sweep failed; retrying in %ss", interval)
-            stop.wait(interval)
+                log.exception("scheduler round failed; retrying")
+            stop.wait(TICK)
 
 
 def pending_events(services: Services) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,9 +11,14 @@ import dramatiq
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from channels.base import Channel
+from channels.settings import ChannelSettings
+from engine.delivery import Deliverer
+from engine.deployed import DeployedJourneys
+from engine.orchestrator import Followups, Orchestrator
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
-from engine.workers.actors import Actors, declare
+from engine.workers.actors import Actors, declare, delivery_queue
 from engine.workers.broker import make_broker
 
 log = logging.getLogger(__name__)
@@ -36,16 +42,73 @@ class Services:
     engine: Engine
     sessions: sessionmaker[Session]
     broker: dramatiq.Broker
+    channel_settings: ChannelSettings = field(default_factory=ChannelSettings)
     actors: Actors = field(init=False)
+    deployed: DeployedJourneys = field(init=False)
+    orchestrator: Orchestrator = field(init=False)
+    deliverer: Deliverer = field(init=False)
+    #: adapters by channel name; tests put stubs here before the first send
+    adapters: dict[str, Channel] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.actors = declare(self)
+        self.deployed = DeployedJourneys(self.sessions)
+        self.orchestrator = Orchestrator(self.deployed)
+        self.deliverer = Deliverer(self.sessions, self.deployed, self.adapter)
+        self._adapters_lock = threading.Lock()
+        # A worker consumes the queues declared when it starts: declare every installed
+        # channel's queue up front, in every process.
+        from channels import registry
+
+        self.declare_delivery_queues(registry.available())
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Services:
+    def from_settings(cls, settings: Settings, channel_settings: ChannelSettings | None = None) -> Services:
         """Connect to the database and the broker named by ``settings``."""
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
-        return cls(settings, engine, make_sessionmaker(engine), make_broker(settings))
+        return cls(
+            settings, engine, make_sessionmaker(engine), make_broker(settings),
+            channel_settings=channel_settings or ChannelSettings(),
+        )
+
+    def adapter(self, channel: str) -> Channel:
+        """The adapter of ``channel``, built on first use from the channel settings.
+
+        Raises:
+            ConfigError: the channel needs a setting that is missing.
+            KeyError: no adapter of that name is installed.
+        """
+        adapter = self.adapters.get(channel)
+        if adapter is None:
+            with self._adapters_lock:
+                adapter = self.adapters.get(channel)
+                if adapter is None:
+                    from channels import registry
+
+                    adapter = self.adapters[channel] = registry.load(channel, self.channel_settings)
+        return adapter
+
+    def declare_delivery_queues(self, channels: Sequence[str]) -> None:
+        """Declare ``deliveries.<channel>`` for each channel, so a worker consumes them."""
+        for channel in channels:
+            self.broker.declare_queue(delivery_queue(channel))
+
+    def dispatch(self, followups: Followups) -> bool:
+        """Send the queue messages for committed deliveries and due timers; False on failure.
+
+        A failure loses nothing: the rows stay pending and the scheduler sends them again.
+        """
+        try:
+            for delivery_id, channel in followups.deliveries:
+                queue = delivery_queue(channel)
+                self.broker.declare_queue(queue)
+                self.broker.enqueue(self.actors.deliver.message(delivery_id).copy(queue_name=queue))
+            if followups.timers:
+                self.actors.fire_timers.send(list(followups.timers))
+        except Exception:  # noqa: BLE001 - the broker being down must not fail the work done
+            log.warning("could not enqueue follow-ups; the scheduler will", exc_info=True)
+            return False
+        return True
 
     def enqueue_events(self, event_ids: Sequence[int]) -> bool:
         """Send the ids of committed events to the ``events`` queue; False if that failed.
@@ -61,6 +124,8 @@ class Services:
         return True
 
     def close(self) -> None:
-        """Release the database connections and the broker."""
+        """Release the adapters, the database connections and the broker."""
+        for adapter in self.adapters.values():
+            adapter.close()
         self.broker.close()
         self.engine.dispose()

@@ -100,7 +100,7 @@ def services(sqlite_url: str) -> Iterator[Services]:
     """The twin: SQLite and the StubBroker."""
     services = make_services(sqlite_url)
     yield services
-    services.close()
+    close_services(services)
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def pg_services(pg_url: str) -> Iterator[Services]:
     """PostgreSQL and the StubBroker."""
     services = make_services(pg_url)
     yield services
-    services.close()
+    close_services(services)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -124,7 +124,7 @@ def redis_services(pg_url: str, redis_namespace: str) -> Iterator[Services]:
     """The real thing: PostgreSQL and Redis."""
     services = make_services(pg_url, redis_url=REDIS_URL, namespace=redis_namespace)
     yield services
-    services.close()
+    close_services(services)
 
 
 def create_key(services: Services, name: str = "test-app", *, admin: bool = False) -> str:
@@ -133,15 +133,37 @@ def create_key(services: Services, name: str = "test-app", *, admin: bool = Fals
         return keys.create_key(session, name, admin=admin)[1]
 
 
-def drain(services: Services) -> None:
-    """Process every queued message with an in-process worker, then stop it."""
-    worker = dramatiq.Worker(services.broker, worker_timeout=50, worker_threads=2)
-    worker.start()
-    try:
-        services.broker.join("events")  # type: ignore[attr-defined]
+def drain(services: Services, timeout: float = 30.0) -> None:
+    """Process every queued message (events, timers, deliveries) in-process, until none is left.
+
+    Raises:
+        TimeoutError: work was still queued after ``timeout`` seconds (a retry loop).
+    """
+    broker = services.broker
+    # One worker per engine for the whole test: a stopped dramatiq Worker stays hooked to
+    # its broker and would start consumers for queues declared later, stealing messages.
+    worker = getattr(services, "_test_worker", None)
+    if worker is None:
+        worker = services._test_worker = dramatiq.Worker(broker, worker_timeout=50, worker_threads=2)  # type: ignore[attr-defined]
+        worker.start()
+    while True:
+        for queue in list(broker.queues):  # type: ignore[attr-defined]
+            try:
+                broker.join(queue, timeout=int(timeout * 1000))  # type: ignore[attr-defined]
+            except dramatiq.errors.QueueJoinTimeout:
+                state = {name: q.unfinished_tasks for name, q in broker.queues.items()}  # type: ignore[attr-defined]
+                raise TimeoutError(f"queue {queue} still busy after {timeout}s: {state}") from None
         worker.join()
-    finally:
+        if all(q.unfinished_tasks == 0 for q in broker.queues.values()):  # type: ignore[attr-defined]
+            return
+
+
+def close_services(services: Services) -> None:
+    """Stop the test worker, if ``drain`` started one, and close the services."""
+    worker = getattr(services, "_test_worker", None)
+    if worker is not None:
         worker.stop()
+    services.close()
 
 
 @pytest.fixture

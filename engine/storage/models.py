@@ -263,6 +263,7 @@ class Delivery(Base):
     kind: Mapped[str] = mapped_column(String(16), default="marketing")
     topic: Mapped[str | None] = mapped_column(String(100), default=None)
     content: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    variables: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     provider_id: Mapped[str | None] = mapped_column(String(255), default=None)

@@ -3,6 +3,9 @@
 Actors are declared on the broker of one :class:`~engine.services.Services`, with the
 services bound in, rather than on dramatiq's global broker at import time. A message
 carries only ids: the database row is the work, the message is a nudge to do it.
+
+Queues: ``events`` (ingested events), ``timers`` (due timers), and one queue per channel,
+``deliveries.<channel>``, so a slow provider holds back only its own channel.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import dramatiq
 from sqlalchemy import select, update
 
 from engine import profiles
+from engine.delivery import MAX_ATTEMPTS as MAX_DELIVERY_ATTEMPTS
+from engine.orchestrator import Followups
 from engine.storage.models import Event
 
 if TYPE_CHECKING:
@@ -24,8 +29,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EVENTS_QUEUE = "events"
+TIMERS_QUEUE = "timers"
+DELIVERIES_QUEUE = "deliveries"  # + ".<channel>"
 # After this many failed attempts an event is left for an operator (it keeps its error).
 MAX_EVENT_ATTEMPTS = 5
+
+
+def delivery_queue(channel: str) -> str:
+    """The queue of one channel's deliveries."""
+    return f"{DELIVERIES_QUEUE}.{channel}"
 
 
 class EventsFailed(Exception):
@@ -37,6 +49,8 @@ class Actors:
     """The actors declared for one engine."""
 
     process_events: dramatiq.Actor
+    fire_timers: dramatiq.Actor
+    deliver: dramatiq.Actor
 
 
 def declare(services: Services) -> Actors:
@@ -47,15 +61,26 @@ def declare(services: Services) -> Actors:
         if failed:
             raise EventsFailed(f"events {failed} failed; see their error column")
 
+    def fire_timers(keys: list[str]) -> None:
+        for key in keys:
+            fire_timer(services, key)
+
+    def deliver(delivery_id: int) -> None:
+        services.deliverer.deliver(delivery_id, datetime.now(timezone.utc))
+
+    broker = services.broker
     return Actors(
         process_events=dramatiq.actor(
-            process_events,
-            broker=services.broker,
-            actor_name="process_events",
-            queue_name=EVENTS_QUEUE,
-            max_retries=MAX_EVENT_ATTEMPTS - 1,
-            min_backoff=500,
-            max_backoff=60_000,
+            process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
+            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000,
+        ),
+        fire_timers=dramatiq.actor(
+            fire_timers, broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
+            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000,
+        ),
+        deliver=dramatiq.actor(
+            deliver, broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
+            max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000,
         ),
     )
 
@@ -63,6 +88,8 @@ def declare(services: Services) -> Actors:
 def process_event(services: Services, event_id: int) -> bool:
     """Apply one stored event in its own transaction; return False if it failed.
 
+    Profile, enrollments, timers, deliveries and the event's ``processed_at`` commit
+    together; the queue messages for what it caused are sent after the commit.
     Processing twice changes nothing the second time: an event already processed is
     skipped, and the row lock makes two workers take turns.
     """
@@ -74,8 +101,8 @@ def process_event(services: Services, event_id: int) -> bool:
             ).scalar_one_or_none()
             if event is None or event.processed_at is not None:
                 return True
-            profiles.apply_event(session, event, now)
-        return True
+            customer, traits_before = profiles.apply_event(session, event, now)
+            followups = services.orchestrator.on_event(session, event, customer, now, traits_before)
     except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
         log.exception("event %s failed", event_id)
         with services.sessions.begin() as session:
@@ -85,3 +112,16 @@ def process_event(services: Services, event_id: int) -> bool:
                 .values(attempts=Event.attempts + 1, error=f"{type(exc).__name__}: {exc}"[:1000])
             )
         return False
+    services.dispatch(followups)
+    return True
+
+
+def fire_timer(services: Services, key: str) -> None:
+    """Fire one timer in its own transaction, then send what it caused."""
+    now = datetime.now(timezone.utc)
+    with services.sessions.begin() as session:
+        followups = services.orchestrator.on_timer(session, key, now)
+    services.dispatch(followups)
+
+
+__all__ = ["Actors", "Followups", "declare", "delivery_queue", "fire_timer", "process_event"]

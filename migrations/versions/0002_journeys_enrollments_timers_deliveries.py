@@ -121,6 +121,7 @@ def upgrade() -> None:
     sa.Column('kind', sa.String(length=16), nullable=False),
     sa.Column('topic', sa.String(length=100), nullable=True),
     sa.Column('content', JSON, nullable=False),
+    sa.Column('variables', JSON, nullable=False),
     sa.Column('status', sa.String(length=16), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('provider_id', sa.String(length=255), nullable=True),

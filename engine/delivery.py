@@ -1,0 +1,205 @@
+"""The delivery pipeline: claim a delivery row, render, apply policy, send, record.
+
+A delivery is claimed (``pending`` -> ``sending``) in its own committed transaction
+before the adapter is called, and its outcome recorded in another. A worker that dies
+between the two leaves the row ``sending``; the sweeper marks such rows ``unknown`` for an
+operator, and nothing ever sends them again silently.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from channels.base import Channel, Message, Recipient, Result
+from engine.deployed import DeployedJourneys
+from engine.errors import TemplateError
+from engine.storage.models import Customer, Delivery, PointsEntry, TraceEntry
+
+log = logging.getLogger(__name__)
+
+#: Attempts per delivery before a retryable failure becomes ``dead``.
+MAX_ATTEMPTS = 5
+
+Policy = Callable[[Session, Delivery, Customer, datetime], "str | None"]
+
+
+class RetryLater(Exception):
+    """A retryable failure: Dramatiq retries the delivery with backoff."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one delivery attempt."""
+
+    status: str
+    error: str | None = None
+
+
+def no_policy(_session: Session, _delivery: Delivery, _customer: Customer, _now: datetime) -> str | None:
+    """The policy that holds nothing back."""
+    return None
+
+
+class Deliverer:
+    """Carries out deliveries with the adapters returned by ``adapters(channel_name)``."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        deployed: DeployedJourneys,
+        adapters: Callable[[str], Channel],
+        policy: Policy = no_policy,
+    ) -> None:
+        self.sessions = sessions
+        self.deployed = deployed
+        self.adapters = adapters
+        self.policy = policy
+
+    def deliver(self, delivery_id: int, now: datetime) -> Outcome:
+        """Attempt delivery ``delivery_id`` once.
+
+        Raises:
+            RetryLater: the channel failed in a way that may pass; the row is ``pending``
+                again and the caller retries later.
+        """
+        with self.sessions.begin() as session:
+            claimed = session.execute(
+                update(Delivery)
+                .where(Delivery.id == delivery_id, Delivery.status == "pending")
+                .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+                .returning(Delivery.id)
+            ).first()
+            if claimed is None:  # already sent, held, failed, or being sent by another worker
+                status = session.execute(select(Delivery.status).where(Delivery.id == delivery_id)).scalar()
+                return Outcome(status or "missing")
+        with self.sessions.begin() as session:
+            delivery = session.get(Delivery, delivery_id)
+            customer = session.get(Customer, delivery.customer_id)
+            held = self.policy(session, delivery, customer, now)
+            if held is not None:
+                return self._finish(session, delivery, now, "held", held)
+            try:
+                message = self._message(session, delivery, customer, now)
+            except TemplateError as exc:
+                return self._finish(session, delivery, now, "failed", f"template: {exc}")
+            delivery.rendered = dict(message.content)
+        result = self._send(message)
+        with self.sessions.begin() as session:
+            delivery = session.get(Delivery, delivery_id)
+            if result.status == "sent":
+                delivery.provider_id = result.provider_id
+                delivery.sent_at = now
+                return self._finish(session, delivery, now, "sent", None)
+            retry = result.status == "retryable" and delivery.attempts < MAX_ATTEMPTS
+            if not retry:
+                status = "dead" if result.status == "retryable" else "failed"
+                return self._finish(session, delivery, now, status, result.error)
+            # Back to pending (committed) before asking for a retry: if the retry message
+            # is lost, the sweeper finds the row.
+            delivery.status, delivery.error, delivery.updated_at = "pending", result.error, now
+            self._trace(session, delivery, now, "retrying", result.error)
+        raise RetryLater(result.error or "retryable failure")
+
+    def _send(self, message: Message) -> Result:
+        try:
+            return self.adapters(message.channel).send(message)
+        except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the outcome
+            log.exception("channel %s raised", message.channel)
+            return Result.retryable(f"the {message.channel} adapter raised {type(exc).__name__}: {exc}")
+
+    def _message(self, session: Session, delivery: Delivery, customer: Customer, now: datetime) -> Message:
+        journey = self.deployed.get(delivery.journey_id, delivery.version, session)
+        step = journey.step(delivery.step)
+        variables = {**delivery.variables, "customer": customer_variables(session, customer), "now": now}
+        content: dict[str, Any] = dict(step.render(variables)) if hasattr(step, "render") else {}
+        for name in ("audience", "action"):
+            if delivery.content.get(name):
+                content[name] = delivery.content[name]
+        if delivery.content.get("url"):
+            content["url"] = delivery.content["url"]
+        traits = customer.traits or {}
+        recipient = Recipient(
+            customer_id=customer.external_id or str(customer.id),
+            email=_text(traits.get("email")),
+            phone=_text(traits.get("phone")),
+            push_token=_text(traits.get("push_token")),
+            traits=traits,
+        )
+        return Message(
+            channel=delivery.channel,
+            idempotency_key=delivery.key,
+            recipient=recipient,
+            content=content,
+            metadata={"journey_id": delivery.journey_id, "step_id": delivery.step, "topic": delivery.topic},
+        )
+
+    def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None) -> Outcome:
+        delivery.status, delivery.error, delivery.updated_at = status, error, now
+        self._trace(session, delivery, now, status, error)
+        return Outcome(status, error)
+
+    @staticmethod
+    def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
+        session.add(
+            TraceEntry(
+                enrollment_id=delivery.enrollment_id,
+                at=now,
+                step=delivery.step,
+                what=f"delivery {what}",
+                detail=f"{delivery.channel}" + (f" {delivery.template}" if delivery.template else ""),
+                value={"delivery": delivery.id, "attempt": delivery.attempts},
+                error=error,
+            )
+        )
+
+
+def customer_variables(session: Session, customer: Customer) -> dict[str, Any]:
+    """The ``customer`` that conditions and templates see: traits plus id, stage, points..."""
+    traits = dict(customer.traits or {})
+    points = session.execute(
+        select(func.coalesce(func.sum(PointsEntry.amount), 0)).where(PointsEntry.customer_id == customer.id)
+    ).scalar_one()
+    traits.update(
+        id=customer.external_id or str(customer.id),
+        timezone=customer.timezone,
+        stage=customer.stage,
+        points=int(points),
+    )
+    traits.setdefault("email", None)
+    traits.setdefault("phone", None)
+    return traits
+
+
+def sweep_deliveries(session: Session, now: datetime, pending_after: timedelta, unknown_after: timedelta) -> tuple[list[tuple[int, str]], int]:
+    """Find deliveries whose queue message was lost, and mark abandoned sends ``unknown``.
+
+    Returns:
+        (id, channel) of pending deliveries to enqueue again, and how many were marked unknown.
+    """
+    lost = session.execute(
+        select(Delivery.id, Delivery.channel)
+        .where(Delivery.status == "pending", func.coalesce(Delivery.enqueued_at, Delivery.created_at) < now - pending_after)
+        .order_by(Delivery.id)
+        .limit(1000)
+        .with_for_update(skip_locked=True)
+    ).all()
+    if lost:
+        session.execute(update(Delivery).where(Delivery.id.in_([i for i, _ in lost])).values(enqueued_at=now))
+    abandoned = session.execute(
+        update(Delivery)
+        .where(Delivery.status == "sending", Delivery.updated_at < now - unknown_after)
+        .values(status="unknown", error="a worker stopped while sending; it may or may not have been sent", updated_at=now)
+        .returning(Delivery.id)
+    ).all()
+    return [(i, c) for i, c in lost], len(abandoned)
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None

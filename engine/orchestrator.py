@@ -1,0 +1,355 @@
+"""Where the pure runtime meets the database: events and timers in, rows and messages out.
+
+For one event (or one timer) everything it causes — enrollment states, new timers,
+deliveries (an outbox), profile effects and the trace — is written in the caller's
+transaction; the queue messages for new deliveries and due timers are returned as
+:class:`Followups` to send after the commit. Every effect row is keyed by the runtime's
+idempotency key under a unique constraint, so doing the same work twice adds nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from engine import profiles
+from engine.definitions import Journey
+from engine.deployed import DeployedJourneys
+from engine.runtime import commands as cmd
+from engine.runtime.entry import TriggerIndex, may_enter, route
+from engine.runtime.inputs import EventArrived, TimerFired
+from engine.runtime.machine import Outcome, advance, start
+from engine.runtime.state import Enrollment as State
+from engine.storage.models import (
+    AppliedEffect,
+    Customer,
+    Delivery,
+    Enrollment,
+    Event,
+    PointsEntry,
+    Referral,
+    ReferralCode,
+    Timer,
+    TraceEntry,
+)
+from engine.storage.upsert import insert_ignore
+
+log = logging.getLogger(__name__)
+
+# A timer due this soon is enqueued right after the commit instead of waiting for the
+# scheduler's next tick.
+IMMEDIATE = timedelta(seconds=1)
+
+
+@dataclass
+class Followups:
+    """Queue messages to send once the transaction that wrote their rows has committed."""
+
+    deliveries: list[tuple[int, str]] = field(default_factory=list)  # (delivery id, channel)
+    timers: list[str] = field(default_factory=list)  # timer keys due now
+
+    def extend(self, other: Followups) -> None:
+        self.deliveries += other.deliveries
+        self.timers += other.timers
+
+
+def segment_event(event: Event) -> dict[str, Any]:
+    """The event as conditions and templates see it (Segment's shape)."""
+    return {
+        "type": event.type,
+        "event": event.event or event.name or event.type,
+        "name": event.name,
+        "userId": event.user_id,
+        "anonymousId": event.anonymous_id,
+        "messageId": event.message_id,
+        "properties": event.properties or {},
+        "traits": event.traits or {},
+        "context": event.context or {},
+        "timestamp": event.timestamp.isoformat(),
+        "receivedAt": event.received_at.isoformat(),
+    }
+
+
+def customer_view(session: Session, customer: Customer) -> dict[str, Any]:
+    """The customer as the runtime takes it: id, traits, stage, points, time zone."""
+    points = session.execute(
+        select(func.coalesce(func.sum(PointsEntry.amount), 0)).where(PointsEntry.customer_id == customer.id)
+    ).scalar_one()
+    return {
+        "id": customer.external_id or str(customer.id),
+        "traits": dict(customer.traits or {}),
+        "stage": customer.stage,
+        "points": int(points),
+        "timezone": customer.timezone,
+    }
+
+
+class Orchestrator:
+    """Runs deployed journeys for events and timers, persisting what the runtime decides."""
+
+    def __init__(self, deployed: DeployedJourneys) -> None:
+        self.deployed = deployed
+        self._index_stamp: object = None
+        self._index = TriggerIndex()
+        self._watched: set[str] = set()
+
+    # -- events -------------------------------------------------------------------------
+
+    def on_event(self, session: Session, event: Event, customer: Customer, now: datetime,
+                 traits_before: dict[str, Any] | None = None) -> Followups:
+        """Apply an event: resume, convert or exit active enrollments, then enroll.
+
+        Routing is the runtime's (:func:`engine.runtime.entry.route`): the enrollments the
+        event concerns (goal, exit, ``wait_until``) see it before triggers do, so an
+        ``order_completed`` converts a running journey before it could start another.
+        ``traits_before`` are the traits before an ``identify`` changed them: a segment
+        trigger enrolls when its condition starts to hold.
+        """
+        self._refresh_index(session)
+        name = event.event or event.name or event.type
+        followups = Followups()
+        data = segment_event(event)
+        concerned = name in self._watched
+        if not concerned and not self._index.triggered_by(name) and not (event.type == "identify" and self._index.segments):
+            return followups  # no running journey cares: the common case costs nothing more
+        view = customer_view(session, customer)
+        rows = {row.id: row for row in self._active(session, customer.id)} if concerned else {}
+        active = []
+        for row in rows.values():
+            if self._is_running(row.journey_id, session):
+                active.append((State.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
+        before = {**view, "traits": traits_before} if traits_before is not None else None
+        for step in route(self._index, data, view, active, now, before=before):
+            if step.action == "advance" and step.enrollment is not None:
+                row = rows[step.enrollment.id]
+                outcome = advance(step.journey, State.from_dict(row.state), EventArrived(data), view, now)
+                followups.extend(self._persist(session, row, step.journey, outcome, customer, now))
+            else:
+                history = [State.from_dict(r.state) for r in self._history(session, customer.id, step.journey.id)]
+                allowed, reason = may_enter(step.journey, history, now)
+                if not allowed:
+                    continue
+                enrollment_id = f"{step.journey.id}:{event.id}"
+                if session.get(Enrollment, enrollment_id) is not None:
+                    continue  # this event already enrolled them (it is being processed again)
+                row = Enrollment(
+                    id=enrollment_id, journey_id=step.journey.id,
+                    version=self.deployed.running(session).versions[step.journey.id], customer_id=customer.id,
+                    status="active", state={}, trigger_event_id=event.id, started_at=now, updated_at=now,
+                )
+                session.add(row)
+                session.flush()
+                outcome = start(step.journey, enrollment_id, view, data, now)
+                followups.extend(self._persist(session, row, step.journey, outcome, customer, now, step.trace))
+            view = customer_view(session, customer)  # the effects may have changed the profile
+        return followups
+
+    # -- timers -------------------------------------------------------------------------
+
+    def on_timer(self, session: Session, key: str, now: datetime) -> Followups:
+        """Fire timer ``key`` once; a fired, cancelled or unknown timer changes nothing."""
+        timer = session.execute(select(Timer).where(Timer.key == key).with_for_update()).scalar_one_or_none()
+        if timer is None or timer.fired_at is not None:
+            return Followups()
+        row = session.execute(
+            select(Enrollment).where(Enrollment.id == timer.enrollment_id).with_for_update()
+        ).scalar_one()
+        if row.status != "active":
+            timer.fired_at = now
+            return Followups()
+        if not self._is_running(row.journey_id, session):
+            return Followups()  # paused: the timer stays due and fires after a resume
+        timer.fired_at = now
+        journey = self.deployed.get(row.journey_id, row.version, session)
+        customer = session.get(Customer, row.customer_id)
+        outcome = advance(journey, State.from_dict(row.state), TimerFired(key), customer_view(session, customer), now)
+        return self._persist(session, row, journey, outcome, customer, now)
+
+    # -- persistence --------------------------------------------------------------------
+
+    def _persist(self, session: Session, row: Enrollment, journey: Journey, outcome: Outcome,
+                 customer: Customer, now: datetime, extra_trace: tuple[Any, ...] = ()) -> Followups:
+        state = outcome.state
+        row.state = state.to_dict()
+        row.status = state.status
+        row.step = state.step
+        row.waiting_event = state.wait.event if state.wait is not None and state.wait.kind == "event" else None
+        row.updated_at = now
+        row.ended_at = state.ended_at
+        followups = Followups()
+        for command in outcome.commands:
+            handler = getattr(self, f"_do_{command.type}")
+            handler(session, row, journey, command, customer, now, followups)
+        for entry in (*extra_trace, *outcome.trace):
+            session.add(
+                TraceEntry(
+                    enrollment_id=row.id, at=now, step=entry.step, what=entry.what,
+                    detail=(entry.detail or "")[:1000] or None, value=entry.value,
+                    error=(entry.error or "")[:1000] or None,
+                )
+            )
+        return followups
+
+    def _do_send(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Send,
+                 customer: Customer, now: datetime, followups: Followups) -> None:
+        statement = insert_ignore(
+            session, Delivery,
+            {
+                "key": command.key, "enrollment_id": row.id, "customer_id": customer.id,
+                "journey_id": row.journey_id, "version": row.version, "step": command.step,
+                "channel": command.channel, "template": command.template, "kind": command.kind,
+                "topic": command.topic, "content": dict(command.content),
+                "variables": _jsonable(command.variables), "status": "pending", "attempts": 0,
+                "created_at": now, "enqueued_at": now, "updated_at": now,
+            },
+            ["key"],
+        ).returning(Delivery.id)
+        inserted = session.execute(statement).first()
+        if inserted is not None:
+            followups.deliveries.append((inserted[0], command.channel))
+
+    def _do_schedule_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.ScheduleTimer,
+                           customer: Customer, now: datetime, followups: Followups) -> None:
+        due_now = command.at <= now + IMMEDIATE
+        statement = insert_ignore(
+            session, Timer,
+            {"key": command.key, "enrollment_id": row.id, "due_at": command.at, "enqueued_at": now if due_now else None},
+            ["key"],
+        ).returning(Timer.key)
+        if session.execute(statement).first() is not None and due_now:
+            followups.timers.append(command.key)
+
+    def _do_cancel_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.CancelTimer,
+                         customer: Customer, now: datetime, followups: Followups) -> None:
+        timer = session.get(Timer, command.key)
+        if timer is not None and timer.fired_at is None:
+            timer.fired_at = now  # cancelled: it will never fire
+
+    def _do_update_profile(self, session: Session, row: Enrollment, journey: Journey, command: cmd.UpdateProfile,
+                           customer: Customer, now: datetime, followups: Followups) -> None:
+        if _first_time(session, command, row, now):
+            profiles.merge_traits(customer, dict(command.traits))
+
+    def _do_set_stage(self, session: Session, row: Enrollment, journey: Journey, command: cmd.SetStage,
+                      customer: Customer, now: datetime, followups: Followups) -> None:
+        if _first_time(session, command, row, now):
+            profiles.set_stage(session, customer, command.stage, now, command.reason)
+
+    def _do_award_points(self, session: Session, row: Enrollment, journey: Journey, command: cmd.AwardPoints,
+                         customer: Customer, now: datetime, followups: Followups) -> None:
+        owner = customer.id
+        if command.to == "referrer":
+            owner = _referrer(session, customer, command.referral_code, now)
+            if owner is None:
+                session.add(TraceEntry(enrollment_id=row.id, at=now, step=command.step, what="no referrer",
+                                       detail="no known referral code; nobody was awarded points",
+                                       value={"referral_code": command.referral_code}))
+                return
+        session.execute(
+            insert_ignore(
+                session, PointsEntry,
+                {"customer_id": owner, "amount": command.amount, "key": command.key, "at": now,
+                 "reason": (command.reason or f"{row.journey_id}.{command.step}")[:255]},
+                ["key"],
+            )
+        )
+
+    def _do_issue_referral(self, session: Session, row: Enrollment, journey: Journey, command: cmd.IssueReferral,
+                           customer: Customer, now: datetime, followups: Followups) -> None:
+        existing = session.execute(
+            select(ReferralCode.code).where(ReferralCode.customer_id == customer.id, ReferralCode.program == command.program)
+        ).scalar_one_or_none()
+        code = existing or command.code
+        if existing is None:
+            session.execute(
+                insert_ignore(
+                    session, ReferralCode,
+                    {"code": code, "customer_id": customer.id, "program": command.program, "created_at": now},
+                    ["code"],
+                )
+            )
+        if command.store_as:
+            profiles.merge_traits(customer, {command.store_as: code})
+
+    def _do_exit(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Exit,
+                 customer: Customer, now: datetime, followups: Followups) -> None:
+        row.ended_at = row.ended_at or now
+
+    # -- lookups ------------------------------------------------------------------------
+
+    def _refresh_index(self, session: Session) -> None:
+        running = self.deployed.running(session)
+        if running.stamp == self._index_stamp:
+            return
+        # Events that may concern a running enrollment, of any version still running.
+        watched: set[str] = set()
+        for journey in running.live:
+            watched |= _events_of(journey)
+        self._index = TriggerIndex.build(running.active())
+        self._watched = watched
+        self._index_stamp = running.stamp
+
+    def _is_running(self, journey_id: str, session: Session) -> bool:
+        return self.deployed.running(session).status.get(journey_id) == "active"
+
+    @staticmethod
+    def _active(session: Session, customer_id: int) -> list[Enrollment]:
+        return list(
+            session.execute(
+                select(Enrollment)
+                .where(Enrollment.customer_id == customer_id, Enrollment.status == "active")
+                .order_by(Enrollment.started_at, Enrollment.id)
+                .with_for_update()
+            ).scalars()
+        )
+
+    @staticmethod
+    def _history(session: Session, customer_id: int, journey_id: str) -> list[Enrollment]:
+        return list(
+            session.execute(
+                select(Enrollment).where(Enrollment.customer_id == customer_id, Enrollment.journey_id == journey_id)
+            ).scalars()
+        )
+
+
+def _events_of(journey: Journey) -> set[str]:
+    names = {journey.goal.event} if journey.goal is not None and journey.goal.event else set()
+    names |= {outcome.event for outcome in journey.exit_on if outcome.event}
+    names |= {step.event for step in journey.steps if getattr(step, "event", None) and step.kind == "wait_until"}
+    return names
+
+
+def _first_time(session: Session, command: cmd.Command, row: Enrollment, now: datetime) -> bool:
+    statement = insert_ignore(
+        session, AppliedEffect, {"key": command.key, "kind": command.type, "enrollment_id": row.id, "at": now}, ["key"]
+    ).returning(AppliedEffect.key)
+    return session.execute(statement).first() is not None
+
+
+def _referrer(session: Session, customer: Customer, code: str | None, now: datetime) -> int | None:
+    referral = session.get(Referral, customer.id)
+    if referral is not None:
+        return referral.referrer_id
+    if not code:
+        return None
+    owner = session.execute(select(ReferralCode.customer_id).where(ReferralCode.code == code)).scalar_one_or_none()
+    if owner is None or owner == customer.id:
+        return None
+    session.add(Referral(referred_id=customer.id, code=code, referrer_id=owner, at=now))
+    session.flush()
+    return owner
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
