@@ -8,6 +8,7 @@ from datetime import datetime
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -26,40 +27,59 @@ class QueueDepth:
 
 
 def queue_depths(broker: dramatiq.Broker) -> list[QueueDepth]:
-    """Return the depth of every queue the broker knows, sorted by name."""
+    """Return the depth of every queue the broker knows, sorted by name.
+
+    A queue's delay queue (``NAME.DQ``: retries waiting for their backoff, messages sent
+    with a delay) is counted as the queue's ``delayed`` messages, not as a queue of its own.
+    """
     if isinstance(broker, RedisBroker):
         return _redis_depths(broker)
     if isinstance(broker, StubBroker):
         depths = []
         for name in sorted(n for n in broker.queues if not n.endswith((".DQ", ".XQ"))):
-            ready = broker.queues[name].qsize()
-            delayed = broker.queues[f"{name}.DQ"].qsize() if f"{name}.DQ" in broker.queues else 0
-            unfinished = broker.queues[name].unfinished_tasks
-            depths.append(QueueDepth(name, ready, delayed, max(unfinished - ready, 0), len(broker.dead_letters_by_queue[name])))
+            queue = broker.queues[name]
+            ready = queue.qsize()
+            # A worker takes delayed messages off the DQ and holds them until they are due;
+            # they stay unfinished there until moved to the queue itself.
+            delay_queue = broker.queues.get(dq_name(name))
+            delayed = delay_queue.unfinished_tasks if delay_queue is not None else 0
+            dead = len(broker.dead_letters_by_queue.get(name, ()))
+            depths.append(QueueDepth(name, ready, delayed, max(queue.unfinished_tasks - ready, 0), dead))
         return depths
     return [QueueDepth(name, 0, 0, 0, 0) for name in sorted(broker.get_declared_queues())]
 
 
 def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
+    # Dramatiq's keys (see dramatiq/brokers/redis/dispatch.lua): NS:Q (a list of ready
+    # message ids), NS:Q.msgs (every message not yet acknowledged), NS:Q.DQ.msgs (delayed),
+    # NS:Q.XQ (a sorted set of dead ids), NS:__acks__.WORKER.Q (taken by a worker).
     client, ns = broker.client, broker.namespace
+    prefix = _glob_escape(ns) + ":"
     names = {n for n in broker.get_declared_queues() if not n.endswith((".DQ", ".XQ"))}
-    for key in client.scan_iter(f"{ns}:*.msgs"):
-        name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs")
-        if not name.endswith((".DQ", ".XQ", ".DQ.XQ")):
+    # Queues declared by other processes (a delivery queue per channel) are found by their keys.
+    for key in client.scan_iter(f"{prefix}*.msgs"):
+        name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs").removesuffix(".XQ").removesuffix(".DQ")
+        if not name.startswith("__"):
             names.add(name)
-    depths = []
-    for name in sorted(names):
-        in_flight = sum(client.scard(key) for key in client.scan_iter(f"{ns}:__acks__.*.{name}"))
-        depths.append(
-            QueueDepth(
-                name,
-                ready=client.llen(f"{ns}:{name}"),
-                delayed=client.hlen(f"{ns}:{name}.DQ.msgs"),
-                in_flight=in_flight,
-                dead=client.zcard(f"{ns}:{name}.XQ"),
-            )
+    in_flight: dict[str, int] = {}
+    for key in client.scan_iter(f"{prefix}__acks__.*"):
+        # NS:__acks__.WORKER_ID.QUEUE: worker ids are UUIDs (no dots), queue names may have dots
+        _, _, queue = key.decode().removeprefix(f"{ns}:__acks__.").partition(".")
+        in_flight[queue] = in_flight.get(queue, 0) + client.scard(key)
+    return [
+        QueueDepth(
+            name,
+            ready=client.llen(f"{ns}:{name}"),
+            delayed=client.hlen(f"{ns}:{dq_name(name)}.msgs"),
+            in_flight=in_flight.get(name, 0),
+            dead=client.zcard(f"{ns}:{name}.XQ"),
         )
-    return depths
+        for name in sorted(names)
+    ]
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
 
 
 @dataclass(frozen=True)

@@ -12,23 +12,26 @@ import binascii
 import contextlib
 import logging
 from datetime import datetime, timezone
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
 from starlette.responses import Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
-from engine import ingest, keys
+from engine import ingest, keys, metrics
 from engine.api.views import customer_view
 from engine.errors import AuthError, PayloadError, Problem
 from engine.segment import MAX_BATCH_BYTES, TYPES
 from engine.services import Services
+from engine.trace import explain
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,7 @@ def create_app(services: Services) -> FastAPI:
     """Build the API application on ``services``."""
     writer = ingest.EventWriter(services)
     key_cache = keys.KeyCache(services.settings.key_cache)
+    registry = metrics.make_registry(services)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -125,7 +129,20 @@ def create_app(services: Services) -> FastAPI:
     async def get_customer(ident: str, request: Request) -> JSONResponse:
         """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
         await authenticate(_basic_key(request), admin=True)
-        return JSONResponse(await run_in_threadpool(_customer, services, ident))
+        return JSONResponse(await run_in_threadpool(_customer, services, ident, customer_view))
+
+    @app.get("/v1/customers/{ident}/trace")
+    async def get_customer_trace(ident: str, request: Request) -> JSONResponse:
+        """What the journeys did with the customer: enrollments, paths, conditions, waits, deliveries."""
+        await authenticate(_basic_key(request), admin=True)
+        return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
+
+    @app.get("/metrics")
+    async def get_metrics(request: Request) -> Response:
+        """Prometheus metrics, read from the database and the broker at scrape time (admin key)."""
+        await authenticate(_basic_key(request), admin=True)
+        body = await run_in_threadpool(metrics.render, registry)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -153,9 +170,9 @@ def _authenticate(services: Services, key: str | None) -> keys.Principal:
         return keys.authenticate(session, key)
 
 
-def _customer(services: Services, ident: str) -> dict[str, Any]:
+def _customer(services: Services, ident: str, view_of: Callable[[Session, str], dict[str, Any] | None]) -> dict[str, Any]:
     with services.sessions.begin() as session:
-        view = customer_view(session, ident)
+        view = view_of(session, ident)
     if view is None:
         raise StarletteHTTPException(404, f"no customer is known by the user id or anonymous id {ident!r}")
     return view

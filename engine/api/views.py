@@ -9,19 +9,22 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from engine import profiles
-from engine.storage.models import Event, StageChange
+from engine.storage.models import Event
+from engine.trace import explain_customer
 
 LATEST_EVENTS = 50
 
 
 def customer_view(session: Session, ident: str) -> dict[str, Any] | None:
-    """Return the profile of the customer known by ``ident``, or None if nobody is."""
+    """Return the profile of the customer known by ``ident``, or None if nobody is.
+
+    ``journeys`` holds every enrollment with its trace and deliveries, as
+    :func:`engine.trace.explain` gives them.
+    """
     customer = profiles.find(session, ident)
     if customer is None:
         return None
-    history = session.execute(
-        select(StageChange).where(StageChange.customer_id == customer.id).order_by(StageChange.at, StageChange.id)
-    ).scalars()
+    explanation = explain_customer(session, customer)
     events = session.execute(
         select(Event)
         .where(Event.customer_id == customer.id)
@@ -31,13 +34,11 @@ def customer_view(session: Session, ident: str) -> dict[str, Any] | None:
     return {
         "id": customer.id,
         "userId": customer.external_id,
-        "anonymousIds": profiles.anonymous_ids(session, customer),
+        "anonymousIds": explanation["anonymousIds"],
         "traits": customer.traits,
         "timezone": customer.timezone,
         "stage": customer.stage,
-        "stageHistory": [
-            {"from": c.from_stage, "to": c.to_stage, "at": _iso(c.at), "reason": c.reason} for c in history
-        ],
+        "stageHistory": explanation["stageHistory"],
         "firstSeenAt": _iso(customer.first_seen_at),
         "lastSeenAt": _iso(customer.last_seen_at),
         "events": [
@@ -54,6 +55,7 @@ def customer_view(session: Session, ident: str) -> dict[str, Any] | None:
             }
             for e in events
         ],
+        "journeys": explanation["journeys"],
     }
 
 
