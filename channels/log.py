@@ -36,3 +36,26 @@ class LogChannel(Channel):
             extra={"channel_message": message},
         )
         return Result.sent(f"log:{message.idempotency_key}")
+
+
+class PreviewChannel(LogChannel):
+    """Stands in for a channel that has no settings, in ``journey dev``: logs any content.
+
+    So a developer without SMTP or Twilio credentials still sees every message a
+    journey would send, under its real channel name.
+    """
+
+    requires_content = ()
+
+    def __init__(self, name: str, log: logging.Logger | None = None) -> None:
+        super().__init__(log)
+        self.preview_of = name
+
+    def deliver(self, message: Message) -> Result:
+        parts = "; ".join(f"{k}: {' '.join(str(v).split())[:200]}" for k, v in message.content.items())
+        self._log.info(
+            "%s (preview) message %s to customer %s: %s",
+            self.preview_of, message.idempotency_key, message.recipient.customer_id, parts,
+            extra={"channel_message": message},
+        )
+        return Result.sent(f"preview:{message.idempotency_key}")

@@ -16,6 +16,7 @@ from channels.settings import ChannelSettings
 from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
 from engine.orchestrator import Followups, Orchestrator
+from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
 from engine.workers.actors import Actors, declare, delivery_queue
@@ -49,6 +50,8 @@ class Services:
     deliverer: Deliverer = field(init=False)
     #: adapters by channel name; tests put stubs here before the first send
     adapters: dict[str, Channel] = field(default_factory=dict)
+    #: ``journey dev``: a channel whose settings are missing logs its messages instead
+    preview_unconfigured: bool = False
 
     def __post_init__(self) -> None:
         self.actors = declare(self)
@@ -85,7 +88,16 @@ class Services:
                 if adapter is None:
                     from channels import registry
 
-                    adapter = self.adapters[channel] = registry.load(channel, self.channel_settings)
+                    try:
+                        adapter = registry.load(channel, self.channel_settings)
+                    except ConfigError as exc:
+                        if not self.preview_unconfigured:
+                            raise
+                        from channels.log import PreviewChannel
+
+                        log.warning("channel %s is not configured (%s); its messages are logged instead", channel, exc)
+                        adapter = PreviewChannel(channel)
+                    self.adapters[channel] = adapter
         return adapter
 
     def declare_delivery_queues(self, channels: Sequence[str]) -> None:

@@ -10,6 +10,7 @@ from typing import NoReturn
 import click
 
 from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from channels.settings import ChannelSettings
 from engine.errors import ConfigError, StorageError
 from engine.services import Services
 from engine.settings import Settings
@@ -33,9 +34,9 @@ def load_settings() -> Settings:
 
 
 @contextmanager
-def services_for(settings: Settings | None = None) -> Iterator[Services]:
+def services_for(settings: Settings | None = None, channel_settings: ChannelSettings | None = None) -> Iterator[Services]:
     """Yield services built from the environment; a storage failure exits with RET_SERVICE."""
-    services = Services.from_settings(settings or load_settings())
+    services = Services.from_settings(settings or load_settings(), channel_settings)
     try:
         yield services
     except StorageError as exc:

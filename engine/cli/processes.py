@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from engine.cli.codes import RET_SERVICE
+from engine.cli.codes import RET_CONFIG, RET_SERVICE
 from engine.cli.common import fail, load_settings, services_for
 from engine.errors import StorageError
 from engine.storage.db import check_current, upgrade
@@ -73,11 +73,16 @@ def scheduler() -> None:
 @click.command("dev")
 @click.option("--host", default="127.0.0.1", show_default=True, envvar="JOURNEY_HOST")
 @click.option("--port", default=8000, show_default=True, envvar="PORT", type=int)
-def dev(host: str, port: int) -> None:
+@click.option("--demo", is_flag=True, help="Deploy journeys/, feed it journeys/samples/*.jsonl, "
+              "fast-forward the waits and print what each customer received.")
+@click.option("--journeys", "journeys_dir", default="journeys", show_default=True,
+              type=click.Path(file_okay=False), help="The journeys the demo deploys.")
+def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
     """Run API, worker and scheduler in one process, migrating the database first.
 
     With REDIS_URL unset the queue lives in this process's memory; the database stays
-    the source of truth, so stopping loses nothing that was acknowledged.
+    the source of truth, so stopping loses nothing that was acknowledged. A channel
+    without settings (no SMTP_URL, say) logs its messages instead of sending them.
     """
     import uvicorn
     from dramatiq import Worker
@@ -86,8 +91,18 @@ def dev(host: str, port: int) -> None:
     from engine.api.app import create_app
     from engine.scheduler import Scheduler
 
+    from pathlib import Path
+
+    from channels.settings import ChannelSettings
+    from engine.errors import ConfigError
+
     settings = load_settings()
-    with services_for(settings) as services:
+    try:
+        channel_settings = ChannelSettings.from_env()
+    except ConfigError as exc:
+        fail(str(exc), RET_CONFIG)
+    with services_for(settings, channel_settings) as services:
+        services.preview_unconfigured = True
         upgrade(services.engine)
         with services.sessions.begin() as session:
             if not api_keys.list_keys(session):
@@ -100,8 +115,20 @@ def dev(host: str, port: int) -> None:
         sweeper.start()
         broker = "Redis at " + settings.redis_url if settings.redis_url else "the in-process broker"
         click.echo(f"journey dev: {settings.database_url} and {broker}; API on http://{host}:{port}", err=True)
+        if demo:
+            from engine.demo import run_demo
+
+            def show() -> None:
+                try:
+                    run_demo(services, f"http://{host}:{port}", Path(journeys_dir), click.echo)
+                    click.echo(f"\nThe engine keeps running on http://{host}:{port} (Ctrl-C stops it).", err=True)
+                except Exception as exc:  # noqa: BLE001 - the demo failing must not stop the engine
+                    click.echo(f"Error: the demo failed: {exc}", err=True)
+
+            threading.Thread(target=show, name="demo", daemon=True).start()
         try:
-            uvicorn.run(create_app(services), host=host, port=port, log_level=settings.log_level.lower())
+            uvicorn.run(create_app(services), host=host, port=port, log_level=settings.log_level.lower(),
+                        access_log=False)
         finally:
             stop.set()
             worker.stop()
