@@ -45,11 +45,16 @@ def queues(as_json: bool) -> None:
         try:
             depths = queue_depths(services.broker)
         except Exception as exc:  # noqa: BLE001 - redis.ConnectionError and friends
-            fail(f"could not read the queues from the broker: {exc}; is REDIS_URL right and Redis up?", RET_SERVICE)
+            reason = str(exc).rstrip(".")
+            fail(f"could not read the queues from the broker: {reason}; is REDIS_URL right and Redis up?", RET_SERVICE)
+        local = not services.settings.redis_url
     if as_json:
         click.echo(json.dumps({"queues": [asdict(d) for d in depths], "backlog": asdict(work)}, indent=2))
     else:
         click.echo(format_queues(depths, work))
+        if local:
+            click.echo("(REDIS_URL is unset: these are this process's own in-memory queues, always empty;"
+                       " the queues of `journey dev` are not visible from another process)", err=True)
 
 
 def format_queues(depths: list[QueueDepth], work: Backlog) -> str:
@@ -63,7 +68,7 @@ def format_queues(depths: list[QueueDepth], work: Backlog) -> str:
     lines += [
         "",
         f"events pending   {work.events_pending} ({work.events_failing} failing)",
-        f"timers due       {work.timers_due} (scheduler lag {work.scheduler_lag_seconds:.1f}s)",
+        f"timers due       {work.timers_due} (scheduler lag {work.scheduler_lag_seconds:.0f}s)",
         f"deliveries       {deliveries}",
     ]
     return "\n".join(lines)
