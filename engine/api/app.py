@@ -1,4 +1,4 @@
-"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, and the admin views.
+"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and ``/metrics``.
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
