@@ -22,7 +22,7 @@ from engine.api import create_app
 from engine.cli import main
 from engine.queues import QueueDepth, backlog, queue_depths
 from engine.storage.models import Event, Timer
-from tests.conftest import REDIS_URL, create_key
+from tests.conftest import REDIS_URL, close_services, create_key, free_port, make_services
 from tests.unit.test_journeys_e2e import engine  # noqa: F401 - the fixture
 
 __all__ = ["engine"]
@@ -199,3 +199,15 @@ def test_metrics_show_enrollments_by_step_deliveries_and_scheduler_lag(engine): 
     assert metrics[("journey_timers_due", ())] == 1
     assert metrics[("journey_scheduler_lag_seconds", ())] == pytest.approx(120, abs=5)
     assert metrics[("journey_queue_messages", (("queue", "events"), ("state", "ready")))] == 0
+
+
+def test_metrics_without_redis_still_serve_the_database_figures(sqlite_url, caplog):
+    services = make_services(sqlite_url, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        with TestClient(create_app(services)) as client:
+            metrics = scrape(client, create_key(services, "ops", admin=True))
+    finally:
+        close_services(services)
+    assert metrics[("journey_events_ingested_total", ())] == 0
+    assert not any(name == "journey_queue_messages" for name, _ in metrics)
+    assert "could not read the queue depths" in caplog.text
