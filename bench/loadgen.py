@@ -34,11 +34,14 @@ class LoadResult:
 
 
 async def _one_connection(host: str, port: int, make_request: Callable[[int], bytes], counter: itertools.count,
-                          deadline: float, result: LoadResult) -> None:
+                          deadline: float, result: LoadResult, limit: int | None) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
-            request = make_request(next(counter))
+            n = next(counter)
+            if limit is not None and n >= limit:
+                break
+            request = make_request(n)
             started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
@@ -60,8 +63,9 @@ async def _one_connection(host: str, port: int, make_request: Callable[[int], by
         writer.close()
 
 
-def run_load(host: str, port: int, make_request: Callable[[int], bytes], *, connections: int, seconds: float) -> LoadResult:
-    """Drive ``make_request(n)`` against host:port for ``seconds``; return what happened."""
+def run_load(host: str, port: int, make_request: Callable[[int], bytes], *, connections: int, seconds: float,
+             requests: int | None = None) -> LoadResult:
+    """Drive ``make_request(n)`` against host:port for ``seconds`` (or until ``requests`` were sent); return what happened."""
 
     async def main() -> LoadResult:
         result = LoadResult()
@@ -69,7 +73,7 @@ def run_load(host: str, port: int, make_request: Callable[[int], bytes], *, conn
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(
-            *(_one_connection(host, port, make_request, counter, deadline, result) for _ in range(connections))
+            *(_one_connection(host, port, make_request, counter, deadline, result, requests) for _ in range(connections))
         )
         result.seconds = time.perf_counter() - started
         return result
