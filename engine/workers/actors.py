@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import dramatiq
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
 
 from engine import profiles
 from engine.delivery import MAX_ATTEMPTS as MAX_DELIVERY_ATTEMPTS
@@ -85,6 +86,19 @@ def declare(services: Services) -> Actors:
     )
 
 
+def relax_commit(session: Session) -> None:
+    """Let this transaction's commit return before PostgreSQL flushed it to disk.
+
+    Safe for applying an event or a timer, and only for that: the input row stays
+    pending in the same transaction, so a commit lost in a database crash is lost whole
+    and redone by the sweeper. And nothing can act on what it wrote before it is
+    durable: a delivery is sent only after its claim commits synchronously, and
+    PostgreSQL flushes the log in order, so that flush makes this commit durable too.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 def process_event(services: Services, event_id: int) -> bool:
     """Apply one stored event in its own transaction; return False if it failed.
 
@@ -96,6 +110,7 @@ def process_event(services: Services, event_id: int) -> bool:
     now = datetime.now(timezone.utc)
     try:
         with services.sessions.begin() as session:
+            relax_commit(session)
             event = session.execute(
                 select(Event).where(Event.id == event_id).with_for_update()
             ).scalar_one_or_none()
@@ -120,6 +135,7 @@ def fire_timer(services: Services, key: str) -> None:
     """Fire one timer in its own transaction, then send what it caused."""
     now = datetime.now(timezone.utc)
     with services.sessions.begin() as session:
+        relax_commit(session)
         followups = services.orchestrator.on_timer(session, key, now)
     services.dispatch(followups)
 
