@@ -32,6 +32,12 @@ log = logging.getLogger(__name__)
 EVENTS_QUEUE = "events"
 TIMERS_QUEUE = "timers"
 DELIVERIES_QUEUE = "deliveries"  # + ".<channel>"
+# Within a worker, prefetched messages run lowest number first: work already decided
+# (a delivery, a due timer) goes before new events, so a burst of events does not hold
+# back the messages they caused.
+PRIORITY_DELIVERIES = 0
+PRIORITY_TIMERS = 10
+PRIORITY_EVENTS = 20
 # After this many failed attempts an event is left for an operator (it keeps its error).
 MAX_EVENT_ATTEMPTS = 5
 
@@ -73,15 +79,15 @@ def declare(services: Services) -> Actors:
     return Actors(
         process_events=dramatiq.actor(
             process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
-            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000,
+            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_EVENTS,
         ),
         fire_timers=dramatiq.actor(
             fire_timers, broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
-            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000,
+            max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_TIMERS,
         ),
         deliver=dramatiq.actor(
             deliver, broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
-            max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000,
+            max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000, priority=PRIORITY_DELIVERIES,
         ),
     )
 
