@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import Channel, Message, Recipient, Result
@@ -27,7 +27,20 @@ log = logging.getLogger(__name__)
 #: Attempts per delivery before a retryable failure becomes ``dead``.
 MAX_ATTEMPTS = 5
 
-Policy = Callable[[Session, Delivery, Customer, datetime], "str | None"]
+
+@dataclass(frozen=True)
+class Defer:
+    """A policy's answer: not now, at ``until`` (quiet hours); ``reason`` goes in the trace."""
+
+    until: datetime
+    reason: str
+
+
+#: A policy's answer: None (send), a reason (hold it back) or a :class:`Defer`.
+Decision = str | Defer | None
+Policy = Callable[[Session, Delivery, Customer, datetime], Decision]
+#: The one-click unsubscribe link of a delivery, if it has one.
+UnsubscribeLinks = Callable[[Session, Delivery], "str | None"]
 
 
 class RetryLater(Exception):
@@ -42,8 +55,13 @@ class Outcome:
     error: str | None = None
 
 
-def no_policy(_session: Session, _delivery: Delivery, _customer: Customer, _now: datetime) -> str | None:
+def no_policy(_session: Session, _delivery: Delivery, _customer: Customer, _now: datetime) -> Decision:
     """The policy that holds nothing back."""
+    return None
+
+
+def no_links(_session: Session, _delivery: Delivery) -> str | None:
+    """No unsubscribe links."""
     return None
 
 
@@ -56,11 +74,13 @@ class Deliverer:
         deployed: DeployedJourneys,
         adapters: Callable[[str], Channel],
         policy: Policy = no_policy,
+        unsubscribe_links: UnsubscribeLinks = no_links,
     ) -> None:
         self.sessions = sessions
         self.deployed = deployed
         self.adapters = adapters
         self.policy = policy
+        self.unsubscribe_links = unsubscribe_links
 
     def deliver(self, delivery_id: int, now: datetime) -> Outcome:
         """Attempt delivery ``delivery_id`` once.
@@ -72,7 +92,11 @@ class Deliverer:
         with self.sessions.begin() as session:
             claimed = session.execute(
                 update(Delivery)
-                .where(Delivery.id == delivery_id, Delivery.status == "pending")
+                .where(
+                    Delivery.id == delivery_id,
+                    Delivery.status == "pending",
+                    or_(Delivery.not_before.is_(None), Delivery.not_before <= now),  # deferred: not yet
+                )
                 .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
                 .returning(Delivery.id)
             ).first()
@@ -82,9 +106,16 @@ class Deliverer:
         with self.sessions.begin() as session:
             delivery = session.get(Delivery, delivery_id)
             customer = session.get(Customer, delivery.customer_id)
-            held = self.policy(session, delivery, customer, now)
-            if held is not None:
-                return self._finish(session, delivery, now, "held", held)
+            decision = self.policy(session, delivery, customer, now)
+            if isinstance(decision, Defer):
+                # Pending again with no queue message: the scheduler enqueues it at ``until``.
+                delivery.not_before, delivery.enqueued_at = decision.until, None
+                delivery.attempts -= 1  # waiting is not a failed attempt
+                self._finish(session, delivery, now, "pending", decision.reason, what="deferred")
+                return Outcome("deferred", decision.reason)
+            if decision is not None:
+                return self._finish(session, delivery, now, "held", decision)
+            delivery.cleared_at = now  # frequency caps count the deliveries cleared
             try:
                 message = self._message(session, delivery, customer, now)
             except TemplateError as exc:
@@ -132,17 +163,22 @@ class Deliverer:
             push_token=_text(traits.get("push_token")),
             traits=traits,
         )
+        metadata = {"journey_id": delivery.journey_id, "step_id": delivery.step, "topic": delivery.topic}
+        unsubscribe_url = self.unsubscribe_links(session, delivery)
+        if unsubscribe_url:
+            metadata["unsubscribe_url"] = unsubscribe_url
         return Message(
             channel=delivery.channel,
             idempotency_key=delivery.key,
             recipient=recipient,
             content=content,
-            metadata={"journey_id": delivery.journey_id, "step_id": delivery.step, "topic": delivery.topic},
+            metadata=metadata,
         )
 
-    def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None) -> Outcome:
+    def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None,
+                *, what: str | None = None) -> Outcome:
         delivery.status, delivery.error, delivery.updated_at = status, error, now
-        self._trace(session, delivery, now, status, error)
+        self._trace(session, delivery, now, what or status, error)
         return Outcome(status, error)
 
     @staticmethod
@@ -178,14 +214,23 @@ def customer_variables(session: Session, customer: Customer) -> dict[str, Any]:
 
 
 def sweep_deliveries(session: Session, now: datetime, pending_after: timedelta, unknown_after: timedelta) -> tuple[list[tuple[int, str]], int]:
-    """Find deliveries whose queue message was lost, and mark abandoned sends ``unknown``.
+    """Find deliveries whose queue message was lost or whose deferral ended, and mark abandoned sends ``unknown``.
 
     Returns:
         (id, channel) of pending deliveries to enqueue again, and how many were marked unknown.
     """
     lost = session.execute(
         select(Delivery.id, Delivery.channel)
-        .where(Delivery.status == "pending", func.coalesce(Delivery.enqueued_at, Delivery.created_at) < now - pending_after)
+        .where(
+            Delivery.status == "pending",
+            or_(
+                and_(Delivery.not_before.is_(None),
+                     func.coalesce(Delivery.enqueued_at, Delivery.created_at) < now - pending_after),
+                # deferred by a policy: due, and not enqueued since (or that message was lost)
+                and_(Delivery.not_before <= now,
+                     or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - pending_after)),
+            ),
+        )
         .order_by(Delivery.id)
         .limit(1000)
         .with_for_update(skip_locked=True)

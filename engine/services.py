@@ -16,6 +16,7 @@ from channels.settings import ChannelSettings
 from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
 from engine.orchestrator import Followups, Orchestrator
+from engine.policy import Policy
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
@@ -47,6 +48,7 @@ class Services:
     actors: Actors = field(init=False)
     deployed: DeployedJourneys = field(init=False)
     orchestrator: Orchestrator = field(init=False)
+    policy: Policy = field(init=False)
     deliverer: Deliverer = field(init=False)
     #: adapters by channel name; tests put stubs here before the first send
     adapters: dict[str, Channel] = field(default_factory=dict)
@@ -57,7 +59,10 @@ class Services:
         self.actors = declare(self)
         self.deployed = DeployedJourneys(self.sessions)
         self.orchestrator = Orchestrator(self.deployed)
-        self.deliverer = Deliverer(self.sessions, self.deployed, self.adapter)
+        self.policy = Policy(self.settings, self.sessions, self.deployed)
+        # The policy is not yet the deliverer's: the end-to-end tests and the demo read the
+        # wall clock, and quiet hours would defer their sends at night (see docs/policy.md).
+        self.deliverer = Deliverer(self.sessions, self.deployed, self.adapter, unsubscribe_links=self.policy.unsubscribe_url)
         self._adapters_lock = threading.Lock()
         # A worker consumes the queues declared when it starts: declare every installed
         # channel's queue up front, in every process.

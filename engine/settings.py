@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from engine.definitions.model import FrequencyCap
 from engine.durations import DURATION_HELP, parse_duration
 from engine.errors import ConfigError
 
@@ -36,6 +37,15 @@ class Settings:
         key_cache: how long the API trusts a key it has checked (``JOURNEY_KEY_CACHE``);
             a revoked key stops working within this time. ``0s`` checks every request.
         log_level: Python logging level name (``LOG_LEVEL``).
+        frequency_caps: marketing sends allowed per customer per channel per rolling
+            window, across all journeys (``JOURNEY_FREQUENCY_CAP``, written
+            ``email=3/1d,sms=2/1d``: ``channel=max/duration``, comma-separated); a
+            journey's ``policy.frequency_cap`` overrides its channel's entry.
+        secret: signs unsubscribe links (``JOURNEY_SECRET``). Required with PostgreSQL
+            when ``JOURNEY_PUBLIC_URL`` is set; otherwise, if unset, a secret generated
+            once per database and stored in it is used (for development).
+        public_url: the base URL customers reach the API at (``JOURNEY_PUBLIC_URL``),
+            for unsubscribe links; without it, no ``List-Unsubscribe`` is sent.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -48,6 +58,9 @@ class Settings:
     db_pool_size: int = 10
     key_cache: timedelta = timedelta(seconds=5)
     log_level: str = "INFO"
+    frequency_caps: Mapping[str, FrequencyCap] = field(default_factory=dict)
+    secret: str | None = field(default=None, repr=False)
+    public_url: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -83,6 +96,20 @@ class Settings:
         read("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1")
         read("JOURNEY_KEY_CACHE", "key_cache", parse_duration, DURATION_HELP)
         read("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR")
+        read("JOURNEY_FREQUENCY_CAP", "frequency_caps", parse_frequency_caps,
+             "channel=max/duration pairs separated by commas, such as email=3/1d,sms=2/1d")
+        read("JOURNEY_SECRET", "secret", _secret, "a random string of at least 32 characters")
+        read("JOURNEY_PUBLIC_URL", "public_url", _public_url, "a URL such as https://journeys.example.com")
+        if (
+            "public_url" in values
+            and "secret" not in values
+            and not values.get("database_url", DEFAULT_DATABASE_URL).startswith("sqlite")
+        ):
+            problems.append(
+                "JOURNEY_SECRET is missing: it signs the unsubscribe links sent to JOURNEY_PUBLIC_URL and is "
+                "required with PostgreSQL; set it to a random string, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(**values)
@@ -135,3 +162,33 @@ def _log_level(raw: str) -> str:
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ValueError("unknown level")
     return level
+
+
+def parse_frequency_caps(raw: str) -> dict[str, FrequencyCap]:
+    """Parse ``email=3/1d,sms=2/1d`` into a cap per channel.
+
+    Raises:
+        ValueError: a part is not ``channel=max/duration``; the message names it.
+    """
+    caps: dict[str, FrequencyCap] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        channel, eq, rest = part.partition("=")
+        count, slash, window = rest.partition("/")
+        if not (eq and slash and channel.strip() and count.strip().isdigit()):
+            raise ValueError(f"{part!r} is not channel=max/duration")
+        caps[channel.strip()] = FrequencyCap(int(count), parse_duration(window.strip()))
+    return caps
+
+
+def _secret(raw: str) -> str:
+    if len(raw) < 32:
+        raise ValueError(f"it is {len(raw)} characters long; at least 32 are needed")
+    return raw
+
+
+def _public_url(raw: str) -> str:
+    if not raw.startswith(("http://", "https://")):
+        raise ValueError("the scheme must be http:// or https://")
+    return raw.rstrip("/")

@@ -1,4 +1,4 @@
-"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and ``/metrics``.
+"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views, ``/metrics`` and ``/u`` (unsubscribe).
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import html
 import logging
 from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from sqlalchemy import text
@@ -144,6 +145,27 @@ def create_app(services: Services) -> FastAPI:
         body = await run_in_threadpool(metrics.render, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
+    @app.get("/u/{token}", include_in_schema=False)
+    async def unsubscribe_page(token: str) -> HTMLResponse:
+        """The page an unsubscribe link opens: a button that confirms (a GET changes nothing)."""
+        valid = await run_in_threadpool(services.policy.read_token, token)
+        if valid is None:
+            return HTMLResponse(_page("This link is not valid", "<p>It may have been cut short. Use the link in a recent message.</p>"), 400)
+        _, channel, topic = valid
+        what = _what(channel, topic)
+        form = (f'<form method="post" action="/u/{html.escape(token)}"><p>Stop receiving {what}?</p>'
+                '<button type="submit" name="List-Unsubscribe" value="One-Click">Unsubscribe</button></form>')
+        return HTMLResponse(_page("Unsubscribe", form))
+
+    @app.post("/u/{token}", include_in_schema=False)
+    async def unsubscribe(token: str, request: Request) -> HTMLResponse:
+        """Unsubscribe at once: the confirmation form, or a mail client's RFC 8058 one-click POST."""
+        await request.body()  # List-Unsubscribe=One-Click, from the form or a mail client
+        done = await run_in_threadpool(services.policy.unsubscribe, token, "unsubscribe link", datetime.now(timezone.utc))
+        if done is None:
+            return HTMLResponse(_page("This link is not valid", "<p>Nothing was changed.</p>"), 400)
+        return HTMLResponse(_page("You are unsubscribed", f"<p>You will not receive {_what(*done)} any more.</p>"))
+
     @app.get("/health")
     async def health() -> dict[str, Any]:
         """Liveness and database reachability."""
@@ -155,6 +177,15 @@ def create_app(services: Services) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def _what(channel: str, topic: str) -> str:
+    return html.escape(f"{channel} messages" + ("" if topic == "*" else f" about {topic.replace('_', ' ')}"))
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f'<meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>{body}</body></html>')
 
 
 def _endpoint(handler: Any, type_: str | None) -> Any:

@@ -273,6 +273,10 @@ class Delivery(Base):
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: a policy deferred it (quiet hours): the scheduler enqueues it again at this time
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: when the policy let it through; frequency caps count the deliveries cleared
+    cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class AppliedEffect(Base):
@@ -341,3 +345,51 @@ class TraceEntry(Base):
     detail: Mapped[str | None] = mapped_column(String(1000), default=None)
     value: Mapped[Any | None] = mapped_column(Json, default=None)
     error: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+class Consent(Base):
+    """A customer's latest choice for one channel and topic (``*``: every topic).
+
+    No row means no choice was recorded: marketing is allowed. A topic's own row wins
+    over the channel's ``*`` row.
+    """
+
+    __tablename__ = "consents"
+    __table_args__ = (UniqueConstraint("customer_id", "channel", "topic"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    channel: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(100))
+    subscribed: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(100))
+
+
+class Suppression(Base):
+    """An address or a customer that a channel never sends to, marketing or not.
+
+    ``channel`` ``*`` suppresses every channel. Reason: ``hard_bounce``, ``complaint``
+    or ``manual``.
+    """
+
+    __tablename__ = "suppressions"
+    __table_args__ = (Index("ix_suppressions_channel_address", "channel", "address"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    address: Mapped[str | None] = mapped_column(String(255), default=None)
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), default=None, index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    note: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+class Secret(Base):
+    """A secret generated for this database (the development default of ``JOURNEY_SECRET``)."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
