@@ -16,10 +16,11 @@ from pathlib import Path
 
 import httpx
 import orjson
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from engine import deploy, keys
 from engine.definitions import journey_files
+from engine.orchestrator import Followups
 from engine.scheduler import Scheduler
 from engine.services import Services
 from engine.storage.models import Customer, Delivery, Event, Timer
@@ -47,20 +48,32 @@ def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[
                 say(f"demo: {source}: {response.status_code} {response.text}")
     say(f"demo: sent {len(events)} sample events from {directory / 'samples'}")
     _settle(services)
+    # Fast-forwarding is a clock for the policy too: a send released at the end of its
+    # quiet hours, or caused by a timer fired early, is judged at that moment.
+    clock: list[datetime] = []
+    real_policy = services.deliverer.policy
+    services.deliverer.policy = lambda session, delivery, customer, now: real_policy(
+        session, delivery, customer, max([now, *clock])
+    )
     rounds = 0
     while rounds < MAX_ROUNDS:
         with services.sessions() as session:
-            due = session.execute(select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None))).scalar()
-        if due is None:
+            due = _aware(session.execute(select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None))).scalar())
+            deferred = _aware(session.execute(
+                select(func.min(Delivery.not_before)).where(Delivery.status == "pending", Delivery.not_before.is_not(None))
+            ).scalar())
+        if due is None and deferred is None:
             break
-        if isinstance(due, str):  # SQLite aggregates lose the type
-            due = datetime.fromisoformat(due)
-        if due.tzinfo is None:
-            due = due.replace(tzinfo=timezone.utc)
-        Scheduler(services).fire_due(due)
+        moment = deferred if deferred is not None and (due is None or deferred <= due) else due
+        clock[:] = [moment]
+        if moment is deferred:
+            _release(services, deferred)  # quiet hours ended: the policy deferred these sends
+        else:
+            Scheduler(services).fire_due(due)
         _settle(services)
         rounds += 1
-    say(f"demo: fast-forwarded {rounds} waits")
+    services.deliverer.policy = real_policy
+    say(f"demo: fast-forwarded {rounds} waits (timers and quiet hours)")
     say(received(services))
 
 
@@ -90,6 +103,28 @@ def received(services: Services) -> str:
     return "What each customer received:" + "\n".join(lines) if lines else "No deliveries."
 
 
+def _aware(value: datetime | str | None) -> datetime | None:
+    if isinstance(value, str):  # SQLite aggregates lose the type
+        value = datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _release(services: Services, until: datetime) -> None:
+    """Let the deliveries deferred until ``until`` go now, as if that time had come."""
+    with services.sessions.begin() as session:
+        rows = session.execute(
+            select(Delivery.id, Delivery.channel).where(
+                Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.not_before <= until
+            )
+        ).all()
+        session.execute(
+            update(Delivery).where(Delivery.id.in_([i for i, _ in rows])).values(not_before=None, enqueued_at=datetime.now(timezone.utc))
+        )
+    services.dispatch(Followups(deliveries=[(i, c) for i, c in rows]))
+
+
 def _sample_events(directory: Path) -> list[tuple[str, dict]]:
     """Every sample event once: the files repeat the same customers' history (one order in
     several files has several messageIds), and the demo shows one history per customer."""
@@ -114,7 +149,12 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
         now = datetime.now(timezone.utc)
         with services.sessions() as session:
             busy = session.execute(select(func.count()).select_from(Event).where(Event.processed_at.is_(None), Event.attempts < 5)).scalar_one()
-            busy += session.execute(select(func.count()).select_from(Delivery).where(Delivery.status.in_(("pending", "sending")))).scalar_one()
+            busy += session.execute(
+                select(func.count()).select_from(Delivery).where(
+                    Delivery.status.in_(("pending", "sending")),
+                    (Delivery.not_before.is_(None)) | (Delivery.not_before <= now),  # deferred ones wait
+                )
+            ).scalar_one()
             busy += session.execute(select(func.count()).select_from(Timer).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None), Timer.due_at <= now)).scalar_one()
         if not busy:
             return

@@ -60,9 +60,9 @@ class Services:
         self.deployed = DeployedJourneys(self.sessions)
         self.orchestrator = Orchestrator(self.deployed)
         self.policy = Policy(self.settings, self.sessions, self.deployed)
-        # The policy is not yet the deliverer's: the end-to-end tests and the demo read the
-        # wall clock, and quiet hours would defer their sends at night (see docs/policy.md).
-        self.deliverer = Deliverer(self.sessions, self.deployed, self.adapter, unsubscribe_links=self.policy.unsubscribe_url)
+        self.deliverer = Deliverer(
+            self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url
+        )
         self._adapters_lock = threading.Lock()
         # A worker consumes the queues declared when it starts: declare every installed
         # channel's queue up front, in every process.
