@@ -20,7 +20,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from channels.base import Channel, Message, Recipient, Result
 from engine.deployed import DeployedJourneys
 from engine.errors import TemplateError
-from engine.storage.models import Customer, Delivery, PointsEntry, TraceEntry
+from engine.orchestrator import customer_view
+from engine.runtime.machine import customer_variable
+from engine.storage.models import Customer, Delivery, TraceEntry
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +150,8 @@ class Deliverer:
     def _message(self, session: Session, delivery: Delivery, customer: Customer, now: datetime) -> Message:
         journey = self.deployed.get(delivery.journey_id, delivery.version, session)
         step = journey.step(delivery.step)
-        variables = {**delivery.variables, "customer": customer_variables(session, customer), "now": now}
+        # The same ``customer`` the runtime's conditions saw, built the same way.
+        variables = {**delivery.variables, "customer": customer_variable(customer_view(session, customer)), "now": now}
         content: dict[str, Any] = dict(step.render(variables)) if hasattr(step, "render") else {}
         for name in ("audience", "action"):
             if delivery.content.get(name):
@@ -194,23 +197,6 @@ class Deliverer:
                 error=error,
             )
         )
-
-
-def customer_variables(session: Session, customer: Customer) -> dict[str, Any]:
-    """The ``customer`` that conditions and templates see: traits plus id, stage, points..."""
-    traits = dict(customer.traits or {})
-    points = session.execute(
-        select(func.coalesce(func.sum(PointsEntry.amount), 0)).where(PointsEntry.customer_id == customer.id)
-    ).scalar_one()
-    traits.update(
-        id=customer.external_id or str(customer.id),
-        timezone=customer.timezone,
-        stage=customer.stage,
-        points=int(points),
-    )
-    traits.setdefault("email", None)
-    traits.setdefault("phone", None)
-    return traits
 
 
 def sweep_deliveries(session: Session, now: datetime, pending_after: timedelta, unknown_after: timedelta) -> tuple[list[tuple[int, str]], int]:
