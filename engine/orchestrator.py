@@ -10,6 +10,7 @@ idempotency key under a unique constraint, so doing the same work twice adds not
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,10 +38,12 @@ from engine.storage.models import (
     Timer,
     TraceEntry,
 )
-from engine.storage.upsert import insert_ignore
+from engine.storage.upsert import insert_ignore, insert_rows
 
 log = logging.getLogger(__name__)
 
+# Commands that change what the runtime sees of the customer.
+PROFILE_COMMANDS = frozenset({"update_profile", "set_stage", "award_points", "issue_referral"})
 # A timer due this soon is enqueued right after the commit instead of waiting for the
 # scheduler's next tick.
 IMMEDIATE = timedelta(seconds=1)
@@ -56,6 +59,30 @@ class Followups:
     def extend(self, other: Followups) -> None:
         self.deliveries += other.deliveries
         self.timers += other.timers
+
+
+@dataclass
+class Batch:
+    """One transaction's worth of events: reads done once for all, inserts held to the end.
+
+    Kept in ``session.info`` between :meth:`Orchestrator.begin` and
+    :meth:`Orchestrator.finish`; without it every read and insert happens at once.
+    """
+
+    points: dict[int, int] = field(default_factory=dict)  # by customer id; dropped when points change
+    history: dict[tuple[int, str], list[Enrollment]] = field(default_factory=dict)  # (customer, journey)
+    active: dict[int, list[Enrollment]] = field(default_factory=dict)  # locked; filter on status
+    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    timers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+
+_BATCH = "orchestrator.batch"
+
+
+def _batch(session: Session) -> Batch | None:
+    return session.info.get(_BATCH)
 
 
 def segment_event(event: Event) -> dict[str, Any]:
@@ -77,16 +104,36 @@ def segment_event(event: Event) -> dict[str, Any]:
 
 def customer_view(session: Session, customer: Customer) -> dict[str, Any]:
     """The customer as the runtime takes it: id, traits, stage, points, time zone."""
-    points = session.execute(
-        select(func.coalesce(func.sum(PointsEntry.amount), 0)).where(PointsEntry.customer_id == customer.id)
-    ).scalar_one()
+    return customer_views(session, [customer])[customer.id]
+
+
+def customer_views(session: Session, customers: Sequence[Customer]) -> dict[int, dict[str, Any]]:
+    """:func:`customer_view` of each customer, by id, with one query for all their points."""
+    batch = _batch(session)
+    if batch is not None and all(c.id in batch.points for c in customers):
+        points = batch.points
+    else:
+        points = _points(session, [c.id for c in customers])
     return {
-        "id": customer.external_id or str(customer.id),
-        "traits": dict(customer.traits or {}),
-        "stage": customer.stage,
-        "points": int(points),
-        "timezone": customer.timezone,
+        customer.id: {
+            "id": customer.external_id or str(customer.id),
+            "traits": dict(customer.traits or {}),
+            "stage": customer.stage,
+            "points": int(points.get(customer.id) or 0),
+            "timezone": customer.timezone,
+        }
+        for customer in customers
     }
+
+
+def _points(session: Session, customer_ids: Sequence[int]) -> dict[int, int]:
+    sums = session.execute(
+        select(PointsEntry.customer_id, func.sum(PointsEntry.amount))
+        .where(PointsEntry.customer_id.in_(customer_ids))
+        .group_by(PointsEntry.customer_id)
+    ).all()
+    found = {customer_id: int(total or 0) for customer_id, total in sums}
+    return {customer_id: found.get(customer_id, 0) for customer_id in customer_ids}
 
 
 class Orchestrator:
@@ -97,6 +144,56 @@ class Orchestrator:
         self._index_stamp: object = None
         self._index = TriggerIndex()
         self._watched: set[str] = set()
+
+    # -- batches ------------------------------------------------------------------------
+
+    def begin(self, session: Session, events: Sequence[Event], customers: Sequence[Customer]) -> None:
+        """Start a batch: load what ``events`` of ``customers`` will read, in a few queries.
+
+        Active enrollments are locked, as :meth:`on_event` alone would lock them. Then
+        call :meth:`on_event` for each event and :meth:`finish` once.
+        """
+        self._refresh_index(session)
+        batch = Batch()
+        ids = [c.id for c in customers]
+        if ids:
+            batch.points = _points(session, ids)
+            names = {e.event or e.name or e.type for e in events}
+            triggered = {j.id for name in names for j in self._index.triggered_by(name)}
+            if self._index.segments and any(e.type == "identify" for e in events):
+                triggered |= {j.id for j in self._index.segments}
+            if triggered:
+                for customer_id in ids:
+                    for journey_id in triggered:
+                        batch.history[(customer_id, journey_id)] = []
+                for row in session.execute(
+                    select(Enrollment).where(Enrollment.customer_id.in_(ids), Enrollment.journey_id.in_(triggered))
+                ).scalars():
+                    batch.history[(row.customer_id, row.journey_id)].append(row)
+            if names & self._watched:
+                batch.active = {customer_id: [] for customer_id in ids}
+                for row in session.execute(
+                    select(Enrollment)
+                    .where(Enrollment.customer_id.in_(ids), Enrollment.status == "active")
+                    .order_by(Enrollment.started_at, Enrollment.id)
+                    .with_for_update()
+                ).scalars():
+                    batch.active[row.customer_id].append(row)
+        session.info[_BATCH] = batch
+
+    def finish(self, session: Session) -> Followups:
+        """End the batch: write the held inserts; return the messages to send after commit."""
+        batch = session.info.pop(_BATCH)
+        followups = Followups()
+        session.flush()  # enrollments first: the rows below refer to them
+        insert_rows(session, AppliedEffect, batch.effects, ["key"])
+        inserted = insert_rows(session, Delivery, batch.deliveries, ["key"], ["id", "channel"])
+        followups.deliveries += [(delivery_id, channel) for delivery_id, channel in inserted]
+        timers = list(batch.timers.values())
+        due = {row["key"] for row in timers if row["enqueued_at"] is not None}
+        followups.timers += [key for (key,) in insert_rows(session, Timer, timers, ["key"], ["key"]) if key in due]
+        insert_rows(session, TraceEntry, batch.trace)
+        return followups
 
     # -- events -------------------------------------------------------------------------
 
@@ -118,35 +215,46 @@ class Orchestrator:
         if not concerned and not self._index.triggered_by(name) and not (event.type == "identify" and self._index.segments):
             return followups  # no running journey cares: the common case costs nothing more
         view = customer_view(session, customer)
-        rows = {row.id: row for row in self._active(session, customer.id)} if concerned else {}
+        batch = _batch(session)
+        if not concerned:
+            rows = {}
+        elif batch is not None and customer.id in batch.active:
+            rows = {row.id: row for row in batch.active[customer.id] if row.status == "active"}
+        else:
+            rows = {row.id: row for row in self._active(session, customer.id)}
         active = []
         for row in rows.values():
             if self._is_running(row.journey_id, session):
                 active.append((State.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
         before = {**view, "traits": traits_before} if traits_before is not None else None
+        stale = False  # the effects of a step may have changed the profile
         for step in route(self._index, data, view, active, now, before=before):
+            if stale:
+                view, stale = customer_view(session, customer), False
             if step.action == "advance" and step.enrollment is not None:
                 row = rows[step.enrollment.id]
                 outcome = advance(step.journey, State.from_dict(row.state), EventArrived(data), view, now)
                 followups.extend(self._persist(session, row, step.journey, outcome, customer, now))
             else:
-                history = [State.from_dict(r.state) for r in self._history(session, customer.id, step.journey.id)]
-                allowed, reason = may_enter(step.journey, history, now)
+                enrollment_id = f"{step.journey.id}:{event.id}"
+                history = self._history(session, customer.id, step.journey.id, batch)
+                if any(r.id == enrollment_id for r in history):
+                    continue  # this event already enrolled them (it is being processed again)
+                allowed, reason = may_enter(step.journey, [State.from_dict(r.state) for r in history], now)
                 if not allowed:
                     continue
-                enrollment_id = f"{step.journey.id}:{event.id}"
-                if session.get(Enrollment, enrollment_id) is not None:
-                    continue  # this event already enrolled them (it is being processed again)
+                outcome = start(step.journey, enrollment_id, view, data, now)
                 row = Enrollment(
                     id=enrollment_id, journey_id=step.journey.id,
                     version=self.deployed.running(session).versions[step.journey.id], customer_id=customer.id,
                     status="active", state={}, trigger_event_id=event.id, started_at=now, updated_at=now,
                 )
                 session.add(row)
-                session.flush()
-                outcome = start(step.journey, enrollment_id, view, data, now)
+                history.append(row)
+                if batch is not None and customer.id in batch.active:
+                    batch.active[customer.id].append(row)
                 followups.extend(self._persist(session, row, step.journey, outcome, customer, now, step.trace))
-            view = customer_view(session, customer)  # the effects may have changed the profile
+            stale = stale or any(c.type in PROFILE_COMMANDS for c in outcome.commands)
         return followups
 
     # -- timers -------------------------------------------------------------------------
@@ -185,47 +293,54 @@ class Orchestrator:
         for command in outcome.commands:
             handler = getattr(self, f"_do_{command.type}")
             handler(session, row, journey, command, customer, now, followups)
+        batch = _batch(session)
         for entry in (*extra_trace, *outcome.trace):
-            session.add(
-                TraceEntry(
-                    enrollment_id=row.id, at=now, step=entry.step, what=entry.what,
-                    detail=(entry.detail or "")[:1000] or None, value=entry.value,
-                    error=(entry.error or "")[:1000] or None,
-                )
-            )
+            values = {
+                "enrollment_id": row.id, "at": now, "step": entry.step, "what": entry.what,
+                "detail": (entry.detail or "")[:1000] or None, "value": entry.value,
+                "error": (entry.error or "")[:1000] or None,
+            }
+            if batch is not None:
+                batch.trace.append(values)  # inserted by finish()
+            else:
+                session.add(TraceEntry(**values))
         return followups
 
     def _do_send(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Send,
                  customer: Customer, now: datetime, followups: Followups) -> None:
-        statement = insert_ignore(
-            session, Delivery,
-            {
+        values = {
                 "key": command.key, "enrollment_id": row.id, "customer_id": customer.id,
                 "journey_id": row.journey_id, "version": row.version, "step": command.step,
                 "channel": command.channel, "template": command.template, "kind": command.kind,
                 "topic": command.topic, "content": dict(command.content),
                 "variables": _jsonable(command.variables), "status": "pending", "attempts": 0,
                 "created_at": now, "enqueued_at": now, "updated_at": now,
-            },
-            ["key"],
-        ).returning(Delivery.id)
-        inserted = session.execute(statement).first()
+        }
+        batch = _batch(session)
+        if batch is not None:
+            batch.deliveries.append(values)  # inserted by finish()
+            return
+        inserted = session.execute(insert_ignore(session, Delivery, values, ["key"]).returning(Delivery.id)).first()
         if inserted is not None:
             followups.deliveries.append((inserted[0], command.channel))
 
     def _do_schedule_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.ScheduleTimer,
                            customer: Customer, now: datetime, followups: Followups) -> None:
         due_now = command.at <= now + IMMEDIATE
-        statement = insert_ignore(
-            session, Timer,
-            {"key": command.key, "enrollment_id": row.id, "due_at": command.at, "enqueued_at": now if due_now else None},
-            ["key"],
-        ).returning(Timer.key)
+        values = {"key": command.key, "enrollment_id": row.id, "due_at": command.at, "enqueued_at": now if due_now else None}
+        batch = _batch(session)
+        if batch is not None:
+            batch.timers[command.key] = values  # inserted by finish()
+            return
+        statement = insert_ignore(session, Timer, values, ["key"]).returning(Timer.key)
         if session.execute(statement).first() is not None and due_now:
             followups.timers.append(command.key)
 
     def _do_cancel_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.CancelTimer,
                          customer: Customer, now: datetime, followups: Followups) -> None:
+        batch = _batch(session)
+        if batch is not None and batch.timers.pop(command.key, None) is not None:
+            return  # scheduled in this batch: never written
         timer = session.get(Timer, command.key)
         if timer is not None and timer.fired_at is None:
             timer.fired_at = now  # cancelled: it will never fire
@@ -250,6 +365,9 @@ class Orchestrator:
                                        detail="no known referral code; nobody was awarded points",
                                        value={"referral_code": command.referral_code}))
                 return
+        batch = _batch(session)
+        if batch is not None:
+            batch.points.pop(owner, None)
         session.execute(
             insert_ignore(
                 session, PointsEntry,
@@ -309,7 +427,9 @@ class Orchestrator:
         )
 
     @staticmethod
-    def _history(session: Session, customer_id: int, journey_id: str) -> list[Enrollment]:
+    def _history(session: Session, customer_id: int, journey_id: str, batch: Batch | None = None) -> list[Enrollment]:
+        if batch is not None and (customer_id, journey_id) in batch.history:
+            return batch.history[(customer_id, journey_id)]
         return list(
             session.execute(
                 select(Enrollment).where(Enrollment.customer_id == customer_id, Enrollment.journey_id == journey_id)
@@ -325,9 +445,13 @@ def _events_of(journey: Journey) -> set[str]:
 
 
 def _first_time(session: Session, command: cmd.Command, row: Enrollment, now: datetime) -> bool:
-    statement = insert_ignore(
-        session, AppliedEffect, {"key": command.key, "kind": command.type, "enrollment_id": row.id, "at": now}, ["key"]
-    ).returning(AppliedEffect.key)
+    values = {"key": command.key, "kind": command.type, "enrollment_id": row.id, "at": now}
+    batch = _batch(session)
+    if batch is not None and row in session.new:
+        # A new enrollment has applied nothing yet: no need to ask the database.
+        batch.effects.append(values)  # inserted by finish()
+        return True
+    statement = insert_ignore(session, AppliedEffect, values, ["key"]).returning(AppliedEffect.key)
     return session.execute(statement).first() is not None
 
 

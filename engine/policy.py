@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -41,6 +42,9 @@ from engine.storage.models import Consent, Customer, Delivery, Secret, Suppressi
 ALL_TOPICS = "*"
 #: Suppression reasons.
 REASONS = ("hard_bounce", "complaint", "manual")
+# session.info keys of Policy.prefetch's cache.
+_SUPPRESSIONS = "policy.suppressions"
+_CONSENTS = "policy.consents"
 #: The trait holding each channel's address.
 ADDRESS_TRAITS = {"email": "email", "sms": "phone", "push": "push_token"}
 
@@ -79,8 +83,40 @@ class Policy:
             return self._check_cap(session, delivery, customer, cap, now)
         return None
 
+    def prefetch(self, session: Session, deliveries: Sequence[Delivery], customers: Sequence[Customer]) -> None:
+        """Load the suppressions and consents a batch of deliveries needs, two queries for all.
+
+        The cache lives in ``session.info``, so it ends with the session; the checks of
+        :meth:`__call__` read it instead of asking the database per delivery.
+        """
+        channels = {d.channel for d in deliveries} | {"*"}
+        ids = [c.id for c in customers]
+        addresses = {
+            address
+            for c in customers
+            for channel in channels
+            if (address := _normal((c.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))) is not None
+        }
+        who = [Suppression.customer_id.in_(ids)] + ([Suppression.address.in_(addresses)] if addresses else [])
+        session.info[_SUPPRESSIONS] = (
+            set(ids), channels, list(
+                session.execute(
+                    select(Suppression).where(Suppression.channel.in_(channels), or_(*who)).order_by(Suppression.id)
+                ).scalars()
+            ),
+        )
+        consents: dict[tuple[int, str, str], bool] = {}
+        for consent in session.execute(
+            select(Consent.customer_id, Consent.channel, Consent.topic, Consent.subscribed).where(
+                Consent.customer_id.in_(ids), Consent.channel.in_(channels)
+            )
+        ):
+            consents[(consent.customer_id, consent.channel, consent.topic)] = consent.subscribed
+        session.info[_CONSENTS] = (set(ids), consents)
+
     def _check_cap(self, session: Session, delivery: Delivery, customer: Customer, cap: FrequencyCap, now: datetime) -> str | None:
         lock_customer(session, customer.id)
+        session.flush()  # the deliveries this transaction cleared already count
         # The rows this one competes with were cleared in transactions that held the
         # same lock and have committed: this count sees them all.
         cleared = session.execute(
@@ -156,6 +192,11 @@ def subscribed(session: Session, customer_id: int, channel: str, topic: str) -> 
 
     The topic's own choice wins over the channel-wide one; no choice at all means yes.
     """
+    cached = session.info.get(_CONSENTS)
+    if cached is not None and customer_id in cached[0]:
+        choices = cached[1]
+        choice = choices.get((customer_id, channel, topic), choices.get((customer_id, channel, ALL_TOPICS), True))
+        return bool(choice)
     rows = dict(
         session.execute(
             select(Consent.topic, Consent.subscribed).where(
@@ -199,8 +240,19 @@ def suppress(session: Session, channel: str, reason: str, now: datetime, *, addr
 
 def suppression(session: Session, channel: str, customer: Customer) -> Suppression | None:
     """The suppression entry that stops ``channel`` reaching ``customer``, if any."""
-    who = [Suppression.customer_id == customer.id]
     address = _normal((customer.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))
+    cached = session.info.get(_SUPPRESSIONS)
+    if cached is not None and customer.id in cached[0] and channel in cached[1]:
+        # Policy.prefetch loaded the entries of this batch's customers
+        return next(
+            (
+                entry for entry in cached[2]
+                if entry.channel in (channel, "*")
+                and (entry.customer_id == customer.id or (address is not None and entry.address == address))
+            ),
+            None,
+        )
+    who = [Suppression.customer_id == customer.id]
     if address is not None:
         who.append(Suppression.address == address)
     return session.execute(

@@ -9,29 +9,34 @@ merge the anonymous customer's history into the known one. The merged-away row k
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from engine.storage.models import AnonymousId, Customer, Event, StageChange
 from engine.storage.upsert import insert_ignore
 
+# session.info key of the customers preload() loaded, by user id.
+_BY_EXTERNAL_ID = "profiles.by_external_id"
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy")
 
 
-def apply_event(session: Session, event: Event, now: datetime) -> tuple[Customer, dict[str, Any]]:
+def apply_event(session: Session, event: Event, now: datetime, *, locked: bool = False) -> tuple[Customer, dict[str, Any]]:
     """Attach ``event`` to its customer and apply what it says about them.
 
     Resolves (and creates, or merges) the customer, merges ``identify`` traits, picks up
-    the time zone, and marks the event processed at ``now``. The caller commits.
+    the time zone, and marks the event processed at ``now``. The caller commits;
+    ``locked``: the caller already holds :func:`lock_identities` for the event's ids.
 
     Returns:
         The customer, and their traits as they were before this event.
     """
-    lock_identities(session, event.user_id, event.anonymous_id, event.previous_id)
+    if not locked:
+        lock_identities(session, event.user_id, event.anonymous_id, event.previous_id)
     if event.type == "alias" and event.previous_id and event.user_id:
         customer = alias(session, event.previous_id, event.user_id, event.timestamp)
     else:
@@ -63,8 +68,9 @@ def lock_identities(session: Session, *idents: str | None) -> None:
     if session.get_bind().dialect.name != "postgresql":
         return
     keys = sorted({_lock_key(ident) for ident in idents if ident})
-    for key in keys:
-        session.execute(select(func.pg_advisory_xact_lock(key)))
+    if keys:  # one statement, the locks taken in the array's (sorted) order
+        session.execute(text("SELECT count(pg_advisory_xact_lock(k)) FROM unnest(CAST(:keys AS bigint[])) AS k"),
+                        {"keys": keys})
 
 
 def _lock_key(ident: str) -> int:
@@ -141,8 +147,46 @@ def set_stage(session: Session, customer: Customer, stage: str, at: datetime, re
     return True
 
 
+def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
+    """Load, lock and where needed create the customers of a batch of events, in a few statements.
+
+    The caller holds :func:`lock_identities` for every id of ``events``. Customers of the
+    events that name only a user id are created now if new (one INSERT for all); the
+    customers known by the events' user ids are then locked in id order and kept in the
+    session, where :func:`by_external_id` finds them without asking the database. Events
+    with anonymous ids or aliases resolve as usual.
+    """
+    user_ids = {e.user_id for e in events if e.user_id}
+    if not user_ids:
+        return []
+    first_seen: dict[str, datetime] = {}
+    for event in events:
+        if event.user_id and not event.anonymous_id and event.type != "alias":
+            seen = first_seen.get(event.user_id)
+            first_seen[event.user_id] = event.timestamp if seen is None else min(seen, event.timestamp)
+    if first_seen:
+        session.execute(
+            insert_ignore(session, Customer, None, ["external_id"]),
+            [
+                {"external_id": user_id, "traits": {}, "first_seen_at": at, "last_seen_at": at, "updated_at": at}
+                for user_id, at in sorted(first_seen.items())
+            ],
+        )
+    customers = list(
+        session.execute(
+            select(Customer).where(Customer.external_id.in_(user_ids)).order_by(Customer.id).with_for_update()
+        ).scalars()
+    )
+    cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
+    cache.update({customer.external_id: customer for customer in customers})
+    return customers
+
+
 def by_external_id(session: Session, user_id: str) -> Customer | None:
     """Return the live customer known by ``user_id``, following merges, locked for update."""
+    cached = session.info.get(_BY_EXTERNAL_ID, {}).get(user_id)
+    if cached is not None:  # loaded and locked by preload()
+        return _follow(session, cached)
     customer = session.execute(
         select(Customer).where(Customer.external_id == user_id).with_for_update()
     ).scalar_one_or_none()

@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # Events per queue message: enough to make a batch cheap to enqueue, small enough that
 # a retry redoes little.
 EVENTS_PER_MESSAGE = 100
+# Deliveries per queue message, one channel each: the deliverer claims, decides and
+# records a message's deliveries together.
+DELIVERIES_PER_MESSAGE = 50
 
 
 @dataclass
@@ -116,10 +119,15 @@ class Services:
         A failure loses nothing: the rows stay pending and the scheduler sends them again.
         """
         try:
+            by_channel: dict[str, list[int]] = {}
             for delivery_id, channel in followups.deliveries:
+                by_channel.setdefault(channel, []).append(delivery_id)
+            for channel, ids in by_channel.items():
                 queue = delivery_queue(channel)
                 self.broker.declare_queue(queue)
-                self.broker.enqueue(self.actors.deliver.message(delivery_id).copy(queue_name=queue))
+                for start in range(0, len(ids), DELIVERIES_PER_MESSAGE):
+                    message = self.actors.deliver.message(ids[start : start + DELIVERIES_PER_MESSAGE])
+                    self.broker.enqueue(message.copy(queue_name=queue))
             if followups.timers:
                 self.actors.fire_timers.send(list(followups.timers))
         except Exception:  # noqa: BLE001 - the broker being down must not fail the work done

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+from sqlalchemy import Dialect, Row, Table, TextClause, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Insert
@@ -24,3 +27,52 @@ def insert_ignore(
     if row is not None:
         insert = insert.values(row)
     return insert.on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def insert_rows(
+    session: Session, model: Any, rows: Sequence[dict[str, Any]], conflict: Sequence[str] = (),
+    returning: Sequence[str] = (),
+) -> list[Row[Any]]:
+    """Insert many ``rows`` into ``model``'s table in one statement; skip clashes on ``conflict``.
+
+    On PostgreSQL the rows travel as one JSON parameter (``jsonb_to_recordset``): the
+    statement's text depends only on the columns, so it is parsed and prepared once
+    instead of once per batch size, whatever the number of rows. Elsewhere it is an
+    executemany. Every row must have the same keys. Returns the ``returning`` columns
+    of the rows inserted (none for rows skipped).
+    """
+    if not rows:
+        return []
+    connection = session.connection()
+    columns = tuple(rows[0])
+    if connection.dialect.name == "postgresql":
+        statement = _recordset_insert(model.__table__, columns, tuple(conflict), tuple(returning), connection.dialect)
+        result = connection.execute(statement, {"rows": orjson.dumps(list(rows), default=_json_default).decode()})
+    else:
+        insert = insert_ignore(session, model, None, conflict) if conflict else sqlite.insert(model)
+        if returning:
+            insert = insert.returning(*(model.__table__.c[name] for name in returning))
+        result = connection.execute(insert, list(rows))
+    return list(result.all()) if returning else []
+
+
+@functools.lru_cache(maxsize=64)
+def _recordset_insert(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...],
+                      dialect: Dialect) -> TextClause:
+    types = ", ".join(f'"{name}" {table.c[name].type.compile(dialect)}' for name in columns)
+    names = ", ".join(f'"{name}"' for name in columns)
+    sql = (
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({types})"
+    )
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    if returning:
+        sql += f" RETURNING {', '.join(returning)}"
+    return text(sql)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")

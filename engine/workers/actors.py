@@ -64,7 +64,7 @@ def declare(services: Services) -> Actors:
     """Declare the engine's actors on ``services.broker`` and return them."""
 
     def process_events(event_ids: list[int]) -> None:
-        failed = [event_id for event_id in event_ids if not process_event(services, event_id)]
+        failed = apply_events(services, event_ids)
         if failed:
             raise EventsFailed(f"events {failed} failed; see their error column")
 
@@ -72,11 +72,20 @@ def declare(services: Services) -> Actors:
         for key in keys:
             fire_timer(services, key)
 
-    def deliver(delivery_id: int) -> None:
-        services.deliverer.deliver(delivery_id, datetime.now(timezone.utc))
+    def deliver(delivery_ids: list[int] | int) -> None:
+        ids = [delivery_ids] if isinstance(delivery_ids, int) else delivery_ids  # messages of before batches
+        outcomes = services.deliverer.deliver_many(ids, datetime.now(timezone.utc))
+        retries: dict[tuple[str, float], list[int]] = {}
+        for delivery_id, outcome in outcomes.items():
+            if outcome.retry_in is not None and outcome.channel is not None:
+                retries.setdefault((outcome.channel, outcome.retry_in), []).append(delivery_id)
+        for (channel, delay), retry_ids in retries.items():
+            # The rows are pending again, committed: a lost retry message is swept up.
+            message = actor.message(retry_ids).copy(queue_name=delivery_queue(channel))
+            services.broker.enqueue(message, delay=int(delay * 1000))
 
     broker = services.broker
-    return Actors(
+    actors = Actors(
         process_events=dramatiq.actor(
             process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_EVENTS,
@@ -90,6 +99,8 @@ def declare(services: Services) -> Actors:
             max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000, priority=PRIORITY_DELIVERIES,
         ),
     )
+    actor = actors.deliver
+    return actors
 
 
 def relax_commit(session: Session) -> None:
@@ -103,6 +114,47 @@ def relax_commit(session: Session) -> None:
     """
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
+def apply_events(services: Services, event_ids: list[int]) -> list[int]:
+    """Apply stored events, all in one transaction if they can be; return the ids that failed.
+
+    A message's events are applied together: one transaction, the identities of all of
+    them locked up front in one global order (so batches that share customers take
+    turns instead of deadlocking), their customers, points, enrollments loaded in a few
+    queries and the rows they cause inserted a statement per table
+    (:meth:`~engine.orchestrator.Orchestrator.begin`). If anything in the batch fails,
+    it is rolled back whole and each event is applied alone, so one bad event fails
+    only itself.
+    """
+    if len(event_ids) > 1:
+        now = datetime.now(timezone.utc)
+        try:
+            with services.sessions.begin() as session:
+                relax_commit(session)
+                events = list(
+                    session.execute(
+                        select(Event)
+                        .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
+                        .order_by(Event.id)
+                        .with_for_update()
+                    ).scalars()
+                )
+                profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
+                customers = profiles.preload(session, events)
+                orchestrator = services.orchestrator
+                orchestrator.begin(session, events, customers)
+                followups = Followups()
+                for event in events:
+                    customer, traits_before = profiles.apply_event(session, event, now, locked=True)
+                    followups.extend(orchestrator.on_event(session, event, customer, now, traits_before))
+                followups.extend(orchestrator.finish(session))
+        except Exception:  # noqa: BLE001 - retried one by one below, which records the culprit
+            log.warning("a batch of %d events failed; applying them one by one", len(event_ids), exc_info=True)
+        else:
+            services.dispatch(followups)
+            return []
+    return [event_id for event_id in event_ids if not process_event(services, event_id)]
 
 
 def process_event(services: Services, event_id: int) -> bool:
@@ -146,4 +198,4 @@ def fire_timer(services: Services, key: str) -> None:
     services.dispatch(followups)
 
 
-__all__ = ["Actors", "Followups", "declare", "delivery_queue", "fire_timer", "process_event"]
+__all__ = ["Actors", "Followups", "apply_events", "declare", "delivery_queue", "fire_timer", "process_event"]
