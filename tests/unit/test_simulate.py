@@ -45,7 +45,7 @@ def test_human_output_is_a_timeline_per_customer():
     assert result.exit_code == 0
     out = result.output
     assert out.index("ada (") < out.index("grace (") < out.index("linus (")
-    assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder: 'Ada, your cart is waiting'" in out
+    assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder (marketing): 'Ada, your cart is waiting'" in out
     assert "converted: goal:order_completed" in out
     assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 9 sends"
 
