@@ -69,7 +69,7 @@ def test_explanation_shows_the_path_conditions_wait_and_delivery_outcome(abandon
     thanks = journey(explanation, "order_followup")
     assert thanks["status"] == "active" and thanks["step"] == "delivered"
     assert thanks["waitingFor"].startswith("for order_delivered until ")
-    assert [(d["step"], d["kind"], d["status"]) for d in thanks["deliveries"]] == [("thank_you", "marketing", "failed")]
+    assert [(d["step"], d["kind"], d["status"]) for d in thanks["deliveries"]] == [("thank_you", "transactional", "failed")]
     assert "no field 'item_count'" in thanks["deliveries"][0]["error"]
 
 
@@ -88,7 +88,7 @@ def test_text_is_a_timeline_people_can_read(abandoned_then_bought):
     assert "  leave_audience  end converted  (goal:order_completed)\n" in text
     assert "delivery sent" not in text  # the outcome is on the send line, once
     assert "condition customer.points >= 1000 && customer.tier != \"gold\" -> false\n" in text
-    assert "  thank_you  send email order_thanks (marketing) -> failed: template: template order_thanks.text: no field 'item_count'" in text
+    assert "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text: no field 'item_count'" in text
     assert "\norder_followup v1  active at delivered  started " in text
     assert "  now at delivered, waiting for order_delivered until " in text
 
