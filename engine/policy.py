@@ -5,6 +5,7 @@ inside the delivery's transaction once the row is claimed, and answers ``None`` 
 a reason (hold it back: the row becomes ``held`` with the reason as its error) or a
 :class:`~engine.delivery.Defer` (quiet hours: pending again, sent at the window's end).
 
+A delivery's ``kind`` is its send step's ``kind``, else its journey's ``policy.kind``.
 Checks, in order:
 
 - suppression (every send, transactional too): the channel's address or the customer is

@@ -63,8 +63,9 @@ class Effect:
         step: the step that caused it, if any.
         effect: ``enter``, ``not_entered``, ``send``, ``profile``, ``stage``, ``points``,
             ``referral``, ``exit``.
-        detail: the rest: for a send ``channel``, ``template``, ``content`` (rendered parts) or
-            ``error`` (why rendering failed), ``audience``/``action``; for ``stage`` ``from`` and
+        detail: the rest: for a send ``channel``, ``template``, ``kind`` (marketing or
+            transactional), ``content`` (rendered parts) or ``error`` (why rendering failed),
+            ``audience``/``action``; for ``stage`` ``from`` and
             ``to``; for ``points`` ``amount``, ``to``, ``balance``; for ``exit`` ``status``, ``reason``.
     """
 
@@ -85,6 +86,11 @@ class Effect:
     def template(self) -> str | None:
         """A send's template name."""
         return self.detail.get("template")
+
+    @property
+    def kind(self) -> str | None:
+        """A send's kind: ``marketing`` or ``transactional``."""
+        return self.detail.get("kind")
 
     @property
     def content(self) -> Mapping[str, str]:
@@ -322,7 +328,7 @@ class Simulator:
             record("exit", status=command.status, reason=command.reason)
 
     def _render(self, journey: Journey, send: Send, customer: SimCustomer, at: dt.datetime) -> dict[str, Any]:
-        detail: dict[str, Any] = {"channel": send.channel, "template": send.template, "key": send.key}
+        detail: dict[str, Any] = {"channel": send.channel, "template": send.template, "kind": send.kind, "key": send.key}
         if send.content.get("audience"):
             detail.update(audience=send.content["audience"], action=send.content.get("action"))
         if send.content.get("url"):

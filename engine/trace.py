@@ -81,8 +81,9 @@ def enrollments(session: Session, customer_ids: list[int]) -> list[dict[str, Any
         ).scalars():
             deliveries[delivery.enrollment_id].append(
                 {"id": delivery.id, "step": delivery.step, "channel": delivery.channel,
-                 "template": delivery.template, "status": delivery.status, "attempts": delivery.attempts,
-                 "error": delivery.error, "providerId": delivery.provider_id, "sentAt": _iso(delivery.sent_at)}
+                 "template": delivery.template, "kind": delivery.kind, "status": delivery.status,
+                 "attempts": delivery.attempts, "error": delivery.error, "providerId": delivery.provider_id,
+                 "sentAt": _iso(delivery.sent_at)}
             )
     return [
         {
@@ -152,7 +153,8 @@ def _enrollment_lines(enrollment: dict[str, Any]) -> list[str]:
             if delivery is not None and entry["what"] == f"delivery {delivery['status']}":
                 continue  # the final outcome is shown on the send line
         if entry["what"] == "run" and (entry["detail"] or "").startswith("send ") and sends[entry["step"]]:
-            text = f"{entry['detail']} -> {_outcome(sends[entry['step']].pop(0))}"
+            delivery = sends[entry["step"]].pop(0)
+            text = f"{entry['detail']} ({delivery['kind']}) -> {_outcome(delivery)}"
         else:
             text = _describe(entry)
         step = "enter" if entry["what"] == "enter" else entry["step"] or "-"

@@ -138,10 +138,10 @@ def describe(effect: Effect) -> str:
     """A short line for people: what happened, with the message's subject or text."""
     d = effect.detail
     if effect.effect == "send":
-        what = f"send {d.get('channel')}"
         if d.get("audience"):
-            return f"{what}: {d.get('action')} {'from' if d.get('action') == 'remove' else 'to'} audience {d['audience']}"
-        what += f" {d['template']}" if d.get("template") else " (inline)"
+            where = "from" if d.get("action") == "remove" else "to"
+            return f"send {d.get('channel')} ({d.get('kind')}): {d.get('action')} {where} audience {d['audience']}"
+        what = f"send {d.get('channel')} {d.get('template') or 'inline'} ({d.get('kind')})"
         if "error" in d:
             return f"{what}: NOT RENDERED: {d['error']}"
         content = d.get("content") or {}

@@ -80,6 +80,7 @@ Reentry = Annotated[
 Cel = Annotated[str, Field(min_length=1, description="a CEL expression, see docs/journeys.md")]
 StepRef = Annotated[str, Field(min_length=1, description="a step id, or 'end' to end the journey")]
 Stage = Literal[STAGES]  # type: ignore[valid-type]
+Kind = Literal["marketing", "transactional"]
 
 
 def by_key(*keys: str) -> Callable[[Any], str | None]:
@@ -165,7 +166,7 @@ class FrequencyCap(_Model):
 class Policy(_Model):
     """How the policy layer treats this journey's messages."""
 
-    kind: Literal["marketing", "transactional"] = "marketing"
+    kind: Kind = Field("marketing", description="marketing, or transactional (skips consent, quiet hours and caps)")
     topic: Identifier | None = Field(None, description="the subscription topic people unsubscribe from")
     quiet_hours: QuietHours | None = None
     frequency_cap: FrequencyCap | None = None
@@ -201,6 +202,7 @@ class Send(_Model):
     url: str | None = Field(None, description="where a webhook posts")
     audience: Identifier | None = Field(None, description="a retargeting audience")
     action: Literal["add", "remove"] | None = Field(None, description="add to or remove from the audience")
+    kind: Kind | None = Field(None, description="marketing or transactional for this message (default: the journey's policy.kind)")
 
 
 class SendStep(_Continues):

@@ -10,9 +10,9 @@ def lint(journey: model.Journey) -> list[Problem]:
     """Every warning for a loaded journey, located in its file.
 
     Rules: unreachable steps; a loop with no wait in it; a ``wait_until`` without a
-    timeout; a marketing send in a journey with no goal; the trigger event doubling as
-    the goal event; a condition that can never hold (a constant false, or a branch case
-    that repeats an earlier one).
+    timeout; a marketing send (by its own ``kind``, else the journey's) in a journey with
+    no goal; the trigger event doubling as the goal event; a condition that can never hold
+    (a constant false, or a branch case that repeats an earlier one).
     """
     warnings: list[Problem] = []
     index = {step.id: i for i, step in enumerate(journey.steps)}
@@ -32,9 +32,9 @@ def lint(journey: model.Journey) -> list[Problem]:
     for i, step in enumerate(journey.steps):
         if isinstance(step, model.WaitUntilStep) and step.timeout is None:
             at(f"steps[{i}].wait_until", f"wait_until '{step.event}' has no timeout; customers who never send it wait forever")
-    sends = [(i, s) for i, s in enumerate(journey.steps) if isinstance(s, model.SendStep)]
-    if journey.policy.kind == "marketing" and sends and journey.goal is None:
-        at(f"steps[{sends[0][0]}]", "marketing sends in a journey with no goal: add a goal event to measure conversions")
+    marketing = [i for i, s in enumerate(journey.steps) if isinstance(s, model.SendStep) and journey.send_kind(s) == "marketing"]
+    if marketing and journey.goal is None:
+        at(f"steps[{marketing[0]}]", "marketing sends in a journey with no goal: add a goal event to measure conversions")
     if journey.goal is not None and journey.trigger.event == journey.goal.event:
         at("goal.event", f"the goal event '{journey.goal.event}' is also the trigger event, so every enrollment converts at once")
     _never_true(journey, at)

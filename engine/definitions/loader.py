@@ -541,7 +541,7 @@ class _Checker:
             return model.SendStep(
                 next=target(step.goto, index), channel=send.channel, template=send.template,
                 parts=self.rendered.get((*at, "send"), {}), url=send.url, audience=send.audience,
-                action=send.action, **common,
+                action=send.action, message_kind=send.kind, **common,
             )  # fmt: skip
         if isinstance(step, doc.WaitStep):
             if isinstance(step.wait, str):

@@ -48,7 +48,11 @@ class Step:
 
 @dataclass(frozen=True)
 class SendStep(Step):
-    """Send a message; ``parts`` are the compiled templates by part (subject, text, html...)."""
+    """Send a message; ``parts`` are the compiled templates by part (subject, text, html...).
+
+    ``message_kind`` is the step's own ``kind`` (``marketing`` or ``transactional``), or None
+    to follow the journey's ``policy.kind``: :meth:`Journey.send_kind` gives the one in force.
+    """
 
     channel: str = ""
     template: str | None = None  # the template's name, or None for inline parts
@@ -56,6 +60,7 @@ class SendStep(Step):
     url: str | None = None
     audience: str | None = None
     action: str | None = None  # retargeting: add or remove
+    message_kind: str | None = None
 
     def render(self, context: Mapping[str, Any]) -> dict[str, str]:
         """Render every part; raises :class:`~engine.errors.TemplateError` if one fails."""
@@ -280,3 +285,7 @@ class Journey:
     def step(self, step_id: str) -> Step:
         """The step with this id; raises KeyError if there is none."""
         return self._by_id[step_id]
+
+    def send_kind(self, step: SendStep) -> str:
+        """``marketing`` or ``transactional``: the step's own kind, else the journey's."""
+        return step.message_kind or self.policy.kind

@@ -49,14 +49,14 @@ def _problem(error: ErrorDetails, source: Source) -> Problem:
     if kind == "extra_forbidden":
         allowed = _keys(parent)
         hint = did_you_mean(path[-1], allowed)
-        return source.problem(path, f"unknown key '{path[-1]}'.{hint} (allowed: {', '.join(allowed)})".replace(".  (", " ("), key=True)
+        return source.problem(path, f"unknown key '{path[-1]}'.{hint} (allowed: {', '.join(allowed)})".replace(". (", " ("), key=True)
     if kind in _KIND_KEYS:
         return source.problem(path, _kind_message(kind, value, error["msg"]))
     if kind == "literal_error":
         allowed = [str(a) for a in typing.get_args(_unwrap(annotation))] or [error.get("ctx", {}).get("expected", "")]
         name = str(path[-1]) if path and isinstance(path[-1], str) else "value"
         hint = did_you_mean(value, allowed)
-        return source.problem(path, f"unknown {name} {_show(value)}.{hint} (allowed: {', '.join(allowed)})".replace(".  (", " ("))
+        return source.problem(path, f"unknown {name} {_show(value)}.{hint} (allowed: {', '.join(allowed)})".replace(". (", " ("))
     if kind == "value_error":
         return source.problem(path, str(error.get("ctx", {}).get("error", error["msg"])))
     if kind in _TYPE_NAMES:

@@ -48,7 +48,8 @@ class Send(Command):
         template: the template's name, or None for inline parts.
         content: the step's ``parts`` (part names), ``url``, ``audience``, ``action``.
         topic: the journey's subscription topic, for consent.
-        kind: ``marketing`` or ``transactional`` (the journey's policy).
+        kind: ``marketing`` or ``transactional``: the step's ``kind``, else the journey's
+            ``policy.kind``. The delivery row keeps it, and the policy reads it there.
         variables: what the render needs besides ``customer`` and ``now`` (which the
             delivery worker fills at send time): ``trigger``, ``event`` and ``context``.
     """

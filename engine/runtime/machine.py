@@ -407,7 +407,7 @@ class _Run:
         policy = self.journey.policy
         self.emit(
             Send(key=key, step=step.id, channel=step.channel, template=step.template,
-                 content=content, topic=policy.topic, kind=policy.kind, variables=variables)
+                 content=content, topic=policy.topic, kind=self.journey.send_kind(step), variables=variables)
         )  # fmt: skip
         self.trace.append(Trace(step.id, "run", f"send {step.channel} {step.template or step.audience or ''}".strip(), step.channel))
         return step.next

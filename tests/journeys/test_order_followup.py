@@ -1,4 +1,8 @@
-"""order_followup: a thank-you at once, a review request three days after delivery."""
+"""order_followup: a thank-you at once, a review request three days after delivery.
+
+The thank-you is transactional and the review request marketing. JourneyTest does not
+apply the delivery policy; tests/unit/test_policy.py runs this journey through the
+Deliverer and the Policy (quiet hours, caps, suppression)."""
 
 from __future__ import annotations
 
@@ -54,3 +58,10 @@ def test_one_enrollment_per_order():
     assert [e.trigger["properties"]["order_id"] for e in t.enrollments] == ["o-1", "o-2"]
     t.send("order_refunded", order_id="o-1")
     assert [e.status for e in t.enrollments] == ["exited", "active"]
+
+
+def test_the_thank_you_is_transactional_and_the_review_request_marketing():
+    t = ordered()
+    t.send("order_delivered", order_id="o-1").advance("4d")
+    assert [(s.step, s.kind) for s in t.sent()] == [("thank_you", "transactional"), ("review_request", "marketing")]
+    assert t.journeys["order_followup"].policy.kind == "marketing"  # the journey's kind, for every other send

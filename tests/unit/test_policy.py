@@ -12,13 +12,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from channels.stub import StubChannel
-from engine import deploy
+from engine import deploy, ingest, profiles
 from engine.api import create_app
 from engine.definitions.model import FrequencyCap
 from engine.delivery import Deliverer
 from engine.policy import Policy, record_consent, subscribed, suppress
 from engine.scheduler import Scheduler
-from engine.storage.models import Consent, Customer, Delivery, Enrollment, TraceEntry
+from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer, TraceEntry
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -178,3 +178,95 @@ def test_fifty_concurrent_sends_to_one_customer_with_a_cap_of_three_a_day(pg_ser
     held = [error for status, error in rows if status == "held"]
     assert len(held) == 47
     assert all(e.startswith("frequency cap: 3 email messages in the last 1d (cap 3)") for e in held)
+
+
+# -- a transactional step in a marketing journey: order_followup, end to end ------------------
+# Events and timers are applied as the workers apply them, on a virtual clock; the
+# deliveries they make go through the Deliverer and the Policy at the times given.
+
+PARIS_NIGHT = datetime(2026, 6, 15, 21, 30, tzinfo=timezone.utc)  # 23:30 in Paris (CEST)
+
+
+@pytest.fixture
+def followup(any_services):  # type: ignore[no-untyped-def]
+    """order_followup deployed (marketing, quiet hours 21:00-08:00; its thank-you is
+    transactional), Ada in Paris, a stub email adapter."""
+    with any_services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(JOURNEYS / "order_followup.yaml")], NOON)
+    stub = StubChannel("email")
+    any_services.adapters["email"] = stub
+    happen(any_services, NOON, "identify", traits={"email": "ada@example.com", "first_name": "Ada", "timezone": "Europe/Paris"})
+    return any_services, stub
+
+
+def happen(services, at: datetime, type_: str, **body) -> list[int]:  # type: ignore[no-untyped-def]
+    """Ada's event, stored and applied at ``at`` as the events worker does; the deliveries it made."""
+    rows, outcome = ingest.prepare({"userId": "ada", "timestamp": at.isoformat(), **body}, source="test", received_at=at, type_=type_)
+    assert not outcome.rejected
+    with services.sessions.begin() as session:
+        [event_id] = ingest.store(session, rows)
+        event = session.get(Event, event_id)
+        customer, before = profiles.apply_event(session, event, at)
+        return [d for d, _ in services.orchestrator.on_event(session, event, customer, at, before).deliveries]
+
+
+def order(services, at: datetime, order_id: str) -> int:  # type: ignore[no-untyped-def]
+    """Ada orders, then the order is delivered; the thank-you's delivery."""
+    [thanks] = happen(services, at, "track", event="order_completed",
+                      properties={"order_id": order_id, "total": 89.9, "currency": "EUR", "item_count": 2})
+    assert happen(services, at, "track", event="order_delivered", properties={"order_id": order_id}) == []
+    return thanks
+
+
+def timers_fire(services, at: datetime) -> list[int]:  # type: ignore[no-untyped-def]
+    """Fire every timer due by ``at``, as the timers worker does; the deliveries they made."""
+    with services.sessions() as session:
+        keys = session.execute(select(Timer.key).where(Timer.fired_at.is_(None), Timer.due_at <= at).order_by(Timer.due_at)).scalars().all()
+    made: list[int] = []
+    for key in keys:
+        with services.sessions.begin() as session:
+            made += [d for d, _ in services.orchestrator.on_timer(session, key, at).deliveries]
+    return made
+
+
+def kinds(services, ids: list[int]) -> list[tuple[str, str]]:  # type: ignore[no-untyped-def]
+    with services.sessions() as session:
+        return [(row.step, row.kind) for row in (session.get(Delivery, i) for i in ids)]
+
+
+def test_the_thank_you_goes_out_in_quiet_hours_and_the_review_request_is_deferred(followup):
+    services, stub = followup
+    thanks = order(services, PARIS_NIGHT, "o-1")
+    [review] = timers_fire(services, PARIS_NIGHT + timedelta(days=4))  # 10:00 in Paris, three days after delivery
+    assert kinds(services, [thanks, review]) == [("thank_you", "transactional"), ("review_request", "marketing")]
+
+    assert deliverer(services).deliver(thanks, PARIS_NIGHT).status == "sent"
+    late = PARIS_NIGHT + timedelta(days=4)  # the review request reaches a worker at 23:30 in Paris
+    outcome = deliverer(services).deliver(review, late)
+    assert outcome.status == "deferred"
+    assert outcome.error == "quiet hours 21:00-08:00 Europe/Paris: deferred to 2026-06-20T06:00:00+00:00"
+    assert [m.metadata["step_id"] for m in stub.sent] == ["thank_you"]
+    assert deliverer(services).deliver(review, datetime(2026, 6, 20, 6, 0, tzinfo=timezone.utc)).status == "sent"
+
+
+def test_the_thank_you_goes_out_past_the_cap_and_the_review_request_is_held(followup):
+    services, stub = followup
+    d = deliverer(services, frequency_caps={"email": FrequencyCap(1, timedelta(days=1))})
+    first, second = order(services, NOON, "o-1"), order(services, NOON, "o-2")
+    assert [d.deliver(i, NOON).status for i in (first, second)] == ["sent", "sent"]  # two in a day, cap 1
+    morning = datetime(2026, 6, 19, 8, 0, tzinfo=timezone.utc)  # 10:00 in Paris
+    reviews = timers_fire(services, morning)
+    assert [d.deliver(i, morning).error for i in reviews] == [None, "frequency cap: 1 email messages in the last 1d (cap 1)"]
+    third = order(services, morning + timedelta(minutes=30), "o-3")
+    assert d.deliver(third, morning + timedelta(minutes=30)).status == "sent"  # the cap is reached: still sent
+    assert [m.metadata["step_id"] for m in stub.sent] == ["thank_you", "thank_you", "review_request", "thank_you"]
+
+
+def test_the_thank_you_is_still_suppressed(followup):
+    services, stub = followup
+    with services.sessions.begin() as session:
+        suppress(session, "email", "complaint", NOON, address="ada@example.com")
+    thanks = order(services, PARIS_NIGHT, "o-1")
+    outcome = deliverer(services).deliver(thanks, PARIS_NIGHT)
+    assert (outcome.status, outcome.error) == ("held", "suppressed: complaint on email")
+    assert stub.sent == []

@@ -45,9 +45,18 @@ def test_human_output_is_a_timeline_per_customer():
     assert result.exit_code == 0
     out = result.output
     assert out.index("ada (") < out.index("grace (") < out.index("linus (")
-    assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder: 'Ada, your cart is waiting'" in out
+    assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder (marketing): 'Ada, your cart is waiting'" in out
     assert "converted: goal:order_completed" in out
     assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 9 sends"
+
+
+def test_each_send_shows_its_kind():
+    journey, events = str(ROOT / "journeys" / "order_followup.yaml"), str(ROOT / "journeys" / "samples" / "order_followup.jsonl")
+    result = invoke("simulate", journey, "--events", events, "--json")
+    sends = [json.loads(line) for line in result.output.splitlines() if json.loads(line)["effect"] == "send"]
+    assert {(e["step"], e["kind"]) for e in sends} == {("thank_you", "transactional"), ("review_request", "marketing")}
+    text = invoke("simulate", journey, "--events", events).output
+    assert "thank_you        send email order_thanks (transactional): 'Thank you for your order o-1001'" in text
 
 
 def test_until_stops_the_clock(tmp_path):

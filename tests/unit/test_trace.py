@@ -58,8 +58,8 @@ def test_explanation_shows_the_path_conditions_wait_and_delivery_outcome(abandon
     assert (trigger["detail"], trigger["value"], trigger["error"]) == (
         "trigger checkout_started: event.properties.cart_value > 0", True, None)
     reminder = next(d for d in cart["deliveries"] if d["step"] == "reminder")
-    assert {k: reminder[k] for k in ("channel", "template", "status", "attempts", "error", "providerId")} == {
-        "channel": "email", "template": "cart_reminder", "status": "sent", "attempts": 1, "error": None,
+    assert {k: reminder[k] for k in ("channel", "template", "kind", "status", "attempts", "error", "providerId")} == {
+        "channel": "email", "template": "cart_reminder", "kind": "marketing", "status": "sent", "attempts": 1, "error": None,
         "providerId": "rec-1"}
     assert reminder["sentAt"] is not None
 
@@ -69,7 +69,7 @@ def test_explanation_shows_the_path_conditions_wait_and_delivery_outcome(abandon
     thanks = journey(explanation, "order_followup")
     assert thanks["status"] == "active" and thanks["step"] == "delivered"
     assert thanks["waitingFor"].startswith("for order_delivered until ")
-    assert [(d["step"], d["status"]) for d in thanks["deliveries"]] == [("thank_you", "failed")]
+    assert [(d["step"], d["kind"], d["status"]) for d in thanks["deliveries"]] == [("thank_you", "transactional", "failed")]
     assert "no field 'item_count'" in thanks["deliveries"][0]["error"]
 
 
@@ -83,12 +83,12 @@ def test_text_is_a_timeline_people_can_read(abandoned_then_bought):
     assert "condition trigger checkout_started: event.properties.cart_value > 0 -> true\n" in text
     assert re.search(r"\n  \d\d:\d\d:\d\d  enter  checkout_started\n", text)
     assert re.search(r"  wait_1h  wait until (\d{4}-\d\d-\d\d )?\d\d:\d\d\n", text)
-    assert "  reminder  send email cart_reminder -> sent (provider id rec-1)\n" in text
+    assert "  reminder  send email cart_reminder (marketing) -> sent (provider id rec-1)\n" in text
     assert re.search(r"  bought  wait for order_completed until \d{4}-\d\d-\d\d \d\d:\d\d\n", text)
     assert "  leave_audience  end converted  (goal:order_completed)\n" in text
     assert "delivery sent" not in text  # the outcome is on the send line, once
     assert "condition customer.points >= 1000 && customer.tier != \"gold\" -> false\n" in text
-    assert "  thank_you  send email order_thanks -> failed: template: template order_thanks.text: no field 'item_count'" in text
+    assert "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text: no field 'item_count'" in text
     assert "\norder_followup v1  active at delivered  started " in text
     assert "  now at delivered, waiting for order_delivered until " in text
 
@@ -172,7 +172,7 @@ def test_cli_trace(abandoned_then_bought, monkeypatch):
     unknown = runner.invoke(main, ["trace", "nobody"], catch_exceptions=False)
 
     assert text.exit_code == 0
-    assert "reminder  send email cart_reminder -> sent (provider id rec-1)" in text.stdout
+    assert "reminder  send email cart_reminder (marketing) -> sent (provider id rec-1)" in text.stdout
     assert as_json.exit_code == 0
     assert journey(json.loads(as_json.stdout), "cart_abandonment")["status"] == "converted"
     assert unknown.exit_code == RET_NOT_FOUND

@@ -23,6 +23,10 @@ EXPECTED: dict[str, list[str]] = {
     'bad_reentry': [
         "line 11, col 18, entry.reentry: 'every 7 days' is not a re-entry rule; write never, always, or after a duration such as 'after 7d'",
     ],
+    'bad_send_kind': [
+        "line 13, col 54, steps[0].send.kind: unknown kind 'transactonal'. Did you mean 'transactional'? (allowed: marketing, transactional)",
+        "line 18, col 13, steps[1].send.kind: unknown kind 'promotional' (allowed: marketing, transactional)",
+    ],
     'bad_step_id': [
         "line 12, col 9, steps[0].id: 'Wait-1h' is not a valid id; use lower-case letters, digits and underscores, starting with a letter",
     ],
@@ -124,7 +128,7 @@ EXPECTED: dict[str, list[str]] = {
         "line 13, col 21, steps[0].send.channel: unknown channel 'emial'. Did you mean 'email'? (installed: email, sms, push, webhook, retargeting, log)",
     ],
     'unknown_send_key': [
-        "line 13, col 28, steps[0].send.templat: unknown key 'templat'. Did you mean 'template'? (allowed: channel, template, subject, title, text, html, body, url, audience, action)",
+        "line 13, col 28, steps[0].send.templat: unknown key 'templat'. Did you mean 'template'? (allowed: channel, template, subject, title, text, html, body, url, audience, action, kind)",
     ],
     'unknown_stage': [
         "line 3, col 8, stage: unknown stage 'considration'. Did you mean 'consideration'? (allowed: awareness, consideration, purchase, retention, advocacy)",

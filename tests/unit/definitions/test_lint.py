@@ -59,6 +59,16 @@ def test_transactional_send_without_goal_is_fine(load) -> None:
     assert messages(load(text)) == []
 
 
+def test_the_goal_warning_follows_each_sends_own_kind(load) -> None:
+    receipts = "steps:\n  - id: a\n    send: {channel: sms, text: Paid, kind: transactional}\n"
+    mixed = "policy: {kind: transactional}\nsteps:\n  - id: a\n    send: {channel: sms, text: Paid}\n  - id: b\n    send: {channel: sms, text: Offer, kind: marketing}\n"
+
+    assert messages(load(receipts)) == []  # a marketing journey whose only send is transactional
+    assert messages(load(mixed)) == [
+        "line 17, col 5, steps[1]: marketing sends in a journey with no goal: add a goal event to measure conversions"
+    ]
+
+
 def test_trigger_event_doubling_as_goal(load) -> None:
     found = messages(load("goal: {event: checkout_started}\nsteps:\n  - id: a\n    wait: 1h\n"))
 

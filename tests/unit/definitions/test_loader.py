@@ -140,3 +140,31 @@ def test_two_files_with_the_same_journey_id_are_an_error(tmp_path) -> None:
     assert list(result.journeys) == ["winback"]
     assert len(result.errors) == 1
     assert "journey id 'winback' is already used by" in str(result.errors[0])
+
+
+def test_a_send_may_override_the_journeys_kind(load) -> None:
+    text = (
+        "policy: {kind: marketing}\nsteps:\n"
+        "  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactional}\n"
+        "  - id: offer\n    send: {channel: sms, text: Come back}\n"
+    )
+    journey = load(text)
+
+    receipt, offer = journey.step("receipt"), journey.step("offer")
+    assert isinstance(receipt, SendStep) and isinstance(offer, SendStep)
+    assert (receipt.message_kind, offer.message_kind) == ("transactional", None)
+    assert (journey.send_kind(receipt), journey.send_kind(offer)) == ("transactional", "marketing")
+    transactional = load(text.replace("kind: marketing", "kind: transactional"))
+    assert transactional.send_kind(transactional.step("offer")) == "transactional"  # type: ignore[arg-type]
+
+
+def test_a_wrong_send_kind_is_located_with_the_choices(load) -> None:
+    text = "steps:\n  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactionl}\n  - id: b\n    send: {channel: sms, text: Hi, kind: 1}\n"
+
+    with pytest.raises(DefinitionError) as caught:
+        load(text)
+
+    assert [str(p) for p in caught.value.problems] == [
+        "line 15, col 44, steps[0].send.kind: unknown kind 'transactionl'. Did you mean 'transactional'? (allowed: marketing, transactional)",
+        "line 17, col 42, steps[1].send.kind: unknown kind 1 (allowed: marketing, transactional)",
+    ]

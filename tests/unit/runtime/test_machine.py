@@ -55,6 +55,17 @@ def test_send_emits_an_unrendered_send_with_channel_template_and_policy():
     assert out.state.status == "completed" and out.state.step is None
 
 
+def test_send_carries_the_steps_own_kind_else_the_journeys():
+    j = journey(
+        "policy: {kind: marketing, topic: orders}\nsteps:\n"
+        "  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactional}\n"
+        "  - id: offer\n    send: {channel: sms, text: Come back}\n"
+    )
+    sends = of(Send, start(j, "e1", customer(), checkout(), T0))
+    assert [(s.step, s.kind, s.topic) for s in sends] == [("receipt", "transactional", "orders"), ("offer", "marketing", "orders")]
+    assert command_from_dict(json.loads(json.dumps(command_to_dict(sends[0])))) == sends[0]
+
+
 def test_render_send_renders_with_the_customer_at_delivery_time():
     j = journey("steps:\n  - id: reminder\n    send: {channel: email, template: cart_reminder}\n")
     trigger = event("checkout_started", cart_value=99, order_id="o-1", currency="EUR", item_count=3)
