@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import dramatiq
+from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +18,7 @@ from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
 from engine.orchestrator import Followups, Orchestrator
 from engine.policy import Policy
+from engine.ratelimit import RateLimiter, build_limiter
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
@@ -41,6 +43,8 @@ class Services:
         settings: the settings read from the environment.
         engine / sessions: the database, the source of truth.
         broker / actors: the queue that carries work, and the actors declared on it.
+        rate_limiter: the channels' rate limits, shared through the broker's Redis when
+            there is one (``CHANNEL_RATE_LIMITS``).
     """
 
     settings: Settings
@@ -53,24 +57,27 @@ class Services:
     orchestrator: Orchestrator = field(init=False)
     policy: Policy = field(init=False)
     deliverer: Deliverer = field(init=False)
+    rate_limiter: RateLimiter = field(init=False)
     #: adapters by channel name; tests put stubs here before the first send
     adapters: dict[str, Channel] = field(default_factory=dict)
     #: ``journey dev``: a channel whose settings are missing logs its messages instead
     preview_unconfigured: bool = False
 
     def __post_init__(self) -> None:
+        from channels import registry
+
         self.actors = declare(self)
         self.deployed = DeployedJourneys(self.sessions)
         self.orchestrator = Orchestrator(self.deployed)
         self.policy = Policy(self.settings, self.sessions, self.deployed)
+        redis_client = self.broker.client if isinstance(self.broker, RedisBroker) else None
+        self.rate_limiter = build_limiter(self.settings, redis_client, channels=registry.available())
         self.deliverer = Deliverer(
             self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url
         )
         self._adapters_lock = threading.Lock()
         # A worker consumes the queues declared when it starts: declare every installed
         # channel's queue up front, in every process.
-        from channels import registry
-
         self.declare_delivery_queues(registry.available())
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -11,6 +12,7 @@ from typing import Any
 from engine.definitions.model import FrequencyCap
 from engine.durations import DURATION_HELP, parse_duration
 from engine.errors import ConfigError
+from engine.ratelimit import RateLimit
 
 DEFAULT_DATABASE_URL = "sqlite:///journey.db"
 
@@ -46,6 +48,10 @@ class Settings:
             once per database and stored in it is used (for development).
         public_url: the base URL customers reach the API at (``JOURNEY_PUBLIC_URL``),
             for unsubscribe links; without it, no ``List-Unsubscribe`` is sent.
+        rate_limits: sends per second per channel, across every worker process
+            (``CHANNEL_RATE_LIMITS``, written ``email=10/20,sms=2.5``: ``channel=rate`` or
+            ``channel=rate/burst``, comma-separated; the burst defaults to the rate, at
+            least 1). A channel not named has no limit.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -61,6 +67,7 @@ class Settings:
     frequency_caps: Mapping[str, FrequencyCap] = field(default_factory=dict)
     secret: str | None = field(default=None, repr=False)
     public_url: str | None = None
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -100,6 +107,9 @@ class Settings:
              "channel=max/duration pairs separated by commas, such as email=3/1d,sms=2/1d")
         read("JOURNEY_SECRET", "secret", _secret, "a random string of at least 32 characters")
         read("JOURNEY_PUBLIC_URL", "public_url", _public_url, "a URL such as https://journeys.example.com")
+        read("CHANNEL_RATE_LIMITS", "rate_limits", parse_rate_limits,
+             "channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
+             "(sends per second; the burst defaults to the rate, at least 1)")
         if (
             "public_url" in values
             and "secret" not in values
@@ -180,6 +190,42 @@ def parse_frequency_caps(raw: str) -> dict[str, FrequencyCap]:
             raise ValueError(f"{part!r} is not channel=max/duration")
         caps[channel.strip()] = FrequencyCap(int(count), parse_duration(window.strip()))
     return caps
+
+
+def parse_rate_limits(raw: str) -> dict[str, RateLimit]:
+    """Parse ``email=10/20,sms=2.5`` into a limit per channel (sends per second, burst).
+
+    Raises:
+        ValueError: a part is not ``channel=rate[/burst]`` with numbers in range, or a
+            channel is named twice; the message names the part.
+    """
+    limits: dict[str, RateLimit] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        channel, eq, rest = (s.strip() for s in part.partition("="))
+        rate, slash, burst = (s.strip() for s in rest.partition("/"))
+        if not (eq and channel and rate and (burst or not slash)):
+            raise ValueError(f"{part!r} is not channel=rate or channel=rate/burst")
+        if not channel.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{part!r}: the channel name {channel!r} has characters other than letters, digits, '-' and '_'")
+        if channel in limits:
+            raise ValueError(f"{part!r}: the channel {channel!r} is named twice")
+        try:
+            limits[channel] = RateLimit.per_second(_number(rate), _number(burst) if burst else None)
+        except ValueError as exc:
+            raise ValueError(f"{part!r}: {exc}") from None
+    return limits
+
+
+def _number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{raw!r} is not a finite number")
+    return value
 
 
 def _secret(raw: str) -> str:

@@ -10,8 +10,10 @@ from typing import NoReturn
 import click
 
 from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from channels import registry
 from channels.settings import ChannelSettings
 from engine.errors import ConfigError, StorageError
+from engine.ratelimit import check_channels
 from engine.services import Services
 from engine.settings import Settings
 
@@ -26,6 +28,7 @@ def load_settings() -> Settings:
     """Read the settings from the environment, or exit with RET_CONFIG naming the bad variable."""
     try:
         settings = Settings.from_env()
+        check_channels(settings.rate_limits, registry.available())
     except ConfigError as exc:
         fail(str(exc), RET_CONFIG)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -75,6 +75,16 @@ def test_bad_setting_is_one_clear_line(run, monkeypatch):
     )
 
 
+def test_a_rate_limit_on_a_channel_not_installed_is_refused_at_start(run, monkeypatch):
+    monkeypatch.setenv("CHANNEL_RATE_LIMITS", "emial=10")
+    result = run("keys", "list")
+    assert result.exit_code == RET_CONFIG
+    assert result.output.startswith(
+        "Error: CHANNEL_RATE_LIMITS limits the channel 'emial', which is not installed. Did you mean 'email'? "
+        "(installed: email, "
+    )
+
+
 def test_worker_without_redis_says_what_to_do(run):
     result = run("worker")
     assert result.exit_code == RET_SERVICE

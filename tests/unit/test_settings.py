@@ -8,6 +8,7 @@ import pytest
 
 from engine import ConfigError, Settings
 from engine.durations import format_duration, parse_duration
+from engine.ratelimit import RateLimit
 
 
 def test_defaults_are_the_embedded_engine():
@@ -66,3 +67,44 @@ def test_durations_round_trip(text, expected):
 def test_bad_durations_say_what_is_expected(text):
     with pytest.raises(ValueError, match="is not a duration; write a duration such as 30s"):
         parse_duration(text)
+
+
+def test_rate_limits_are_read_per_channel_with_an_optional_burst():
+    settings = Settings.from_env({"CHANNEL_RATE_LIMITS": "email=10/20, sms=2.5,webhook=50,push=0.5,"})
+    assert settings.rate_limits == {
+        "email": RateLimit(10, 20),
+        "sms": RateLimit(2.5, 2.5),  # the burst defaults to the rate
+        "webhook": RateLimit(50, 50),
+        "push": RateLimit(0.5, 1),  # and is at least one send
+    }
+    assert Settings.from_env({}).rate_limits == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("email", "'email' is not channel=rate or channel=rate/burst"),
+        ("email=", "'email=' is not channel=rate or channel=rate/burst"),
+        ("=10", "'=10' is not channel=rate or channel=rate/burst"),
+        ("email=10/", "'email=10/' is not channel=rate or channel=rate/burst"),
+        ("email=ten", "'email=ten': 'ten' is not a number"),
+        ("email=10/s", "'email=10/s': 's' is not a number"),
+        ("email=10/20/30", "'email=10/20/30': '20/30' is not a number"),
+        ("email=inf", "'email=inf': 'inf' is not a finite number"),
+        ("email=0", "'email=0': the rate 0 is not between 0.001 and 1000000 sends per second"),
+        ("email=-3", "'email=-3': the rate -3 is not between 0.001 and 1000000 sends per second"),
+        ("email=10/0.5", "'email=10/0.5': the burst 0.5 is not between 1 and 1000000 sends"),
+        ("e mail=10", "'e mail=10': the channel name 'e mail' has characters other than letters"),
+        ("email=10,email=20", "'email=20': the channel 'email' is named twice"),
+    ],
+)
+def test_a_bad_rate_limit_names_the_variable_the_part_and_the_form(value, problem):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CHANNEL_RATE_LIMITS": value, "JOURNEY_FREQUENCY_CAP": "email=3/1d"})
+    message = str(caught.value)
+    assert message.startswith(f"CHANNEL_RATE_LIMITS={value!r} is invalid: {problem}")
+    assert message.endswith(
+        "; expected channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
+        "(sends per second; the burst defaults to the rate, at least 1)"
+    )
+    assert "\n" not in message
