@@ -14,6 +14,10 @@ Checks, in order:
 - frequency cap (marketing): the journey's cap, or the channel's global cap, counted
   across all journeys. The customer's row is locked first, so concurrent sends to one
   customer take turns and never exceed the cap.
+
+The list fills itself from sends: :func:`record_bounce` suppresses the address of a send
+whose adapter reported a bounce (``Result.bounce``). Operators manage the list and the
+consents through :mod:`engine.preferences` (admin API and CLI).
 """
 
 from __future__ import annotations
