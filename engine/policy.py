@@ -175,14 +175,24 @@ def subscribed(session: Session, customer_id: int, channel: str, topic: str) -> 
 
 def record_consent(session: Session, customer_id: int, channel: str, topic: str, subscribed: bool, source: str, now: datetime) -> Consent:
     """Record the customer's choice for ``channel`` and ``topic`` (``*``: every topic); it applies at once."""
-    consent = session.execute(
-        select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel, Consent.topic == topic)
-    ).scalar_one_or_none()
+    def find() -> Consent | None:
+        return session.execute(
+            select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel, Consent.topic == topic)
+        ).scalar_one_or_none()
+
+    consent = find()
     if consent is None:
         consent = Consent(customer_id=customer_id, channel=channel, topic=topic, subscribed=subscribed, at=now, source=source)
-        session.add(consent)
-    else:
-        consent.subscribed, consent.at, consent.source = subscribed, now, source
+        try:
+            with session.begin_nested():
+                session.add(consent)
+            return consent
+        except IntegrityError:
+            # A choice recorded at the same moment (the link and the API) committed first: this one is later.
+            consent = find()
+            if consent is None:  # pragma: no cover - the unique constraint named something else
+                raise
+    consent.subscribed, consent.at, consent.source = subscribed, now, source
     session.flush()
     return consent
 
