@@ -77,6 +77,9 @@ class Result:
         error: why it failed, in a sentence a person can act on.
         detail: extra facts for the delivery record (HTTP status, provider error code).
         retry_after: how long the provider asked us to wait (``Retry-After``), if it did.
+        bounce: a permanent failure that says the address itself is bad (an SMTP 5.1.1
+            "no such user", an invalid phone number, a push token of an uninstalled
+            app): the engine suppresses the address (``engine.policy.record_bounce``).
     """
 
     status: Status
@@ -84,6 +87,7 @@ class Result:
     error: str | None = None
     detail: Mapping[str, Any] = field(default_factory=dict)
     retry_after: timedelta | None = None
+    bounce: bool = False
 
     @classmethod
     def sent(cls, provider_id: str | None, **detail: Any) -> Result:
@@ -96,9 +100,9 @@ class Result:
         return cls("retryable", error=error, detail=detail, retry_after=retry_after)
 
     @classmethod
-    def permanent(cls, error: str, **detail: Any) -> Result:
-        """A failure that sending again cannot fix."""
-        return cls("permanent", error=error, detail=detail)
+    def permanent(cls, error: str, *, bounce: bool = False, **detail: Any) -> Result:
+        """A failure that sending again cannot fix; ``bounce`` when the address is bad."""
+        return cls("permanent", error=error, detail=detail, bounce=bounce)
 
     @property
     def ok(self) -> bool:
@@ -196,12 +200,16 @@ def _present(value: Any) -> bool:
     return value is not None and value != "" and value != {}
 
 
-def http_result(status: int, error: str, *, retry_after: str | None = None, **detail: Any) -> Result:
-    """Classify a provider's HTTP error answer: 408, 429 and 5xx retryable, other 4xx permanent."""
+def http_result(status: int, error: str, *, retry_after: str | None = None, bounce: bool = False,
+                **detail: Any) -> Result:
+    """Classify a provider's HTTP error answer: 408, 429 and 5xx retryable, other 4xx permanent.
+
+    ``bounce`` (the provider said the address is bad) counts only on a permanent failure.
+    """
     detail["http_status"] = status
     if status in (408, 429) or status >= 500:
         return Result.retryable(error, retry_after=parse_retry_after(retry_after), **detail)
-    return Result.permanent(error, **detail)
+    return Result.permanent(error, bounce=bounce, **detail)
 
 
 def parse_retry_after(value: str | None) -> timedelta | None:

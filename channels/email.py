@@ -7,11 +7,15 @@ and, for an https URL, RFC 8058's ``List-Unsubscribe-Post: List-Unsubscribe=One-
 (the receiving mailbox POSTs to the URL; RFC 8058 also wants both headers covered by a
 DKIM signature, which is the SMTP relay's job).
 
+A permanent refusal that says the recipient's address is bad is a bounce
+(:func:`is_hard_bounce`), so the engine suppresses the address.
+
 One connection per message: simple and thread-safe; a pool is a possible optimisation.
 """
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 from email.headerregistry import Address
@@ -24,6 +28,8 @@ from channels.settings import ChannelSettings, SmtpServer
 
 #: Characters kept as they are in a Message-ID's left part; the rest are written =XX.
 _KEPT = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_")
+#: An RFC 3463 enhanced status code at the start of a reply's text: ``5.1.1``.
+_ENHANCED = re.compile(r"\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 def message_id(idempotency_key: str, domain: str) -> str:
@@ -100,7 +106,10 @@ class EmailChannel(Channel):
                 _quit(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
-            return _reply_result(code, reply, f"{where} refused {email['To']}")
+            return _reply_result(code, reply, f"{where} refused {email['To']}", stage="recipient")
+        except smtplib.SMTPSenderRefused as exc:
+            return _reply_result(exc.smtp_code, exc.smtp_error, f"{where} refused the sender {exc.sender}",
+                                 stage="sender")
         except smtplib.SMTPResponseException as exc:
             return _reply_result(exc.smtp_code, exc.smtp_error, f"{where} refused the message")
         except smtplib.SMTPNotSupportedError as exc:
@@ -150,10 +159,38 @@ def _is_address(text: str) -> bool:
     return bool(local) and "." in domain
 
 
-def _reply_result(code: int, reply: bytes | str, what: str) -> Result:
-    """SMTP replies: 4xx is a temporary failure (retry), 5xx a permanent one."""
+def is_hard_bounce(code: int, text: str, *, at_recipient: bool) -> bool:
+    """Whether an SMTP refusal says the recipient's address is bad (a hard bounce).
+
+    An enhanced status code decides when the reply has one: ``5.1.x`` (bad mailbox, bad
+    domain, bad syntax, moved...) except ``5.1.7``/``5.1.8``, which are about the sender.
+    Without one, a refusal of the recipient itself (at ``RCPT TO``) with 550, 551 or 553
+    counts, unless the reply speaks of relaying: that is the relay's configuration, not
+    the address, and must not suppress every recipient.
+
+    Args:
+        code: the reply code (``550``).
+        text: the reply's text, after the code (``5.1.1 No such user``).
+        at_recipient: the server refused the ``RCPT TO`` command, not the message.
+    """
+    if not 500 <= code < 600:
+        return False
+    enhanced = _ENHANCED.match(text)
+    if enhanced is not None:
+        kind, subject, detail = enhanced.groups()
+        return kind == "5" and subject == "1" and detail not in ("7", "8")
+    return at_recipient and code in (550, 551, 553) and "relay" not in text.lower()
+
+
+def _reply_result(code: int, reply: bytes | str, what: str, *, stage: str = "message") -> Result:
+    """SMTP replies: 4xx is a temporary failure (retry), 5xx a permanent one.
+
+    ``stage`` is what the server refused: the ``sender`` (never a bounce: our own
+    address), the ``recipient`` or the ``message``.
+    """
     text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
     error = f"{what}: {code} {text}"
     if 500 <= code < 600:
-        return Result.permanent(error, smtp_code=code)
+        bounce = stage != "sender" and is_hard_bounce(code, text, at_recipient=stage == "recipient")
+        return Result.permanent(error, bounce=bounce, smtp_code=code)
     return Result.retryable(error, smtp_code=code)

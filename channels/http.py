@@ -45,13 +45,16 @@ def send(client: httpx.Client, request: httpx.Request, provider: str, *, stream:
         raise ChannelError(f"cannot reach {provider}: {exc or type(exc).__name__}", retryable=True) from None
 
 
-def failure(response: httpx.Response, provider: str, message: str | None = None, **detail: Any) -> Result:
-    """The result of an error answer: 408, 429 and 5xx retryable, other statuses permanent."""
+def failure(response: httpx.Response, provider: str, message: str | None = None, *, bounce: bool = False,
+            **detail: Any) -> Result:
+    """The result of an error answer: 408, 429 and 5xx retryable, other statuses permanent
+    (a bounce when ``bounce``: the provider said the address is bad)."""
     text = excerpt(response) if message is None else message
     error = f"{provider} answered {response.status_code} {response.reason_phrase}".rstrip()
     if text:
         error += f": {text}"
-    return http_result(response.status_code, error, retry_after=response.headers.get("retry-after"), **detail)
+    return http_result(response.status_code, error, retry_after=response.headers.get("retry-after"),
+                       bounce=bounce, **detail)
 
 
 def excerpt(response: httpx.Response) -> str:

@@ -5,8 +5,8 @@
 {"title", "body"}, "data"}}``. The answer's ``name`` (``projects/p/messages/0:123``) is
 the provider id. FCM has no idempotency key; the key travels in ``data`` as
 ``idempotency_key`` so the app can drop a duplicate. An ``UNREGISTERED`` error (the app
-was uninstalled) is permanent and flagged ``unregistered`` in the result's detail, so the
-engine can forget the token.
+was uninstalled) is permanent, a bounce, and flagged ``unregistered`` in the result's
+detail, so the engine suppresses the token.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class PushChannel(Channel):
         if code == "UNREGISTERED":
             detail["unregistered"] = True
         text = error.get("message")
-        return http.failure(response, "the push API", f"{code}: {text}" if code and text else text, **detail)
+        return http.failure(response, "the push API", f"{code}: {text}" if code and text else text,
+                            bounce=code == "UNREGISTERED", **detail)
 
     def close(self) -> None:
         self._client.close()

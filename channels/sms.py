@@ -6,6 +6,9 @@ service SID, ``MG...``) and ``Body``, HTTP Basic auth with the account SID and a
 token. The answer's ``sid`` is the provider id; an error answer's ``code`` and
 ``message`` go into the result. The idempotency key is sent as ``Idempotency-Key`` for
 compatible APIs that deduplicate on it (Twilio itself ignores the header).
+
+An error code in :data:`INVALID_NUMBER_CODES` (the number cannot receive SMS) makes the
+result a bounce, so the engine suppresses the number.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ from urllib.parse import quote
 from channels import http
 from channels.base import Channel, Message, Result
 from channels.settings import ChannelSettings
+
+#: Twilio error codes that say the 'To' number cannot receive SMS: 21211 invalid 'To'
+#: phone number, 21614 'To' number is not a valid mobile number.
+INVALID_NUMBER_CODES = frozenset({"21211", "21614"})
 
 
 class SmsChannel(Channel):
@@ -55,7 +62,8 @@ class SmsChannel(Channel):
             return Result.sent(str(sid) if sid else None, http_status=response.status_code,
                                provider_status=answer.get("status"))
         detail = {"provider_code": answer["code"]} if "code" in answer else {}
-        return http.failure(response, "the SMS API", answer.get("message"), **detail)
+        bounce = str(answer.get("code")) in INVALID_NUMBER_CODES
+        return http.failure(response, "the SMS API", answer.get("message"), bounce=bounce, **detail)
 
     def close(self) -> None:
         self._client.close()

@@ -2,7 +2,7 @@
 
 Like dramatiq's StubBroker: it does what an adapter does, minus the provider. It
 records every message it is given, answers ``sent`` with ids ``stub-1``, ``stub-2``...,
-and can be told to fail the next sends, retryably or permanently.
+and can be told to fail the next sends, retryably or permanently (as a bounce, too).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ class StubChannel(Channel):
         self.requires_content = tuple(requires_content)  # type: ignore[misc]
         self.attempts: list[Message] = []
         self.sent: list[Message] = []
-        self._failures: list[tuple[Status, str]] = []
-        self._fail_always: tuple[Status, str] | None = None
+        self._failures: list[tuple[Status, str, bool]] = []
+        self._fail_always: tuple[Status, str, bool] | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
 
@@ -42,15 +42,20 @@ class StubChannel(Channel):
         return cls()
 
     def fail(self, status: Status = "retryable", error: str = "the stub was told to fail", *,
-             times: int | None = 1) -> None:
-        """Make the next ``times`` sends fail with ``status`` (``times=None``: until :meth:`reset`)."""
+             times: int | None = 1, bounce: bool = False) -> None:
+        """Make the next ``times`` sends fail with ``status`` (``times=None``: until :meth:`reset`).
+
+        ``bounce`` makes a permanent failure say the address is bad.
+        """
         if status == "sent":
             raise ValueError("fail() takes 'retryable' or 'permanent'")
+        if bounce and status != "permanent":
+            raise ValueError("only a permanent failure can be a bounce")
         with self._lock:
             if times is None:
-                self._fail_always = (status, error)
+                self._fail_always = (status, error, bounce)
             else:
-                self._failures.extend([(status, error)] * times)
+                self._failures.extend([(status, error, bounce)] * times)
 
     def reset(self) -> None:
         """Forget recorded messages and pending failures."""
@@ -65,8 +70,8 @@ class StubChannel(Channel):
             self.attempts.append(message)
             failure = self._failures.pop(0) if self._failures else self._fail_always
             if failure is not None:
-                status, error = failure
-                return Result(status, error=error)
+                status, error, bounce = failure
+                return Result(status, error=error, bounce=bounce)
             self.sent.append(message)
             return Result.sent(f"stub-{next(self._ids)}")
 

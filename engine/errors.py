@@ -10,6 +10,7 @@ caller can catch the whole family at once. The tree::
     ├── TemplateError        a template does not compile or render
     ├── PayloadError         an incoming event payload is invalid (carries every problem)
     ├── AuthError            an API key is missing, wrong, revoked or lacks the scope
+    ├── NotFoundError        the thing a request names (a customer, an entry) does not exist
     ├── ChannelError         a channel adapter failed to send (knows if a retry may help)
     └── StorageError         the database is unreachable or in an unexpected state
 
@@ -92,6 +93,10 @@ class AuthError(JourneyError):
     def __init__(self, message: str, status: int = 401) -> None:
         super().__init__(message)
         self.status = status
+
+
+class NotFoundError(JourneyError):
+    """What a request names (a customer, a suppression entry) does not exist: HTTP 404."""
 
 
 class ChannelError(JourneyError):

@@ -15,6 +15,10 @@ Checks, in order:
 - frequency cap (marketing): the journey's cap, or the channel's global cap, counted
   across all journeys. The customer's row is locked first, so concurrent sends to one
   customer take turns and never exceed the cap.
+
+The list fills itself from sends: :func:`record_bounce` suppresses the address of a send
+whose adapter reported a bounce (``Result.bounce``). Operators manage the list and the
+consents through :mod:`engine.preferences` (admin API and CLI).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from channels.base import Result
 from engine.definitions.model import FrequencyCap, QuietHours
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
@@ -210,32 +215,97 @@ def subscribed(session: Session, customer_id: int, channel: str, topic: str) -> 
     return bool(rows.get(topic, rows.get(ALL_TOPICS, True)))
 
 
-def record_consent(session: Session, customer_id: int, channel: str, topic: str, subscribed: bool, source: str, now: datetime) -> None:
+def record_consent(session: Session, customer_id: int, channel: str, topic: str, subscribed: bool, source: str, now: datetime) -> Consent:
     """Record the customer's choice for ``channel`` and ``topic`` (``*``: every topic); it applies at once."""
-    consent = session.execute(
-        select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel, Consent.topic == topic)
-    ).scalar_one_or_none()
+    def find() -> Consent | None:
+        return session.execute(
+            select(Consent).where(Consent.customer_id == customer_id, Consent.channel == channel, Consent.topic == topic)
+        ).scalar_one_or_none()
+
+    consent = find()
     if consent is None:
-        session.add(Consent(customer_id=customer_id, channel=channel, topic=topic, subscribed=subscribed, at=now, source=source))
-    else:
-        consent.subscribed, consent.at, consent.source = subscribed, now, source
+        consent = Consent(customer_id=customer_id, channel=channel, topic=topic, subscribed=subscribed, at=now, source=source)
+        try:
+            with session.begin_nested():
+                session.add(consent)
+            return consent
+        except IntegrityError:
+            # A choice recorded at the same moment (the link and the API) committed first: this one is later.
+            consent = find()
+            if consent is None:  # pragma: no cover - the unique constraint named something else
+                raise
+    consent.subscribed, consent.at, consent.source = subscribed, now, source
     session.flush()
+    return consent
 
 
 def suppress(session: Session, channel: str, reason: str, now: datetime, *, address: str | None = None,
-             customer_id: int | None = None, note: str | None = None) -> Suppression:
+             customer_id: int | None = None, note: str | None = None) -> tuple[Suppression, bool]:
     """Put an address or a customer on the suppression list of ``channel`` (``*``: all).
+
+    An address is one entry per channel, and so is a customer without an address: if it
+    is on the list already, that entry stays as it is (its reason, time and note).
+
+    Returns:
+        The entry, and whether this call added it.
 
     Raises:
         ValueError: the reason is unknown, or neither an address nor a customer is given.
     """
     if reason not in REASONS:
         raise ValueError(f"unknown suppression reason {reason!r}; use one of {', '.join(REASONS)}")
+    address = _normal(address)
     if address is None and customer_id is None:
         raise ValueError("a suppression needs an address or a customer")
-    entry = Suppression(channel=channel, address=_normal(address), customer_id=customer_id, reason=reason, at=now, note=note)
-    session.add(entry)
-    session.flush()
+    existing = find_suppression(session, channel, address=address, customer_id=customer_id)
+    if existing is not None:
+        return existing, False
+    entry = Suppression(channel=channel, address=address, customer_id=customer_id, reason=reason, at=now, note=note)
+    try:
+        with session.begin_nested():
+            session.add(entry)
+    except IntegrityError:
+        # Added by a concurrent transaction that has committed since we looked.
+        existing = find_suppression(session, channel, address=address, customer_id=customer_id)
+        if existing is None:  # pragma: no cover - the unique index named something else
+            raise
+        return existing, False
+    return entry, True
+
+
+def find_suppression(session: Session, channel: str, *, address: str | None = None,
+                     customer_id: int | None = None) -> Suppression | None:
+    """The entry of ``channel`` for ``address`` (compared lower-cased), or else for the customer without an address."""
+    address = _normal(address)
+    if address is not None:
+        where = Suppression.address == address
+    else:
+        where = (Suppression.customer_id == customer_id) & Suppression.address.is_(None)
+    return session.execute(select(Suppression).where(Suppression.channel == channel, where)).scalar_one_or_none()
+
+
+def record_bounce(session: Session, delivery: Delivery, customer: Customer, result: Result, now: datetime, *,
+                  address: str | None = None) -> Suppression | None:
+    """Suppress the address a send bounced from, with reason ``hard_bounce`` on the delivery's channel.
+
+    Call it with every failed send's result: it does nothing unless ``result.bounce``.
+    The address is the one the message went to (``address``, e.g. the message's
+    recipient); without it, the customer's address trait for the channel. Only the
+    address is suppressed, not the customer: a new address reaches them again.
+
+    Returns:
+        The entry (the one already there, if the address was on the list), or None when
+        the result is not a bounce or the channel has no address.
+    """
+    trait = ADDRESS_TRAITS.get(delivery.channel)
+    if not result.bounce or trait is None:
+        return None
+    address = _normal(address if address is not None else (customer.traits or {}).get(trait))
+    if address is None:
+        return None
+    who = customer.external_id or f"#{customer.id}"
+    note = f"{result.error or 'bounced'} (delivery {delivery.id}, journey {delivery.journey_id}, customer {who})"
+    entry, _ = suppress(session, delivery.channel, "hard_bounce", now, address=address, note=note[:1000])
     return entry
 
 
@@ -365,12 +435,16 @@ def _unb64(text: str) -> bytes:
 
 
 __all__ = [
+    "ADDRESS_TRAITS",
     "ALL_TOPICS",
+    "REASONS",
     "Policy",
     "customer_zone",
     "database_secret",
+    "find_suppression",
     "in_quiet_hours",
     "quiet_until",
+    "record_bounce",
     "record_consent",
     "subscribed",
     "suppress",

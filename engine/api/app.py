@@ -1,4 +1,5 @@
-"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views, ``/metrics`` and ``/u`` (unsubscribe).
+"""The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and
+operations (customers, suppressions, consents), ``/metrics`` and ``/u`` (unsubscribe).
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
@@ -27,9 +28,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from engine import ingest, keys, metrics
+from engine import ingest, keys, metrics, preferences
 from engine.api.views import customer_view
-from engine.errors import AuthError, PayloadError, Problem
+from engine.errors import AuthError, NotFoundError, PayloadError, Problem
 from engine.segment import MAX_BATCH_BYTES, TYPES
 from engine.services import Services
 from engine.trace import explain
@@ -74,6 +75,10 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(PayloadError)
     async def _payload_error(_request: Request, exc: PayloadError) -> JSONResponse:
         return _invalid(exc.problems)
+
+    @app.exception_handler(NotFoundError)
+    async def _not_found(_request: Request, exc: NotFoundError) -> JSONResponse:
+        return JSONResponse({"success": False, "code": "not_found", "message": str(exc)}, 404)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -138,6 +143,50 @@ def create_app(services: Services) -> FastAPI:
         await authenticate(_basic_key(request), admin=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
 
+    @app.post("/v1/suppressions")
+    async def add_suppression(request: Request) -> JSONResponse:
+        """Put an address (or a customer, by userId) on a channel's suppression list: 201, or 200 if it is on it."""
+        await authenticate(_basic_key(request), admin=True)
+        wanted = preferences.read_suppression(await _json_body(request))
+        entry, created = await run_in_threadpool(_transaction, services, preferences.add_suppression, wanted, _now())
+        return JSONResponse(entry, 201 if created else 200)
+
+    @app.get("/v1/suppressions")
+    async def list_suppressions(request: Request) -> JSONResponse:
+        """The suppression list, newest first, by ``channel`` and ``address``; pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), admin=True)
+        listing = preferences.read_listing(request.query_params)
+        entries, cursor = await run_in_threadpool(_transaction, services, preferences.list_suppressions, listing)
+        return JSONResponse({"suppressions": entries, "nextCursor": cursor})
+
+    @app.delete("/v1/suppressions/{channel}/{address}")
+    async def lift_suppression(channel: str, address: str, request: Request) -> JSONResponse:
+        """Take an address off a channel's suppression list (a manual lift); the entry as it was."""
+        await authenticate(_basic_key(request), admin=True)
+        return JSONResponse(await run_in_threadpool(_transaction, services, preferences.lift_suppression, channel,
+                                                    address=address))
+
+    @app.delete("/v1/suppressions/{channel}")
+    async def lift_customer_suppression(channel: str, request: Request) -> JSONResponse:
+        """Take a customer entry (``?userId=``) off a channel's suppression list; the entry as it was."""
+        await authenticate(_basic_key(request), admin=True)
+        return JSONResponse(await run_in_threadpool(_transaction, services, preferences.lift_suppression, channel,
+                                                    user_id=request.query_params.get("userId")))
+
+    @app.get("/v1/customers/{ident}/consents")
+    async def get_consents(ident: str, request: Request) -> JSONResponse:
+        """The customer's consent choices by channel and topic (none recorded: marketing is allowed)."""
+        await authenticate(_basic_key(request), admin=True)
+        return JSONResponse(await run_in_threadpool(_transaction, services, preferences.consents_of, ident))
+
+    @app.put("/v1/customers/{ident}/consents")
+    async def put_consent(ident: str, request: Request) -> JSONResponse:
+        """Record a consent choice for a channel and topic, as the unsubscribe link does; it applies at once."""
+        principal = await authenticate(_basic_key(request), admin=True)
+        wanted = preferences.read_consent(await _json_body(request))
+        return JSONResponse(await run_in_threadpool(_transaction, services, preferences.set_consent, ident, wanted,
+                                                    _now(), f"admin API, key {principal.name}"))
+
     @app.get("/metrics")
     async def get_metrics(request: Request) -> Response:
         """Prometheus metrics, read from the database and the broker at scrape time (admin key)."""
@@ -199,6 +248,20 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
 def _authenticate(services: Services, key: str | None) -> keys.Principal:
     with services.sessions() as session:
         return keys.authenticate(session, key)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def _json_body(request: Request) -> Any:
+    return ingest.decode_body(await request.body(), request.headers.get("content-encoding"))
+
+
+def _transaction(services: Services, work: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``work(session, *args, **kwargs)`` in one transaction, committed if it returns."""
+    with services.sessions.begin() as session:
+        return work(session, *args, **kwargs)
 
 
 def _customer(services: Services, ident: str, view_of: Callable[[Session, str], dict[str, Any] | None]) -> dict[str, Any]:

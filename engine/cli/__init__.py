@@ -22,6 +22,7 @@ _COMMAND_MODULES = (
     "engine.cli.deploy",  # plan, deploy, journeys, pause, resume, archive
     "engine.cli.simulate",  # simulate
     "engine.cli.ops",  # trace, queues
+    "engine.cli.policy",  # suppress add / list / remove, consent set / show
 )
 
 

@@ -370,11 +370,16 @@ class Suppression(Base):
     """An address or a customer that a channel never sends to, marketing or not.
 
     ``channel`` ``*`` suppresses every channel. Reason: ``hard_bounce``, ``complaint``
-    or ``manual``.
+    or ``manual``. One entry per channel and address; an entry without an address is
+    one per channel and customer.
     """
 
     __tablename__ = "suppressions"
-    __table_args__ = (Index("ix_suppressions_channel_address", "channel", "address"),)
+    __table_args__ = (
+        Index("uq_suppressions_channel_address", "channel", "address", unique=True),
+        Index("uq_suppressions_channel_customer_id", "channel", "customer_id", unique=True,
+              sqlite_where=text("address IS NULL"), postgresql_where=text("address IS NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     channel: Mapped[str] = mapped_column(String(32))

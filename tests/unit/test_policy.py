@@ -270,3 +270,27 @@ def test_the_thank_you_is_still_suppressed(followup):
     outcome = deliverer(services).deliver(thanks, PARIS_NIGHT)
     assert (outcome.status, outcome.error) == ("held", "suppressed: complaint on email")
     assert stub.sent == []
+
+
+def test_choices_recorded_at_the_same_moment_make_one_row(pg_services):
+    # The unsubscribe link and the admin API may record a first choice for one topic at once.
+    services, customer_id, _ = make_world(pg_services, "UTC")
+    start = threading.Barrier(10)
+    failures: list[BaseException] = []
+
+    def choose(i: int) -> None:
+        start.wait()
+        try:
+            with services.sessions.begin() as session:
+                record_consent(session, customer_id, "email", "surveys", i % 2 == 0, f"source {i}", NOON)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=choose, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    with services.sessions() as session:
+        assert len(session.execute(select(Consent)).all()) == 1

@@ -131,16 +131,42 @@ def http_peer(host: str = "127.0.0.1", default: Reply | None = None) -> Iterator
 
 
 class Mailbox:
-    """An aiosmtpd handler that keeps every message and can refuse the next ones."""
+    """An aiosmtpd handler that keeps every message and can refuse the next ones,
+    their sender (MAIL FROM) or their recipient (RCPT TO)."""
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
         self.envelopes: list[Any] = []
         self._replies: list[str] = []
+        self._sender_replies: list[str] = []
+        self._recipient_replies: list[str] = []
 
     def refuse(self, *replies: str) -> None:
         """Answer the next DATA commands with ``replies`` such as ``451 4.3.0 Try later``."""
         self._replies.extend(replies)
+
+    def refuse_senders(self, *replies: str) -> None:
+        """Answer the next MAIL FROM commands with ``replies`` such as ``553 5.1.8 Bad sender``."""
+        self._sender_replies.extend(replies)
+
+    def refuse_recipients(self, *replies: str) -> None:
+        """Answer the next RCPT TO commands with ``replies`` such as ``550 No such user``."""
+        self._recipient_replies.extend(replies)
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        if self._sender_replies:
+            return self._sender_replies.pop(0)
+        envelope.mail_from, envelope.mail_options = address, options
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
+                          options: list[str]) -> str:
+        if self._recipient_replies:
+            return self._recipient_replies.pop(0)
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's naming)
         if self._replies:

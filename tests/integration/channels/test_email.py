@@ -62,6 +62,43 @@ def test_a_5xx_rejection_is_permanent_and_quotes_the_server(smtp: SmtpPeer) -> N
 
     assert result.status == "permanent"
     assert "550 5.1.1 No such user" in (result.error or "")
+    assert result.bounce  # 5.1.1: the mailbox does not exist
+
+
+def test_a_content_rejection_is_permanent_but_not_a_bounce(smtp: SmtpPeer) -> None:
+    smtp.mailbox.refuse("554 5.7.1 Message rejected as spam")
+
+    result = channel_for(smtp).send(email())
+
+    assert (result.status, result.bounce) == ("permanent", False)
+
+
+def test_a_recipient_refused_at_rcpt_without_an_enhanced_code_is_a_bounce(smtp: SmtpPeer) -> None:
+    smtp.mailbox.refuse_recipients("550 No such user here")
+
+    result = channel_for(smtp).send(email())
+
+    assert (result.status, result.bounce) == ("permanent", True)
+    assert "refused ada@example.com: 550 No such user here" in (result.error or "")
+    assert smtp.mailbox.messages == []
+
+
+def test_relaying_denied_is_not_a_bounce(smtp: SmtpPeer) -> None:
+    # The relay's configuration refuses every recipient: suppressing them all would be wrong.
+    smtp.mailbox.refuse_recipients("550 Relaying denied")
+
+    result = channel_for(smtp).send(email())
+
+    assert (result.status, result.bounce) == ("permanent", False)
+
+
+def test_a_refused_sender_is_never_a_bounce(smtp: SmtpPeer) -> None:
+    smtp.mailbox.refuse_senders("553 5.1.3 Bad sender address syntax")
+
+    result = channel_for(smtp).send(email())
+
+    assert (result.status, result.bounce) == ("permanent", False)
+    assert "refused the sender news@shop.example" in (result.error or "")
 
 
 def test_login_with_the_credentials_from_the_url(smtp: SmtpPeer) -> None:

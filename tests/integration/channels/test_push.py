@@ -49,6 +49,7 @@ def test_an_unregistered_token_is_permanent_and_flagged(push: PushChannel, peer:
 
     assert result.status == "permanent"
     assert result.detail["unregistered"] is True
+    assert result.bounce  # the engine suppresses the token
     assert result.error == "the push API answered 404 Not Found: UNREGISTERED: Requested entity was not found."
 
 
@@ -60,4 +61,5 @@ def test_quota_exceeded_is_retryable_after_the_time_asked(push: PushChannel, pee
 
     assert result.status == "retryable"
     assert result.detail["provider_code"] == "QUOTA_EXCEEDED"
+    assert not result.bounce
     assert result.retry_after is not None and result.retry_after.total_seconds() == 60

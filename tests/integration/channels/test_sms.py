@@ -56,3 +56,26 @@ def test_twilio_error_codes_reach_the_result(peer: HttpPeer) -> None:
     assert result.status == "permanent"
     assert result.detail["provider_code"] == 21211
     assert "not a valid phone number" in (result.error or "")
+    assert result.bounce  # the number is bad: the engine suppresses it
+
+
+@pytest.mark.parametrize("code, bounce", [(21614, True), ("21211", True), (21606, False), (20003, False)])
+def test_only_invalid_number_codes_are_bounces(peer: HttpPeer, code: object, bounce: bool) -> None:
+    # 21606: the From number cannot send (our configuration); 20003: wrong credentials.
+    peer.reply(Reply(400, {"code": code, "message": "refused", "status": 400}))
+    channel = SmsChannel(peer.url, "AC0001", "auth-token", "+14155550100", timeout=5)
+
+    result = channel.send(text())
+    channel.close()
+
+    assert (result.status, result.bounce) == ("permanent", bounce)
+
+
+def test_an_invalid_number_code_on_a_5xx_is_a_retry_not_a_bounce(peer: HttpPeer) -> None:
+    peer.reply(Reply(503, {"code": 21211, "message": "try later"}))
+    channel = SmsChannel(peer.url, "AC0001", "auth-token", "+14155550100", timeout=5)
+
+    result = channel.send(text())
+    channel.close()
+
+    assert (result.status, result.bounce) == ("retryable", False)

@@ -75,6 +75,18 @@ def test_the_stub_can_fail_until_reset() -> None:
     assert stub.send(message()).provider_id == "stub-1"
 
 
+def test_the_stub_can_bounce() -> None:
+    stub = StubChannel()
+    stub.fail("permanent", "550 5.1.1 no such user", bounce=True)
+
+    bounced, sent = stub.send(message()), stub.send(message())
+
+    assert (bounced.status, bounced.bounce, bounced.error) == ("permanent", True, "550 5.1.1 no such user")
+    assert (sent.status, sent.bounce) == ("sent", False)
+    with pytest.raises(ValueError, match="only a permanent failure can be a bounce"):
+        stub.fail("retryable", bounce=True)
+
+
 def test_the_log_channel_logs_the_message_on_one_line(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="journey_engine.channels")
 
