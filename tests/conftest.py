@@ -19,6 +19,7 @@ import redis
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from channels.settings import ChannelSettings
 from engine import keys
 from engine.api import create_app
 from engine.services import Services
@@ -88,9 +89,9 @@ def redis_namespace() -> Iterator[str]:
         client.close()
 
 
-def make_services(database_url: str, **settings: object) -> Services:
+def make_services(database_url: str, channel_settings: ChannelSettings | None = None, **settings: object) -> Services:
     """Services on ``database_url``, migrated to the newest revision."""
-    services = Services.from_settings(Settings(database_url=database_url, **settings))  # type: ignore[arg-type]
+    services = Services.from_settings(Settings(database_url=database_url, **settings), channel_settings)  # type: ignore[arg-type]
     upgrade(services.engine)
     return services
 
