@@ -10,6 +10,7 @@ batch of delivery ids, so the database work of a batch is a few set-wise stateme
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,13 +24,20 @@ from engine.deployed import DeployedJourneys
 from engine.errors import TemplateError
 from engine.orchestrator import customer_views
 from engine.runtime.machine import customer_variable
-from engine.storage.models import Customer, Delivery, TraceEntry
+from engine.ratelimit import RateLimiter
+from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
 from engine.storage.upsert import insert_rows
 
 log = logging.getLogger(__name__)
 
 #: Attempts per delivery before a retryable failure becomes ``dead``.
 MAX_ATTEMPTS = 5
+#: Deliveries claimed together: a worker that dies mid-chunk leaves at most this many ``unknown``.
+CLAIM_CHUNK = 10
+#: The longest a worker waits inline for a channel's rate limit; a longer wait re-enqueues.
+MAX_RATE_WAIT = 1.0
+#: The recipient field holding each channel's address (what a bounce suppresses).
+ADDRESS_FIELDS = {"email": "email", "sms": "phone", "push": "push_token"}
 #: Backoff between attempts: BACKOFF_MIN seconds, doubling, at most BACKOFF_MAX.
 BACKOFF_MIN = 1
 BACKOFF_MAX = 300
@@ -48,6 +56,8 @@ Decision = str | Defer | None
 Policy = Callable[[Session, Delivery, Customer, datetime], Decision]
 #: The one-click unsubscribe link of a delivery, if it has one.
 UnsubscribeLinks = Callable[[Session, Delivery], "str | None"]
+#: Called with a send that bounced (``Result.bounce``), in the transaction recording it.
+Bounces = Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,32 @@ def no_links(_session: Session, _delivery: Delivery) -> str | None:
     return None
 
 
+def no_bounces(_session: Session, _delivery: Delivery, _customer: Customer, _result: Result, _now: datetime, *,
+               address: str | None = None) -> object:
+    """Bounces change nothing."""
+    return None
+
+
+def _ended_while_deferred(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
+    """Held-back reasons for deferred marketing sends whose enrollment converted or exited while they waited."""
+    deferred = [d for d in deliveries if d.not_before is not None and d.kind == "marketing"]
+    if not deferred:
+        return {}
+    ended = {
+        row.id: row
+        for row in session.execute(
+            select(Enrollment.id, Enrollment.status, Enrollment.ended_at).where(
+                Enrollment.id.in_({d.enrollment_id for d in deferred}), Enrollment.status.in_(("converted", "exited"))
+            )
+        )
+    }
+    return {
+        d.id: f"the enrollment {row.status} at {row.ended_at.isoformat()} while this send waited"
+        for d in deferred
+        if (row := ended.get(d.enrollment_id)) is not None and row.ended_at is not None and row.ended_at > d.created_at
+    }
+
+
 class Deliverer:
     """Carries out deliveries with the adapters returned by ``adapters(channel_name)``.
 
@@ -89,31 +125,46 @@ class Deliverer:
         adapters: Callable[[str], Channel],
         policy: Policy = no_policy,
         unsubscribe_links: UnsubscribeLinks = no_links,
+        limiter: RateLimiter | None = None,
+        bounces: Bounces = no_bounces,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.sessions = sessions
         self.deployed = deployed
         self.adapters = adapters
         self.policy = policy
         self.unsubscribe_links = unsubscribe_links
+        self.limiter = limiter
+        self.bounces = bounces
+        self.sleep = sleep
 
     def deliver(self, delivery_id: int, now: datetime) -> Outcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
         return self.deliver_many([delivery_id], now)[delivery_id]
 
     def deliver_many(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
-        """Attempt each delivery once; return each one's outcome.
+        """Attempt each delivery once, ``CLAIM_CHUNK`` at a time; return each one's outcome.
+
+        For each chunk:
 
         1. Claim (``pending`` -> ``sending``) the rows that are pending and not deferred,
            and commit: from here a crash leaves them ``sending``, later ``unknown``,
-           never sent twice silently.
+           never sent twice silently. A chunk is small so that a crash leaves few.
         2. Apply the policy and render, in one transaction: held, deferred and failed
            rows are final here; the rest are cleared to send. If this transaction fails
            nothing was sent: the claims are released and the error raised.
-        3. Send each through its channel's adapter.
-        4. Record every outcome in one transaction. A retryable failure is ``pending``
-           again with ``retry_in`` set: the caller enqueues it again after that delay.
+        3. Send each through its channel's adapter, within the channel's rate limit.
+        4. Record every outcome in one transaction. A retryable failure, or a send the
+           rate limit holds back, is ``pending`` again with ``retry_in`` set: the caller
+           enqueues it again after that delay.
         """
         ids = sorted(set(delivery_ids))
+        outcomes: dict[int, Outcome] = {}
+        for start in range(0, len(ids), CLAIM_CHUNK):
+            outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], now))
+        return outcomes
+
+    def _deliver_chunk(self, ids: list[int], now: datetime) -> dict[int, Outcome]:
         with self.sessions.begin() as session:
             claimed = set(
                 session.execute(
@@ -139,10 +190,21 @@ class Deliverer:
         except Exception:
             self._release(claimed, now)
             raise
-        results = [(delivery, self._send(message)) for delivery, message in messages]
+        results = [(delivery, message, self._send_when_allowed(message)) for delivery, message in messages]
         if results:
             outcomes.update(self._record(results, now))
         return outcomes
+
+    def _send_when_allowed(self, message: Message) -> Result | float:
+        """Send within the channel's rate limit; or the seconds to wait if that is too long to wait here."""
+        if self.limiter is not None:
+            wait = self.limiter.acquire(message.channel)
+            while 0 < wait <= MAX_RATE_WAIT:
+                self.sleep(wait)
+                wait = self.limiter.acquire(message.channel)
+            if wait > 0:
+                return wait
+        return self._send(message)
 
     def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, Outcome]) -> list[tuple[Delivery, Message]]:
         """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
@@ -159,10 +221,11 @@ class Deliverer:
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
                 prefetch(session, deliveries, list(customers.values()))
+            ended = _ended_while_deferred(session, deliveries)
             # By customer: a policy that locks customers locks them in one order everywhere.
             for delivery in sorted(deliveries, key=lambda d: (d.customer_id, d.id)):
                 customer = customers[delivery.customer_id]
-                decision = self.policy(session, delivery, customer, now)
+                decision = ended.get(delivery.id) or self.policy(session, delivery, customer, now)
                 if isinstance(decision, Defer):
                     # Pending again with no queue message: the scheduler enqueues it at ``until``.
                     delivery.not_before, delivery.enqueued_at = decision.until, None
@@ -195,14 +258,24 @@ class Deliverer:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not release %d claimed deliveries; the sweeper will mark them", len(ids), exc_info=True)
 
-    def _record(self, results: list[tuple[Delivery, Result]], now: datetime) -> dict[int, Outcome]:
-        """Record the results of sends in one transaction: one UPDATE (executemany), one trace INSERT."""
+    def _record(self, results: list[tuple[Delivery, Message, Result | float]], now: datetime) -> dict[int, Outcome]:
+        """Record the results of sends in one transaction: one UPDATE (executemany), one trace INSERT.
+
+        A float instead of a result: the rate limit held the send back for that long.
+        """
         outcomes: dict[int, Outcome] = {}
         changes: list[dict[str, Any]] = []
         traces: list[dict[str, Any]] = []
-        for delivery, result in results:
-            change = {"b_id": delivery.id, "b_now": now, "b_provider_id": None, "b_sent_at": None, "b_enqueued_at": None}
-            if result.status == "sent":
+        bounced: list[tuple[Delivery, Message, Result]] = []
+        for delivery, message, result in results:
+            change = {"b_id": delivery.id, "b_now": now, "b_provider_id": None, "b_sent_at": None,
+                      "b_enqueued_at": None, "b_refund": 0}
+            if isinstance(result, float):
+                # Not sent and not a failure: pending again, its attempt given back.
+                outcome = Outcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
+                                  delivery.channel)
+                change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
+            elif result.status == "sent":
                 outcome = Outcome("sent")
                 change.update(b_provider_id=result.provider_id, b_sent_at=now)
             elif result.status == "retryable" and delivery.attempts < MAX_ATTEMPTS:
@@ -213,14 +286,20 @@ class Deliverer:
                 change["b_enqueued_at"] = now + timedelta(seconds=delay)
             else:
                 outcome = Outcome("dead" if result.status == "retryable" else "failed", result.error)
+                if result.bounce:
+                    bounced.append((delivery, message, result))
             change.update(b_status=outcome.status, b_error=outcome.error)
             changes.append(change)
-            what = "retrying" if outcome.retry_in is not None else outcome.status
+            what = ("rate limited" if isinstance(result, float) else "retrying") if outcome.retry_in is not None else outcome.status
             traces.append(_trace_row(delivery, now, what, outcome.error))
             outcomes[delivery.id] = outcome
         with self.sessions.begin() as session:
             session.connection().execute(_RECORD, changes)
             insert_rows(session, TraceEntry, traces)
+            for delivery, message, result in bounced:
+                address = getattr(message.recipient, ADDRESS_FIELDS.get(delivery.channel, ""), None)
+                self.bounces(session, delivery, session.get(Customer, delivery.customer_id), result, now,
+                             address=address)
         return outcomes
 
     def _send(self, message: Message) -> Result:
@@ -292,6 +371,7 @@ _RECORD = (
     .values(
         status=bindparam("b_status"), error=bindparam("b_error"), provider_id=bindparam("b_provider_id"),
         sent_at=bindparam("b_sent_at"), updated_at=bindparam("b_now"),
+        attempts=Delivery.__table__.c.attempts - bindparam("b_refund"),
         enqueued_at=func.coalesce(bindparam("b_enqueued_at"), Delivery.__table__.c.enqueued_at),
     )
 )

@@ -43,7 +43,13 @@ def apply_event(session: Session, event: Event, now: datetime, *, locked: bool =
         customer = resolve(session, event.user_id, event.anonymous_id, event.timestamp)
     before = dict(customer.traits or {})
     if event.type == "identify" and event.traits:
-        merge_traits(customer, event.traits)
+        if customer.traits_at is None or event.timestamp >= customer.traits_at:
+            merge_traits(customer, event.traits)
+            customer.traits_at = event.timestamp
+        else:
+            # An older identify processed late (workers run in parallel, clients retry):
+            # what the newer ones said stands; it only fills in traits they did not set.
+            customer.traits = {**event.traits, **customer.traits}
     zone = _zone(event.traits.get("timezone")) if event.type == "identify" else None
     if zone is None and customer.timezone is None:
         zone = _zone(event.context.get("timezone"))

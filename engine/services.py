@@ -17,7 +17,7 @@ from channels.settings import ChannelSettings
 from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
 from engine.orchestrator import Followups, Orchestrator
-from engine.policy import Policy
+from engine.policy import Policy, record_bounce
 from engine.ratelimit import RateLimiter, build_limiter
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -73,7 +73,8 @@ class Services:
         redis_client = self.broker.client if isinstance(self.broker, RedisBroker) else None
         self.rate_limiter = build_limiter(self.settings, redis_client, channels=registry.available())
         self.deliverer = Deliverer(
-            self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url
+            self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url,
+            limiter=self.rate_limiter, bounces=record_bounce,
         )
         self._adapters_lock = threading.Lock()
         # A worker consumes the queues declared when it starts: declare every installed

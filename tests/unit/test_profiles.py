@@ -141,3 +141,12 @@ def test_stage_moves_are_kept_as_history(any_services, api):
     assert [(h["from"], h["to"]) for h in profile["stageHistory"]] == [(None, "consideration"), ("consideration", "purchase")]
     with any_services.sessions() as session:
         assert session.execute(select(func.count()).select_from(StageChange)).scalar_one() == 2
+
+
+def test_an_older_identify_applied_late_does_not_undo_a_newer_one(any_services, api):
+    # Workers apply events in parallel: the newer identify may be applied first.
+    api("identify", userId="u1", traits={"plan": "pro", "city": "London"}, timestamp="2026-11-23T10:00:01Z")
+    drain(any_services)
+    api("identify", userId="u1", traits={"plan": "free", "name": "Ada"}, timestamp="2026-11-23T10:00:00Z")
+    drain(any_services)
+    assert view(any_services, "u1")["traits"] == {"plan": "pro", "city": "London", "name": "Ada"}

@@ -41,7 +41,17 @@ def test_deferred_time_is_the_first_instant_outside_the_window(now, zone, start,
     while at < until:
         assert quiet(at, zone, start, end), at
         at += timedelta(minutes=5)
-    assert until - now <= timedelta(hours=25)
+    # A day and a DST hour at most; two if a jump forward swallows the whole of a day's
+    # open stretch (New York's spring-forward skips 02:00-03:00: a window 02:15-02:00
+    # is open only 02:00-02:15, which that day does not have).
+    assert until - now <= timedelta(hours=49)
+
+
+def test_an_open_stretch_the_clock_skips_waits_a_day_more():
+    zone = ZoneInfo("America/New_York")
+    now = datetime(2026, 3, 8, 1, 0, tzinfo=zone)  # quiet; 02:00-02:15 is open, but skipped this night
+    until = quiet_until(now, zone, time(2, 15), time(2, 0))
+    assert until == datetime(2026, 3, 9, 2, 0, tzinfo=zone)
 
 
 def test_spring_forward_skips_past_the_end():

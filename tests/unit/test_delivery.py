@@ -1,0 +1,152 @@
+"""The delivery pipeline: batches, retries with backoff, rate limits, bounces, deferred sends of ended enrollments."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import select
+
+from channels.stub import StubChannel
+from engine.delivery import CLAIM_CHUNK, MAX_ATTEMPTS, Deliverer, backoff
+from engine.policy import Policy, record_bounce
+from engine.ratelimit import InProcessRateLimiter
+from engine.settings import RateLimit
+from engine.storage.models import Delivery, Enrollment, Suppression, TraceEntry
+from tests.conftest import drain
+from tests.unit.test_policy import NOON, add_deliveries, make_world
+
+
+class Clock:
+    """A virtual clock: the limiter reads it, the deliverer's sleep advances it."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class ClockedLimiter(InProcessRateLimiter):
+    def __init__(self, limits, clock: Clock) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(limits)
+        self.clock = clock
+
+    def acquire(self, channel: str, now: float | None = None) -> float:
+        return super().acquire(channel, self.clock.now)
+
+
+def make_deliverer(services, **options) -> Deliverer:  # type: ignore[no-untyped-def]
+    policy = Policy(services.settings, services.sessions, services.deployed)
+    return Deliverer(services.sessions, services.deployed, services.adapter, policy, **options)
+
+
+def rows(services, ids):  # type: ignore[no-untyped-def]
+    with services.sessions() as session:
+        return {d.id: d for d in session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars()}
+
+
+@pytest.fixture
+def world(any_services):  # type: ignore[no-untyped-def]
+    return make_world(any_services, "UTC")
+
+
+def test_a_batch_is_claimed_decided_and_recorded_together(world):
+    services, customer_id, stub = world
+    ids = add_deliveries(services, customer_id, 2 * CLAIM_CHUNK + 3)
+    stub.fail("permanent", "mailbox unavailable")  # the first send only
+    outcomes = make_deliverer(services).deliver_many(ids, NOON)
+    assert [outcomes[i].status for i in ids] == ["failed"] + ["sent"] * (len(ids) - 1)
+    assert len(stub.sent) == len(ids) - 1
+    again = make_deliverer(services).deliver_many(ids, NOON)  # a message redelivered: nothing is sent twice
+    assert {o.status for o in again.values()} == {"sent", "failed"} and len(stub.sent) == len(ids) - 1
+    assert {(d.attempts, d.status) for d in rows(services, ids[1:]).values()} == {(1, "sent")}
+
+
+def test_a_retryable_failure_backs_off_then_goes_dead(world):
+    services, customer_id, stub = world
+    [delivery_id] = add_deliveries(services, customer_id)
+    stub.fail("retryable", "421 try later", times=None)
+    deliverer = make_deliverer(services)
+    delays = []
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        outcome = deliverer.deliver(delivery_id, NOON + timedelta(minutes=attempt))
+        delays.append(outcome.retry_in)
+    assert delays == [backoff(1), backoff(2), backoff(3), backoff(4), None] == [1, 2, 4, 8, None]
+    row = rows(services, [delivery_id])[delivery_id]
+    assert (row.status, row.attempts, row.error) == ("dead", MAX_ATTEMPTS, "421 try later")
+
+
+def noon_now() -> str:
+    """A time zone in which it is around noon now: the worker judges quiet hours at the real time."""
+    offset = 12 - datetime.now(timezone.utc).hour  # -11 .. +12
+    return f"Etc/GMT{-offset:+d}" if offset else "UTC"  # Etc/ zones count the other way
+
+
+def test_a_retried_delivery_is_sent_by_the_worker(any_services):
+    # Given a channel that fails once, retryably
+    services, customer_id, stub = make_world(any_services, noon_now())
+    stub.fail("retryable", "421 try later")
+    [delivery_id] = add_deliveries(services, customer_id)
+    # When the worker takes its message
+    services.broker.enqueue(services.actors.deliver.message([delivery_id]).copy(queue_name="deliveries.email"))
+    drain(services)
+    # Then the retry, enqueued with a delay of backoff(1), sends it
+    row = rows(services, [delivery_id])[delivery_id]
+    assert (row.status, row.attempts) == ("sent", 2)
+    with services.sessions() as session:
+        whats = session.execute(select(TraceEntry.what).order_by(TraceEntry.id)).scalars().all()
+    assert whats == ["delivery retrying", "delivery sent"]
+
+
+def test_the_rate_limit_spaces_sends_and_a_long_wait_gives_the_attempt_back(world):
+    services, customer_id, stub = world
+    clock = Clock()
+    limiter = ClockedLimiter({"email": RateLimit(2.0, 2.0)}, clock)
+    deliverer = make_deliverer(services, limiter=limiter, sleep=clock.sleep)
+    ids = add_deliveries(services, customer_id, 6)
+    outcomes = deliverer.deliver_many(ids, NOON)
+    # a burst of 2, then one each half second
+    assert [outcomes[i].status for i in ids] == ["sent"] * 6
+    assert clock.slept == [0.5] * 4
+    # A limit too slow to wait for inline: the delivery is pending again, to retry after the wait
+    slow = make_deliverer(services, limiter=ClockedLimiter({"email": RateLimit(0.1, 1.0)}, clock), sleep=clock.sleep)
+    first, second = add_deliveries(services, customer_id, 2)
+    outcomes = slow.deliver_many([first, second], NOON)
+    assert outcomes[first].status == "sent"
+    assert (outcomes[second].status, outcomes[second].retry_in) == ("pending", pytest.approx(10.0))
+    assert outcomes[second].error == "rate limit of email: waits 10.0s"
+    row = rows(services, [second])[second]
+    assert (row.status, row.attempts) == ("pending", 0)  # waiting is not a failed attempt
+
+
+def test_a_bounce_suppresses_the_address_it_went_to(world):
+    services, customer_id, stub = world
+    first, second = add_deliveries(services, customer_id, 2)
+    stub.fail("permanent", "550 5.1.1 no such user", bounce=True)
+    deliverer = make_deliverer(services, bounces=record_bounce)
+    assert deliverer.deliver(first, NOON).status == "failed"
+    with services.sessions() as session:
+        [entry] = session.execute(select(Suppression)).scalars().all()
+    assert (entry.channel, entry.address, entry.reason) == ("email", "ada@example.com", "hard_bounce")
+    outcome = deliverer.deliver(second, NOON)
+    assert (outcome.status, outcome.error) == ("held", "suppressed: hard bounce on email")
+
+
+def test_a_deferred_send_is_held_if_its_enrollment_converted_meanwhile(world):
+    services, customer_id, stub = world
+    deferred, made_at_conversion = add_deliveries(services, customer_id, 2)
+    converted_at = NOON + timedelta(hours=1)
+    with services.sessions.begin() as session:
+        session.get(Delivery, deferred).not_before = converted_at  # quiet hours deferred it
+        late = session.get(Delivery, made_at_conversion)
+        late.created_at, late.not_before = converted_at, converted_at  # made by the conversion itself
+        enrollment = session.get(Enrollment, "e-1")
+        enrollment.status, enrollment.ended_at = "converted", converted_at
+    outcomes = make_deliverer(services).deliver_many([deferred, made_at_conversion], converted_at)
+    assert (outcomes[deferred].status, outcomes[deferred].error) == (
+        "held", f"the enrollment converted at {converted_at.isoformat()} while this send waited",
+    )
+    assert outcomes[made_at_conversion].status == "sent"
