@@ -9,7 +9,11 @@ In the same run, the baseline: a Dramatiq actor that does nothing (bench/noop.py
 same Redis, consumed by a real ``dramatiq`` worker with the same processes and threads.
 The ratio of the two holds on a noisy machine.
 
-    python bench/e2e.py [--events 20000] [--processes 2] [--threads 8] [--web-workers 2]
+    python bench/e2e.py [--events 20000] [--processes 2] [--threads 8] [--web-workers 2] [--rate EVENTS_PER_S]
+
+Without ``--rate`` every batch is posted as fast as the server acknowledges it, so the
+whole run is queued within a second and the latencies measure the backlog; with
+``--rate`` below capacity they measure one event's way through.
 
 Needs PostgreSQL (TEST_DATABASE_URL, default the local `test` database; a fresh schema is
 created and dropped) and Redis (TEST_REDIS_URL; fresh namespaces, deleted afterwards).
@@ -103,8 +107,9 @@ def run_engine(args: argparse.Namespace, env: dict[str, str]) -> tuple[float, fl
 
         requests = args.events // BATCH
         started = time.time()
+        pace = BATCH / args.rate if args.rate else None
         load = run_load("127.0.0.1", port, lambda n: batch("run", n), connections=args.connections, seconds=600,
-                        requests=requests)
+                        requests=requests, pace=pace)
         acknowledged = time.time() - started
         if load.statuses != {200: requests}:
             raise SystemExit(f"the server answered {load.statuses}")
@@ -163,6 +168,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4, help="concurrent HTTP clients posting batches")
+    parser.add_argument("--rate", type=float, default=None,
+                        help="post events at this rate (events/s) instead of as fast as the server answers: "
+                             "the latency of a steady load below capacity")
     args = parser.parse_args()
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -174,7 +182,7 @@ def main() -> None:
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=REDIS_URL, JOURNEY_NAMESPACE=namespace,
                LOG_LEVEL="WARNING")
     print(f"e2e bench: {args.events} events in batches of {BATCH} from {args.connections} connections, "
-          f"{args.customers} customers; journey serve --workers {args.web_workers}, journey worker --processes "
+          f"{args.customers} customers{f', paced at {args.rate:.0f} events/s' if args.rate else ''}; journey serve --workers {args.web_workers}, journey worker --processes "
           f"{args.processes} --threads {args.threads}; no scheduler (no timers); {os.cpu_count()} cores", flush=True)
     client = redis.Redis.from_url(REDIS_URL)
     try:

@@ -34,13 +34,16 @@ class LoadResult:
 
 
 async def _one_connection(host: str, port: int, make_request: Callable[[int], bytes], counter: itertools.count,
-                          deadline: float, result: LoadResult, limit: int | None) -> None:
+                          deadline: float, result: LoadResult, limit: int | None, pace: float | None,
+                          begun: float) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while time.perf_counter() < deadline:
             n = next(counter)
             if limit is not None and n >= limit:
                 break
+            if pace is not None:  # request n leaves at begun + n * pace, whatever the connection
+                await asyncio.sleep(max(0.0, begun + n * pace - time.perf_counter()))
             request = make_request(n)
             started = time.perf_counter()
             writer.write(request)
@@ -64,8 +67,12 @@ async def _one_connection(host: str, port: int, make_request: Callable[[int], by
 
 
 def run_load(host: str, port: int, make_request: Callable[[int], bytes], *, connections: int, seconds: float,
-             requests: int | None = None) -> LoadResult:
-    """Drive ``make_request(n)`` against host:port for ``seconds`` (or until ``requests`` were sent); return what happened."""
+             requests: int | None = None, pace: float | None = None) -> LoadResult:
+    """Drive ``make_request(n)`` against host:port for ``seconds`` (or until ``requests`` were sent); return what happened.
+
+    ``pace``: send a request every ``pace`` seconds (an open load), instead of each
+    connection sending its next one as soon as the last was answered.
+    """
 
     async def main() -> LoadResult:
         result = LoadResult()
@@ -73,7 +80,8 @@ def run_load(host: str, port: int, make_request: Callable[[int], bytes], *, conn
         started = time.perf_counter()
         deadline = started + seconds
         await asyncio.gather(
-            *(_one_connection(host, port, make_request, counter, deadline, result, requests) for _ in range(connections))
+            *(_one_connection(host, port, make_request, counter, deadline, result, requests, pace, started)
+              for _ in range(connections))
         )
         result.seconds = time.perf_counter() - started
         return result

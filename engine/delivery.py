@@ -282,6 +282,8 @@ class Deliverer:
                 # Pending again (committed) before the retry is enqueued: if that message
                 # is lost, the sweeper finds the row once the backoff has passed.
                 delay = backoff(delivery.attempts)
+                if result.retry_after is not None:  # the provider said when: not sooner
+                    delay = max(delay, result.retry_after.total_seconds())
                 outcome = Outcome("pending", result.error, delay, delivery.channel)
                 change["b_enqueued_at"] = now + timedelta(seconds=delay)
             else:

@@ -10,12 +10,14 @@ idempotency key under a unique constraint, so doing the same work twice adds not
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+import orjson
+
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import profiles
@@ -166,9 +168,8 @@ class Orchestrator:
                 for customer_id in ids:
                     for journey_id in triggered:
                         batch.history[(customer_id, journey_id)] = []
-                for row in session.execute(
-                    select(Enrollment).where(Enrollment.customer_id.in_(ids), Enrollment.journey_id.in_(triggered))
-                ).scalars():
+                candidates = {f"{journey_id}:{event.id}" for event in events for journey_id in triggered}
+                for row in _entry_history(session, ids, triggered, candidates):
                     batch.history[(row.customer_id, row.journey_id)].append(row)
             if names & self._watched:
                 batch.active = {customer_id: [] for customer_id in ids}
@@ -237,7 +238,7 @@ class Orchestrator:
                 followups.extend(self._persist(session, row, step.journey, outcome, customer, now))
             else:
                 enrollment_id = f"{step.journey.id}:{event.id}"
-                history = self._history(session, customer.id, step.journey.id, batch)
+                history = self._history(session, customer.id, step.journey.id, enrollment_id, batch)
                 if any(r.id == enrollment_id for r in history):
                     continue  # this event already enrolled them (it is being processed again)
                 allowed, reason = may_enter(step.journey, [State.from_dict(r.state) for r in history], now)
@@ -427,14 +428,43 @@ class Orchestrator:
         )
 
     @staticmethod
-    def _history(session: Session, customer_id: int, journey_id: str, batch: Batch | None = None) -> list[Enrollment]:
+    def _history(session: Session, customer_id: int, journey_id: str, enrollment_id: str,
+                 batch: Batch | None = None) -> list[Enrollment]:
         if batch is not None and (customer_id, journey_id) in batch.history:
             return batch.history[(customer_id, journey_id)]
-        return list(
-            session.execute(
-                select(Enrollment).where(Enrollment.customer_id == customer_id, Enrollment.journey_id == journey_id)
-            ).scalars()
+        return _entry_history(session, [customer_id], [journey_id], [enrollment_id])
+
+
+def _entry_history(session: Session, customer_ids: Collection[int], journey_ids: Collection[str],
+                   candidates: Collection[str]) -> list[Enrollment]:
+    """The enrollments that decide whether the customers may enter the journeys again.
+
+    :func:`~engine.runtime.entry.may_enter` counts the active ones and looks at the
+    latest start, so those are all it needs, however long the history: the active
+    enrollments, the latest of each customer and journey, and any whose id is in
+    ``candidates`` (the enrollment this event would make: it exists if the event is
+    being applied again).
+    """
+    mine = (Enrollment.customer_id.in_(customer_ids), Enrollment.journey_id.in_(journey_ids))
+    ranked = (
+        select(
+            Enrollment.id,
+            func.row_number()
+            .over(partition_by=(Enrollment.customer_id, Enrollment.journey_id),
+                  order_by=(Enrollment.started_at.desc(), Enrollment.id.desc()))
+            .label("n"),
         )
+        .where(*mine)
+        .subquery()
+    )
+    latest = select(ranked.c.id).where(ranked.c.n == 1)
+    return list(
+        session.execute(
+            select(Enrollment).where(
+                *mine, or_(Enrollment.status == "active", Enrollment.id.in_(latest), Enrollment.id.in_(candidates))
+            )
+        ).scalars()
+    )
 
 
 def _events_of(journey: Journey) -> set[str]:
@@ -470,10 +500,5 @@ def _referrer(session: Session, customer: Customer, code: str | None, now: datet
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
+    """``value`` as JSON stores it: string keys, lists for tuples, ISO 8601 for datetimes."""
+    return orjson.loads(orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS, default=str))

@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
-from engine.storage.models import AnonymousId, Customer, Event, StageChange
+from engine.storage.models import AnonymousId, Customer, Event, ReferralCode, StageChange
 from engine.storage.upsert import insert_ignore
 
+#: Identifies closer in time than this are ordered by receipt, not by timestamp.
+SAME_MOMENT = timedelta(seconds=1)
+#: The longest referral code the engine stores (``referral_codes.code``).
+REFERRAL_CODE_MAX = 32
 # session.info key of the customers preload() loaded, by user id.
 _BY_EXTERNAL_ID = "profiles.by_external_id"
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy")
@@ -43,13 +47,15 @@ def apply_event(session: Session, event: Event, now: datetime, *, locked: bool =
         customer = resolve(session, event.user_id, event.anonymous_id, event.timestamp)
     before = dict(customer.traits or {})
     if event.type == "identify" and event.traits:
-        if customer.traits_at is None or event.timestamp >= customer.traits_at:
+        if _newer(event, customer):
             merge_traits(customer, event.traits)
-            customer.traits_at = event.timestamp
+            customer.traits_at, customer.traits_event_id = event.timestamp, event.id
         else:
             # An older identify processed late (workers run in parallel, clients retry):
             # what the newer ones said stands; it only fills in traits they did not set.
             customer.traits = {**event.traits, **customer.traits}
+    if event.type == "identify" and event.traits:
+        adopt_referral_code(session, customer, event.traits.get("referral_code"), now)
     zone = _zone(event.traits.get("timezone")) if event.type == "identify" else None
     if zone is None and customer.timezone is None:
         zone = _zone(event.context.get("timezone"))
@@ -62,6 +68,43 @@ def apply_event(session: Session, event: Event, now: datetime, *, locked: bool =
     event.processed_at = now
     event.error = None
     return customer, before
+
+
+def _newer(event: Event, customer: Customer) -> bool:
+    """Whether ``event`` is newer than the identify that set the customer's traits last.
+
+    Timestamps decide when they are far enough apart to be trusted (an offline phone
+    sending yesterday's identify today); closer than ``SAME_MOMENT``, where clock-skew
+    correction can swap two calls a client made a millisecond apart, the order the
+    engine received them in (the event id) decides.
+    """
+    if customer.traits_at is None or customer.traits_event_id is None:
+        return True
+    if abs(event.timestamp - customer.traits_at) > SAME_MOMENT:
+        return event.timestamp > customer.traits_at
+    return event.id > customer.traits_event_id
+
+
+def adopt_referral_code(session: Session, customer: Customer, code: Any, now: datetime) -> None:
+    """Take a ``referral_code`` trait as the customer's code in program ``default``.
+
+    A code given out before the engine (by the app, another tool) then earns its owner
+    the referrer's reward. A customer who has a ``default`` code keeps it, and a code
+    someone else owns stays theirs.
+    """
+    if not isinstance(code, str) or not code.strip() or len(code) > REFERRAL_CODE_MAX:
+        return
+    has_one = session.execute(
+        select(ReferralCode.code).where(ReferralCode.customer_id == customer.id, ReferralCode.program == "default")
+    ).first()
+    if has_one is None:
+        session.execute(
+            insert_ignore(
+                session, ReferralCode,
+                {"code": code.strip(), "customer_id": customer.id, "program": "default", "created_at": now},
+                ["code"],
+            )
+        )
 
 
 def lock_identities(session: Session, *idents: str | None) -> None:

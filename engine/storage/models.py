@@ -70,8 +70,9 @@ class Customer(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     external_id: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
     traits: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    #: the timestamp of the newest identify whose traits were applied
+    #: the timestamp and id of the identify whose traits were applied last (the newest)
     traits_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    traits_event_id: Mapped[int | None] = mapped_column(BigId, default=None)
     timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     stage: Mapped[str | None] = mapped_column(String(32), default=None)
     stage_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -127,33 +127,32 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     it is rolled back whole and each event is applied alone, so one bad event fails
     only itself.
     """
-    if len(event_ids) > 1:
-        now = datetime.now(timezone.utc)
-        try:
-            with services.sessions.begin() as session:
-                relax_commit(session)
-                events = list(
-                    session.execute(
-                        select(Event)
-                        .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
-                        .order_by(Event.id)
-                        .with_for_update()
-                    ).scalars()
-                )
-                profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
-                customers = profiles.preload(session, events)
-                orchestrator = services.orchestrator
-                orchestrator.begin(session, events, customers)
-                followups = Followups()
-                for event in events:
-                    customer, traits_before = profiles.apply_event(session, event, now, locked=True)
-                    followups.extend(orchestrator.on_event(session, event, customer, now, traits_before))
-                followups.extend(orchestrator.finish(session))
-        except Exception:  # noqa: BLE001 - retried one by one below, which records the culprit
-            log.warning("a batch of %d events failed; applying them one by one", len(event_ids), exc_info=True)
-        else:
-            services.dispatch(followups)
-            return []
+    now = datetime.now(timezone.utc)
+    try:
+        with services.sessions.begin() as session:
+            relax_commit(session)
+            events = list(
+                session.execute(
+                    select(Event)
+                    .where(Event.id.in_(event_ids), Event.processed_at.is_(None))
+                    .order_by(Event.id)
+                    .with_for_update()
+                ).scalars()
+            )
+            profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
+            customers = profiles.preload(session, events)
+            orchestrator = services.orchestrator
+            orchestrator.begin(session, events, customers)
+            followups = Followups()
+            for event in events:
+                customer, traits_before = profiles.apply_event(session, event, now, locked=True)
+                followups.extend(orchestrator.on_event(session, event, customer, now, traits_before))
+            followups.extend(orchestrator.finish(session))
+    except Exception:  # noqa: BLE001 - retried one by one below, which records the culprit
+        log.warning("a batch of %d events failed; applying them one by one", len(event_ids), exc_info=True)
+    else:
+        services.dispatch(followups)
+        return []
     return [event_id for event_id in event_ids if not process_event(services, event_id)]
 
 

@@ -51,7 +51,7 @@ from engine import deploy
 from engine.api import create_app
 from engine.scheduler import Scheduler
 from engine.services import Services
-from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer
+from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer
 from engine.workers import actors
 from tests.conftest import REDIS_URL, create_key, make_services
 from tests.integration.channels.peers import HttpPeer, Recorded, Reply, SmtpPeer, http_peer, smtp_peer
@@ -465,6 +465,14 @@ def test_referral_rewards(shipped: Shipped):
         ("linus", "thanks", "email", "500 points for you, Linus"),
     ]
     assert "List-Unsubscribe" not in shipped.got("referral_rewards", "grace", "thanks")
+    # ada's code came as a trait (given out before the engine): she is grace's referrer;
+    # linus's code is nobody's, so only he is rewarded
+    with shipped.services.sessions() as session:
+        points = dict(session.execute(
+            select(Customer.external_id, func.sum(PointsEntry.amount))
+            .join(Customer, Customer.id == PointsEntry.customer_id).group_by(Customer.external_id)
+        ).all())
+    assert points == {"ada": 500, "grace": 500, "linus": 500}
     shipped.assert_delivered()
 
 

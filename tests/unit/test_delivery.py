@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
+from channels.base import Result
 from channels.stub import StubChannel
 from engine.delivery import CLAIM_CHUNK, MAX_ATTEMPTS, Deliverer, backoff
 from engine.policy import Policy, record_bounce
@@ -150,3 +151,18 @@ def test_a_deferred_send_is_held_if_its_enrollment_converted_meanwhile(world):
         "held", f"the enrollment converted at {converted_at.isoformat()} while this send waited",
     )
     assert outcomes[made_at_conversion].status == "sent"
+
+
+class SlowDown(StubChannel):
+    """A provider that answers 429 with Retry-After: 30."""
+
+    def deliver(self, message):  # type: ignore[no-untyped-def]
+        return Result.retryable("429 too many requests", retry_after=timedelta(seconds=30))
+
+
+def test_a_retry_waits_at_least_what_the_provider_asked(world):
+    services, customer_id, _ = world
+    services.adapters["email"] = SlowDown("email")
+    [delivery_id] = add_deliveries(services, customer_id)
+    outcome = make_deliverer(services).deliver(delivery_id, NOON)
+    assert (outcome.status, outcome.retry_in) == ("pending", 30.0)  # not backoff(1), one second

@@ -144,9 +144,27 @@ def test_stage_moves_are_kept_as_history(any_services, api):
 
 
 def test_an_older_identify_applied_late_does_not_undo_a_newer_one(any_services, api):
-    # Workers apply events in parallel: the newer identify may be applied first.
-    api("identify", userId="u1", traits={"plan": "pro", "city": "London"}, timestamp="2026-11-23T10:00:01Z")
+    # Workers apply events in parallel, and phones send what they queued offline late:
+    # the newer identify may be applied first.
+    api("identify", userId="u1", traits={"plan": "pro", "city": "London"}, timestamp="2026-11-23T10:05:00Z")
     drain(any_services)
     api("identify", userId="u1", traits={"plan": "free", "name": "Ada"}, timestamp="2026-11-23T10:00:00Z")
     drain(any_services)
     assert view(any_services, "u1")["traits"] == {"plan": "pro", "city": "London", "name": "Ada"}
+
+
+def test_a_referral_code_trait_is_the_customers_code_unless_someone_has_it(any_services, api):
+    from engine.storage.models import ReferralCode
+
+    api("identify", userId="ada", traits={"referral_code": "ADA-7F3K"})
+    drain(any_services)
+    api("identify", userId="eve", traits={"referral_code": "ADA-7F3K"})  # taken: stays ada's
+    drain(any_services)
+    api("identify", userId="ada", traits={"referral_code": "ADA-NEW"})  # she has one: kept
+    drain(any_services)
+    with any_services.sessions() as session:
+        codes = session.execute(
+            select(Customer.external_id, ReferralCode.code, ReferralCode.program)
+            .join(Customer, Customer.id == ReferralCode.customer_id)
+        ).all()
+    assert codes == [("ada", "ADA-7F3K", "default")]

@@ -79,3 +79,29 @@ def test_a_failing_event_records_its_error_and_does_not_block_others(any_service
         first, second = session.execute(select(Event).order_by(Event.id)).scalars()
     assert first.processed_at is None and first.attempts == 1 and first.error == "ValueError: bad trait"
     assert second.processed_at is not None
+
+
+def test_a_failing_event_in_a_batch_fails_alone(any_services, monkeypatch):
+    # Given a message of three events, the middle one failing
+    from engine import profiles
+    from engine.workers import actors
+
+    now = datetime.now(timezone.utc)
+    store_without_enqueue(any_services, 3, now)
+    real = profiles.apply_event
+
+    def flaky(session, event, at, **options):  # type: ignore[no-untyped-def]
+        if event.message_id == "m1":
+            raise ValueError("bad trait")
+        return real(session, event, at, **options)
+
+    monkeypatch.setattr(profiles, "apply_event", flaky)
+    with any_services.sessions() as session:
+        ids = list(session.execute(select(Event.id).order_by(Event.id)).scalars())
+    # When the batch is applied, it is rolled back and its events applied one by one
+    assert actors.apply_events(any_services, ids) == [ids[1]]
+    # Then only the bad one is left, with its error; the others are applied once
+    with any_services.sessions() as session:
+        events = list(session.execute(select(Event).order_by(Event.id)).scalars())
+    assert [(e.processed_at is not None, e.attempts, e.error) for e in events] == [
+        (True, 0, None), (False, 1, "ValueError: bad trait"), (True, 0, None)]
