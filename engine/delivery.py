@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +30,8 @@ from engine.storage.upsert import insert_rows
 
 log = logging.getLogger(__name__)
 
-#: Attempts per delivery before a retryable failure becomes ``dead``.
+#: Attempts per delivery before a retryable failure becomes ``dead``, unless the
+#: channel has its own (``CHANNEL_MAX_ATTEMPTS``).
 MAX_ATTEMPTS = 5
 #: Deliveries claimed together: a worker that dies mid-chunk leaves at most this many ``unknown``.
 CLAIM_CHUNK = 10
@@ -128,6 +129,7 @@ class Deliverer:
         limiter: RateLimiter | None = None,
         bounces: Bounces = no_bounces,
         sleep: Callable[[float], None] = time.sleep,
+        max_attempts: Mapping[str, int] | None = None,
     ) -> None:
         self.sessions = sessions
         self.deployed = deployed
@@ -137,6 +139,7 @@ class Deliverer:
         self.limiter = limiter
         self.bounces = bounces
         self.sleep = sleep
+        self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
 
     def deliver(self, delivery_id: int, now: datetime) -> Outcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
@@ -278,7 +281,7 @@ class Deliverer:
             elif result.status == "sent":
                 outcome = Outcome("sent")
                 change.update(b_provider_id=result.provider_id, b_sent_at=now)
-            elif result.status == "retryable" and delivery.attempts < MAX_ATTEMPTS:
+            elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
                 # Pending again (committed) before the retry is enqueued: if that message
                 # is lost, the sweeper finds the row once the backoff has passed.
                 delay = backoff(delivery.attempts)

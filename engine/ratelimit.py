@@ -233,8 +233,8 @@ class RedisRateLimiter(RateLimiter):
         return int(wait), int(at)
 
 
-def check_channels(limits: Mapping[str, RateLimit], channels: Iterable[str]) -> None:
-    """Refuse a limit on a channel that is not installed: a typo would limit nothing.
+def check_channels(limits: Mapping[str, object], channels: Iterable[str], variable: str = "CHANNEL_RATE_LIMITS") -> None:
+    """Refuse a setting on a channel that is not installed: a typo would limit nothing.
 
     Raises:
         ConfigError: one line per unknown channel, with the closest installed name.
@@ -243,7 +243,7 @@ def check_channels(limits: Mapping[str, RateLimit], channels: Iterable[str]) -> 
     unknown = [name for name in limits if name not in installed]
     if unknown:
         raise ConfigError("\n".join(
-            f"CHANNEL_RATE_LIMITS limits the channel {name!r}, which is not installed."
+            f"{variable} names the channel {name!r}, which is not installed."
             f"{did_you_mean(name, installed)} (installed: {', '.join(installed) or 'none'})"
             for name in unknown
         ))

@@ -18,7 +18,7 @@ from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
 from engine.orchestrator import Followups, Orchestrator
 from engine.policy import Policy, record_bounce
-from engine.ratelimit import RateLimiter, build_limiter
+from engine.ratelimit import RateLimiter, build_limiter, check_channels
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
@@ -72,9 +72,10 @@ class Services:
         self.policy = Policy(self.settings, self.sessions, self.deployed)
         redis_client = self.broker.client if isinstance(self.broker, RedisBroker) else None
         self.rate_limiter = build_limiter(self.settings, redis_client, channels=registry.available())
+        check_channels(self.settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
         self.deliverer = Deliverer(
             self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url,
-            limiter=self.rate_limiter, bounces=record_bounce,
+            limiter=self.rate_limiter, bounces=record_bounce, max_attempts=self.settings.max_attempts,
         )
         self._adapters_lock = threading.Lock()
         # A worker consumes the queues declared when it starts: declare every installed

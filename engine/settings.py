@@ -52,6 +52,8 @@ class Settings:
             (``CHANNEL_RATE_LIMITS``, written ``email=10/20,sms=2.5``: ``channel=rate`` or
             ``channel=rate/burst``, comma-separated; the burst defaults to the rate, at
             least 1). A channel not named has no limit.
+        max_attempts: attempts per channel before a retryable failure is ``dead``
+            (``CHANNEL_MAX_ATTEMPTS``, written ``email=8,sms=3``); 5 for a channel not named.
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -68,6 +70,7 @@ class Settings:
     secret: str | None = field(default=None, repr=False)
     public_url: str | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
+    max_attempts: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +113,9 @@ class Settings:
         read("CHANNEL_RATE_LIMITS", "rate_limits", parse_rate_limits,
              "channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
              "(sends per second; the burst defaults to the rate, at least 1)")
+        read("CHANNEL_MAX_ATTEMPTS", "max_attempts", parse_max_attempts,
+             "channel=N pairs separated by commas, such as email=8,sms=3 (attempts before a delivery is dead, "
+             "1 to 100; 5 for a channel not named)")
         if (
             "public_url" in values
             and "secret" not in values
@@ -200,22 +206,47 @@ def parse_rate_limits(raw: str) -> dict[str, RateLimit]:
             channel is named twice; the message names the part.
     """
     limits: dict[str, RateLimit] = {}
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        channel, eq, rest = (s.strip() for s in part.partition("="))
+    for part, channel, rest in _channel_pairs(raw, "channel=rate or channel=rate/burst"):
         rate, slash, burst = (s.strip() for s in rest.partition("/"))
-        if not (eq and channel and rate and (burst or not slash)):
+        if not (rate and (burst or not slash)):
             raise ValueError(f"{part!r} is not channel=rate or channel=rate/burst")
-        if not channel.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"{part!r}: the channel name {channel!r} has characters other than letters, digits, '-' and '_'")
-        if channel in limits:
-            raise ValueError(f"{part!r}: the channel {channel!r} is named twice")
         try:
             limits[channel] = RateLimit.per_second(_number(rate), _number(burst) if burst else None)
         except ValueError as exc:
             raise ValueError(f"{part!r}: {exc}") from None
     return limits
+
+
+def parse_max_attempts(raw: str) -> dict[str, int]:
+    """Parse ``email=8,sms=3`` into the attempts per channel before a delivery is dead.
+
+    Raises:
+        ValueError: a part is not ``channel=N`` with N from 1 to 100, or a channel is
+            named twice; the message names the part.
+    """
+    attempts: dict[str, int] = {}
+    for part, channel, value in _channel_pairs(raw, "channel=N"):
+        if not value.isdigit() or not 1 <= int(value) <= 100:
+            raise ValueError(f"{part!r}: the attempts must be a whole number from 1 to 100")
+        attempts[channel] = int(value)
+    return attempts
+
+
+def _channel_pairs(raw: str, form: str) -> list[tuple[str, str, str]]:
+    """Split ``a=x,b=y`` into (part, channel, value), refusing bad names and repeats."""
+    pairs: list[tuple[str, str, str]] = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        channel, eq, value = (s.strip() for s in part.partition("="))
+        if not (eq and channel and value):
+            raise ValueError(f"{part!r} is not {form}")
+        if not channel.replace("-", "").replace("_", "").isalnum():
+            raise ValueError(f"{part!r}: the channel name {channel!r} has characters other than letters, digits, '-' and '_'")
+        if any(channel == seen for _, seen, _ in pairs):
+            raise ValueError(f"{part!r}: the channel {channel!r} is named twice")
+        pairs.append((part, channel, value))
+    return pairs
 
 
 def _number(raw: str) -> float:

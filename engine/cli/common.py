@@ -29,6 +29,7 @@ def load_settings() -> Settings:
     try:
         settings = Settings.from_env()
         check_channels(settings.rate_limits, registry.available())
+        check_channels(settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
     except ConfigError as exc:
         fail(str(exc), RET_CONFIG)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -80,7 +80,7 @@ def test_a_rate_limit_on_a_channel_not_installed_is_refused_at_start(run, monkey
     result = run("keys", "list")
     assert result.exit_code == RET_CONFIG
     assert result.output.startswith(
-        "Error: CHANNEL_RATE_LIMITS limits the channel 'emial', which is not installed. Did you mean 'email'? "
+        "Error: CHANNEL_RATE_LIMITS names the channel 'emial', which is not installed. Did you mean 'email'? "
         "(installed: email, "
     )
 

@@ -166,3 +166,22 @@ def test_a_retry_waits_at_least_what_the_provider_asked(world):
     [delivery_id] = add_deliveries(services, customer_id)
     outcome = make_deliverer(services).deliver(delivery_id, NOON)
     assert (outcome.status, outcome.retry_in) == ("pending", 30.0)  # not backoff(1), one second
+
+
+def test_a_channel_may_have_its_own_number_of_attempts(world):
+    services, customer_id, stub = world
+    stub.fail("retryable", "421 try later", times=None)
+    first, second = add_deliveries(services, customer_id, 2)
+    deliverer = make_deliverer(services, max_attempts={"email": 2})
+    assert deliverer.deliver(first, NOON).status == "pending"
+    assert deliverer.deliver(first, NOON).status == "dead"  # the second attempt was the last
+    assert make_deliverer(services, max_attempts={"sms": 2}).deliver(second, NOON).status == "pending"
+
+
+def test_attempts_for_a_channel_not_installed_stop_start_up(sqlite_url):
+    from engine import ConfigError
+    from tests.conftest import make_services
+
+    with pytest.raises(ConfigError, match="CHANNEL_MAX_ATTEMPTS names the channel 'emial', which is not installed. "
+                                          "Did you mean 'email'?"):
+        make_services(sqlite_url, max_attempts={"emial": 3})

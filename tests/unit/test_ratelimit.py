@@ -172,9 +172,9 @@ def test_a_limit_on_a_channel_not_installed_is_refused():
     with pytest.raises(ConfigError) as caught:
         build_limiter(settings, None, channels=["email", "sms", "webhook"])
     assert str(caught.value).splitlines() == [
-        "CHANNEL_RATE_LIMITS limits the channel 'emial', which is not installed. Did you mean 'email'? "
+        "CHANNEL_RATE_LIMITS names the channel 'emial', which is not installed. Did you mean 'email'? "
         "(installed: email, sms, webhook)",
-        "CHANNEL_RATE_LIMITS limits the channel 'fax', which is not installed. (installed: email, sms, webhook)",
+        "CHANNEL_RATE_LIMITS names the channel 'fax', which is not installed. (installed: email, sms, webhook)",
     ]
     check_channels(settings.rate_limits, ["emial", "sms", "fax"])  # all installed: no error
 

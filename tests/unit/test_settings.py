@@ -108,3 +108,14 @@ def test_a_bad_rate_limit_names_the_variable_the_part_and_the_form(value, proble
         "(sends per second; the burst defaults to the rate, at least 1)"
     )
     assert "\n" not in message
+
+
+def test_channel_max_attempts_are_read_and_bad_ones_named():
+    assert Settings.from_env({"CHANNEL_MAX_ATTEMPTS": "email=8, sms=3"}).max_attempts == {"email": 8, "sms": 3}
+    for raw, why in [("email=0", "'email=0': the attempts must be a whole number from 1 to 100"),
+                     ("email", "'email' is not channel=N"),
+                     ("email=2,email=3", "'email=3': the channel 'email' is named twice")]:
+        with pytest.raises(ConfigError) as caught:
+            Settings.from_env({"CHANNEL_MAX_ATTEMPTS": raw})
+        assert why in str(caught.value)
+        assert "CHANNEL_MAX_ATTEMPTS" in str(caught.value)
