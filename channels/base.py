@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 Status = Literal["sent", "retryable", "permanent"]
 
 
+#: The channels that send to an address: the :class:`Recipient` field, which is also the
+#: customer trait it comes from (the address a bounce or a suppression is about).
+ADDRESS_FIELDS = {"email": "email", "sms": "phone", "push": "push_token"}
+
+
 @dataclass(frozen=True)
 class Recipient:
     """Who a message is for: the customer's id and the addresses a channel needs.

@@ -19,12 +19,12 @@ from typing import Any
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from channels.base import Channel, Message, Recipient, Result
+from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
 from engine.deployed import DeployedJourneys
 from engine.errors import TemplateError
 from engine.orchestrator import customer_views
-from engine.runtime.machine import customer_variable
 from engine.ratelimit import RateLimiter
+from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
 from engine.storage.upsert import insert_rows
 
@@ -37,8 +37,6 @@ MAX_ATTEMPTS = 5
 CLAIM_CHUNK = 10
 #: The longest a worker waits inline for a channel's rate limit; a longer wait re-enqueues.
 MAX_RATE_WAIT = 1.0
-#: The recipient field holding each channel's address (what a bounce suppresses).
-ADDRESS_FIELDS = {"email": "email", "sms": "phone", "push": "push_token"}
 #: Backoff between attempts: BACKOFF_MIN seconds, doubling, at most BACKOFF_MAX.
 BACKOFF_MIN = 1
 BACKOFF_MAX = 300

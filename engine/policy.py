@@ -36,7 +36,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from channels.base import Result
+from channels.base import ADDRESS_FIELDS, Result
 from engine.definitions.model import FrequencyCap, QuietHours
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
@@ -52,7 +52,7 @@ REASONS = ("hard_bounce", "complaint", "manual")
 _SUPPRESSIONS = "policy.suppressions"
 _CONSENTS = "policy.consents"
 #: The trait holding each channel's address.
-ADDRESS_TRAITS = {"email": "email", "sms": "phone", "push": "push_token"}
+ADDRESS_TRAITS = ADDRESS_FIELDS
 
 
 class Policy:
