@@ -150,7 +150,7 @@ class EventWriter:
 
     Each request hands its rows over and waits until they are committed; one background
     task takes everything that is waiting, inserts it in one statement, commits once,
-    answers every waiting request, then enqueues the new ids in one message. Under load
+    enqueues the new ids (a message per 100), then answers every waiting request. Under load
     groups grow by themselves; when idle a request waits for its own commit only.
     If a group fails, its requests are retried one by one, so one bad request fails
     alone and the others are still stored.
@@ -164,7 +164,6 @@ class EventWriter:
         self._pending: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._enqueues: set[asyncio.Task[None]] = set()
 
     async def write(self, rows: list[dict[str, Any]]) -> None:
         """Return once ``rows`` are committed (duplicates of stored messageIds are skipped).
@@ -183,15 +182,13 @@ class EventWriter:
         await future
 
     async def close(self) -> None:
-        """Commit what is waiting, finish the enqueues, and stop the background task."""
+        """Commit and enqueue what is waiting, and stop the background task."""
         while self._pending:
             await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        if self._enqueues:
-            await asyncio.gather(*self._enqueues, return_exceptions=True)
 
     async def _run(self, wakeup: asyncio.Event) -> None:
         slots = asyncio.Semaphore(self.IN_FLIGHT)
@@ -216,22 +213,24 @@ class EventWriter:
                 await asyncio.gather(*committing, return_exceptions=True)
 
     async def _commit_group(self, group: list[tuple[list[dict[str, Any]], asyncio.Future[None]]]) -> None:
+        answers: list[tuple[asyncio.Future[None], BaseException | None]] = []
         try:
             ids = await run_in_threadpool(self._commit, [row for rows, _ in group for row in rows])
-            for _, future in group:
-                _resolve(future, None)
+            answers = [(future, None) for _, future in group]
         except Exception:  # noqa: BLE001 - find the request that failed, store the others
             ids = []
             for rows, future in group:
                 try:
                     ids += await run_in_threadpool(self._commit, rows)
-                    _resolve(future, None)
+                    answers.append((future, None))
                 except Exception as exc:  # noqa: BLE001
-                    _resolve(future, exc)
+                    answers.append((future, exc))
         if ids:
-            task = asyncio.get_running_loop().create_task(run_in_threadpool(self.services.enqueue_events, ids))
-            self._enqueues.add(task)
-            task.add_done_callback(self._enqueues.discard)
+            # Queued before answered: a client that got its 200 finds the work on the queue.
+            # (If the broker is down, enqueue_events says so and the sweeper sends them later.)
+            await run_in_threadpool(self.services.enqueue_events, ids)
+        for future, error in answers:
+            _resolve(future, error)
 
     def _commit(self, rows: list[dict[str, Any]]) -> list[int]:
         with self.services.sessions.begin() as session:
