@@ -8,6 +8,7 @@ earliest first. For timelines on an exact virtual clock, use ``journey simulate`
 
 from __future__ import annotations
 
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -39,7 +40,7 @@ def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[
     say(f"demo: {len(snapshots)} journeys deployed ({sum(c.kind != 'unchanged' for c in changes)} new versions)")
     events = _sample_events(directory / "samples")
     run = uuid.uuid4().hex[:6]
-    _wait_for(f"{base_url}/health")
+    wait_for_http(f"{base_url}/health")
     with httpx.Client(base_url=base_url, auth=(key, ""), timeout=10) as client:
         for source, event in events:
             event = dict(event, messageId=f"demo-{run}-{source}-{event.get('messageId', uuid.uuid4().hex)}")
@@ -161,11 +162,19 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
         time.sleep(0.1)
 
 
-def _wait_for(url: str, timeout: float = 30.0) -> None:
+def wait_for_http(url: str, process: subprocess.Popen[bytes] | None = None, timeout: float = 30.0) -> None:
+    """Wait until ``url`` answers 200, failing early if ``process`` (the server) died.
+
+    Raises:
+        RuntimeError: the process exited first.
+        TimeoutError: nothing answered within ``timeout`` seconds.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1.0).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

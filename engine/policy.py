@@ -37,7 +37,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Result
-from engine.definitions.model import FrequencyCap, QuietHours
+from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError

@@ -14,9 +14,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, Update, bindparam, func, select, update
 
 from engine.delivery import sweep_deliveries
 from engine.orchestrator import Followups
@@ -47,29 +49,22 @@ class Scheduler:
         """
         now = now or datetime.now(timezone.utc)
         cutoff = now - self.services.settings.sweep_after
-        total = 0
-        while True:
-            with self.services.sessions.begin() as session:
-                keys = list(
-                    session.execute(
-                        select(Timer.key)
-                        .where(
-                            Timer.fired_at.is_(None),
-                            Timer.due_at <= now,
-                            (Timer.enqueued_at.is_(None)) | (Timer.enqueued_at < cutoff),
-                        )
-                        .order_by(Timer.due_at)
-                        .limit(TIMER_BATCH)
-                        .with_for_update(skip_locked=True)
-                    ).scalars()
-                )
-                if not keys:
-                    return total
-                session.execute(update(Timer).where(Timer.key.in_(keys)).values(enqueued_at=now))
-            for start in range(0, len(keys), 100):
-                if not self.services.dispatch(Followups(timers=keys[start : start + 100])):
-                    return total
-            total += len(keys)
+        due = (
+            select(Timer.key)
+            .where(
+                Timer.fired_at.is_(None),
+                Timer.due_at <= now,
+                (Timer.enqueued_at.is_(None)) | (Timer.enqueued_at < cutoff),
+            )
+            .order_by(Timer.due_at)
+            .limit(TIMER_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+
+        def send(keys: list[str]) -> bool:
+            return all(self.services.dispatch(Followups(timers=keys[i : i + 100])) for i in range(0, len(keys), 100))
+
+        return self._claim(due, update(Timer).where(Timer.key.in_(bindparam("ids", expanding=True))), now, send)
 
     def sweep(self, now: datetime | None = None) -> int:
         """Enqueue events and deliveries pending longer than the threshold; return how many."""
@@ -89,29 +84,41 @@ class Scheduler:
 
     def _sweep_events(self, now: datetime) -> int:
         cutoff = now - self.services.settings.sweep_after
+        lost = (
+            select(Event.id)
+            .where(
+                Event.processed_at.is_(None),
+                Event.attempts < MAX_EVENT_ATTEMPTS,
+                func.coalesce(Event.enqueued_at, Event.received_at) < cutoff,
+            )
+            .order_by(Event.id)
+            .limit(SWEEP_BATCH)
+            .with_for_update(skip_locked=True)
+        )
+
+        def send(ids: list[int]) -> bool:
+            if not self.services.enqueue_events(ids):
+                return False  # the broker is down: the rows stay pending for the next sweep
+            log.info("swept %d pending events back onto the queue", len(ids))
+            return True
+
+        return self._claim(lost, update(Event).where(Event.id.in_(bindparam("ids", expanding=True))), now, send)
+
+    def _claim(self, query: Select[Any], mark: Update, now: datetime, send: Callable[[list[Any]], bool]) -> int:
+        """Claim rows batch by batch (``query``, then ``mark`` them enqueued at ``now``) and ``send`` them.
+
+        Returns how many were sent; stops at the first batch ``send`` could not send.
+        """
         total = 0
         while True:
             with self.services.sessions.begin() as session:
-                ids = list(
-                    session.execute(
-                        select(Event.id)
-                        .where(
-                            Event.processed_at.is_(None),
-                            Event.attempts < MAX_EVENT_ATTEMPTS,
-                            func.coalesce(Event.enqueued_at, Event.received_at) < cutoff,
-                        )
-                        .order_by(Event.id)
-                        .limit(SWEEP_BATCH)
-                        .with_for_update(skip_locked=True)
-                    ).scalars()
-                )
+                ids = list(session.execute(query).scalars())
                 if not ids:
                     return total
-                session.execute(update(Event).where(Event.id.in_(ids)).values(enqueued_at=now))
-            if not self.services.enqueue_events(ids):
-                return total  # the broker is down: the rows stay pending for the next sweep
+                session.execute(mark.values(enqueued_at=now), {"ids": ids})
+            if not send(ids):
+                return total
             total += len(ids)
-            log.info("swept %d pending events back onto the queue", len(ids))
 
     def run(self, stop: threading.Event) -> None:
         """Fire due timers every second and sweep every ``JOURNEY_SWEEP_INTERVAL``, until ``stop``."""

@@ -24,7 +24,7 @@ from engine.definitions.source import Source, format_path, read_yaml
 from engine.definitions.translate import translate
 from engine.durations import parse_duration
 from engine.errors import DefinitionError, Problem, TemplateError, did_you_mean
-from engine.rules import CelCompileError, Condition, Expression, compile_condition, compile_expression, field_references
+from engine.rules import CelCompileError, Expression, compile_condition, compile_expression, field_references
 from engine.templates import TemplateEngine, TemplateStore, TemplateSyntaxProblem, UndefinedVariable
 from engine.templates.store import PARTS, SUFFIX
 

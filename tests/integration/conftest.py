@@ -6,13 +6,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 
+from engine.demo import wait_for_http
 from engine.services import Services
 from tests.conftest import REDIS_URL, create_key, free_port, make_services
 
@@ -33,21 +32,6 @@ class RunningEngine:
 def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
     """Start ``python -m engine ARGS`` with ``env``."""
     return subprocess.Popen([sys.executable, "-m", "engine", *args], env=env)
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    """Wait until ``url`` answers, failing early if the process died."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before {url} answered")
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
