@@ -69,8 +69,7 @@ def declare(services: Services) -> Actors:
             raise EventsFailed(f"events {failed} failed; see their error column")
 
     def fire_timers(keys: list[str]) -> None:
-        for key in keys:
-            fire_timer(services, key)
+        fire_timers_together(services, keys)
 
     def deliver(delivery_ids: list[int] | int) -> None:
         ids = [delivery_ids] if isinstance(delivery_ids, int) else delivery_ids  # messages of before batches
@@ -188,6 +187,36 @@ def process_event(services: Services, event_id: int) -> bool:
     return True
 
 
+def fire_timers_together(services: Services, keys: list[str]) -> None:
+    """Fire due timers in one transaction, their inserts held to the end as for events.
+
+    If the batch fails, it is rolled back and each timer fired alone; one that fails
+    again raises, so the message is retried (firing is idempotent: the others are done).
+    """
+    now = datetime.now(timezone.utc)
+    orchestrator = services.orchestrator
+    try:
+        with services.sessions.begin() as session:
+            relax_commit(session)
+            orchestrator.begin(session, [], [])
+            followups = Followups()
+            for key in sorted(keys):  # one lock order for timers everywhere
+                followups.extend(orchestrator.on_timer(session, key, now))
+            followups.extend(orchestrator.finish(session))
+    except Exception:  # noqa: BLE001 - fired one by one below, which raises for the culprit
+        log.warning("a batch of %d timers failed; firing them one by one", len(keys), exc_info=True)
+        failed: list[tuple[str, Exception]] = []
+        for key in keys:
+            try:
+                fire_timer(services, key)
+            except Exception as exc:  # noqa: BLE001 - the others still fire; raised below
+                failed.append((key, exc))
+        if failed:
+            raise failed[0][1]
+        return
+    services.dispatch(followups)
+
+
 def fire_timer(services: Services, key: str) -> None:
     """Fire one timer in its own transaction, then send what it caused."""
     now = datetime.now(timezone.utc)
@@ -197,4 +226,7 @@ def fire_timer(services: Services, key: str) -> None:
     services.dispatch(followups)
 
 
-__all__ = ["Actors", "Followups", "apply_events", "declare", "delivery_queue", "fire_timer", "process_event"]
+__all__ = [
+    "Actors", "Followups", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
+    "process_event",
+]

@@ -161,3 +161,36 @@ def test_a_template_that_cannot_render_fails_its_delivery_with_the_reason(engine
     assert delivery.status == "failed"
     assert delivery.error == "template: template cart_reminder.text: no field 'item_count' (has: cart_value, order_id)"
     assert ("email", "reminder") not in sent(recorder)  # never a half-blank message
+
+
+def test_timers_fire_together_and_a_failing_one_fails_alone(engine, monkeypatch):
+    # Given two customers waiting in the cart journey
+    services, send, recorder = engine
+    for who in ("fa", "fb"):
+        send("identify", userId=who, traits={"email": f"{who}@example.com", "first_name": who})
+        send("track", userId=who, event="checkout_started",
+             properties={"cart_value": 50.0, "order_id": f"o-{who}", "currency": "EUR", "item_count": 1})
+    with services.sessions() as session:
+        keys = sorted(session.execute(select(Timer.key)).scalars())
+    assert len(keys) == 2
+    # When they fire in one message, and the first one's enrollment is broken
+    real = services.orchestrator.on_timer
+
+    def broken(session, key, now):  # type: ignore[no-untyped-def]
+        if key == keys[0]:
+            raise RuntimeError("broken enrollment")
+        return real(session, key, now)
+
+    monkeypatch.setattr(services.orchestrator, "on_timer", broken)
+    from engine.workers.actors import fire_timers_together
+
+    with pytest.raises(RuntimeError, match="broken enrollment"):
+        fire_timers_together(services, keys)  # raises for the culprit: the message is retried
+    # Then the other timer fired anyway, and the broken one waits for the retry
+    with services.sessions() as session:
+        fired = dict(session.execute(select(Timer.key, Timer.fired_at)).all())
+    assert fired[keys[0]] is None and fired[keys[1]] is not None
+    monkeypatch.setattr(services.orchestrator, "on_timer", real)
+    fire_timers_together(services, keys)
+    with services.sessions() as session:
+        assert session.execute(select(Timer.key).where(Timer.key.in_(keys), Timer.fired_at.is_(None))).all() == []
