@@ -2,8 +2,10 @@
 HTTP, fast-forward the waits, and show what each customer received.
 
 The engine runs for real (API, worker, scheduler, database); only time is compressed:
-after the events, each remaining timer is fired as soon as the previous round is done,
-earliest first. For timelines on an exact virtual clock, use ``journey simulate``.
+the sample events are posted in their timeline's order, and the workers' clock
+(``Services.clock``) moves to each event's moment and, in between, to each timer and
+each end of quiet hours that falls due, earliest first. For timelines without a running
+engine, use ``journey simulate``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -29,6 +33,16 @@ from engine.storage.models import Customer, Delivery, Event, Timer
 MAX_ROUNDS = 200
 
 
+@dataclass
+class VirtualClock:
+    """A clock for ``Services.clock`` that reads ``current``, which its owner moves."""
+
+    current: datetime
+
+    def __call__(self) -> datetime:
+        return self.current
+
+
 def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[str], None]) -> None:
     """Run the demo against the engine serving at ``base_url``; report through ``say``."""
     now = datetime.now(timezone.utc)
@@ -41,21 +55,34 @@ def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[
     events = _sample_events(directory / "samples")
     run = uuid.uuid4().hex[:6]
     wait_for_http(f"{base_url}/health")
-    with httpx.Client(base_url=base_url, auth=(key, ""), timeout=10) as client:
-        for source, event in events:
-            event = dict(event, messageId=f"demo-{run}-{source}-{event.get('messageId', uuid.uuid4().hex)}")
-            response = client.post(f"/v1/{event['type']}", json=event)
-            if response.status_code >= 300:
-                say(f"demo: {source}: {response.status_code} {response.text}")
-    say(f"demo: sent {len(events)} sample events from {directory / 'samples'}")
-    _settle(services)
-    # Fast-forwarding is a clock for the policy too: a send released at the end of its
-    # quiet hours, or caused by a timer fired early, is judged at that moment.
-    clock: list[datetime] = []
-    real_policy = services.deliverer.policy
-    services.deliverer.policy = lambda session, delivery, customer, now: real_policy(
-        session, delivery, customer, max([now, *clock])
-    )
+    # The samples' timeline, replayed from now on a virtual clock: the workers apply each
+    # event at its moment, and the waits between (timers, quiet hours) pass at theirs.
+    clock = VirtualClock(now)
+    real_clock, services.clock = services.clock, clock
+    first = _timestamp(events[0][1]) if events else now
+    rounds = 0
+    try:
+        with httpx.Client(base_url=base_url, auth=(key, ""), timeout=10) as client:
+            for source, event in events:
+                at = now + (_timestamp(event) - first)
+                rounds += _fast_forward(services, clock, until=at)
+                clock.current = max(clock.current, at)
+                event = dict(event, timestamp=clock.current.isoformat(),
+                             messageId=f"demo-{run}-{source}-{event.get('messageId', uuid.uuid4().hex)}")
+                response = client.post(f"/v1/{event['type']}", json=event)
+                if response.status_code >= 300:
+                    say(f"demo: {source}: {response.status_code} {response.text}")
+                _settle(services)
+        say(f"demo: sent {len(events)} sample events from {directory / 'samples'}, on their timeline")
+        rounds += _fast_forward(services, clock, until=None)
+    finally:
+        services.clock = real_clock
+    say(f"demo: fast-forwarded {rounds} waits (timers and quiet hours), to {clock.current:%Y-%m-%d %H:%M} UTC")
+    say(received(services))
+
+
+def _fast_forward(services: Services, clock: VirtualClock, until: datetime | None) -> int:
+    """Let the timers and deferred sends due before ``until`` (all, if None) go, earliest first."""
     rounds = 0
     while rounds < MAX_ROUNDS:
         with services.sessions() as session:
@@ -63,19 +90,22 @@ def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[
             deferred = _aware(session.execute(
                 select(func.min(Delivery.not_before)).where(Delivery.status == "pending", Delivery.not_before.is_not(None))
             ).scalar())
-        if due is None and deferred is None:
+        moment = min((t for t in (due, deferred) if t is not None), default=None)
+        if moment is None or (until is not None and moment >= until):
             break
-        moment = deferred if deferred is not None and (due is None or deferred <= due) else due
-        clock[:] = [moment]
-        if moment is deferred:
+        clock.current = max(clock.current, moment)
+        if moment == deferred:
             _release(services, deferred)  # quiet hours ended: the policy deferred these sends
         else:
-            Scheduler(services).fire_due(due)
+            Scheduler(services).fire_due(moment)
         _settle(services)
         rounds += 1
-    services.deliverer.policy = real_policy
-    say(f"demo: fast-forwarded {rounds} waits (timers and quiet hours)")
-    say(received(services))
+    return rounds
+
+
+def _timestamp(event: dict[str, Any]) -> datetime:
+    stamp = event.get("timestamp")
+    return _aware(stamp) if isinstance(stamp, str) else datetime.now(timezone.utc)  # type: ignore[return-value]
 
 
 def received(services: Services) -> str:
@@ -105,8 +135,8 @@ def received(services: Services) -> str:
 
 
 def _aware(value: datetime | str | None) -> datetime | None:
-    if isinstance(value, str):  # SQLite aggregates lose the type
-        value = datetime.fromisoformat(value)
+    if isinstance(value, str):  # SQLite aggregates lose the type; sample timestamps are text
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
@@ -147,7 +177,7 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
     """Wait until no event is pending, no delivery is pending or sending, no timer is due."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        now = datetime.now(timezone.utc)
+        now = services.clock()
         with services.sessions() as session:
             busy = session.execute(select(func.count()).select_from(Event).where(Event.processed_at.is_(None), Event.attempts < 5)).scalar_one()
             busy += session.execute(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -62,6 +63,9 @@ class Services:
     adapters: dict[str, Channel] = field(default_factory=dict)
     #: ``journey dev``: a channel whose settings are missing logs its messages instead
     preview_unconfigured: bool = False
+    #: the workers' clock: when an event is applied, a timer fired, a delivery judged and
+    #: sent. The demo and tests move it; nothing else should.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(timezone.utc))
 
     def __post_init__(self) -> None:
         from channels import registry

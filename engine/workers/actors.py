@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -73,7 +72,7 @@ def declare(services: Services) -> Actors:
 
     def deliver(delivery_ids: list[int] | int) -> None:
         ids = [delivery_ids] if isinstance(delivery_ids, int) else delivery_ids  # messages of before batches
-        outcomes = services.deliverer.deliver_many(ids, datetime.now(timezone.utc))
+        outcomes = services.deliverer.deliver_many(ids, services.clock())
         retries: dict[tuple[str, float], list[int]] = {}
         for delivery_id, outcome in outcomes.items():
             if outcome.retry_in is not None and outcome.channel is not None:
@@ -126,7 +125,7 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     it is rolled back whole and each event is applied alone, so one bad event fails
     only itself.
     """
-    now = datetime.now(timezone.utc)
+    now = services.clock()
     try:
         with services.sessions.begin() as session:
             relax_commit(session)
@@ -163,7 +162,7 @@ def process_event(services: Services, event_id: int) -> bool:
     Processing twice changes nothing the second time: an event already processed is
     skipped, and the row lock makes two workers take turns.
     """
-    now = datetime.now(timezone.utc)
+    now = services.clock()
     try:
         with services.sessions.begin() as session:
             relax_commit(session)
@@ -193,7 +192,7 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
     If the batch fails, it is rolled back and each timer fired alone; one that fails
     again raises, so the message is retried (firing is idempotent: the others are done).
     """
-    now = datetime.now(timezone.utc)
+    now = services.clock()
     orchestrator = services.orchestrator
     try:
         with services.sessions.begin() as session:
@@ -219,7 +218,7 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
 
 def fire_timer(services: Services, key: str) -> None:
     """Fire one timer in its own transaction, then send what it caused."""
-    now = datetime.now(timezone.utc)
+    now = services.clock()
     with services.sessions.begin() as session:
         relax_commit(session)
         followups = services.orchestrator.on_timer(session, key, now)

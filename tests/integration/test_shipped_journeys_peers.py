@@ -8,8 +8,8 @@ deployed; one journey's sample events (``journeys/samples``) are posted to the i
 API in timestamp order. The only change to a shipped file: nps_survey's detractor webhook
 URL names the peer instead of support.example.com.
 
-Time is virtual, as in ``journey simulate``: the worker's clock (``datetime.now`` in
-``engine.workers.actors``, replaced here) is set to each event's timestamp, and in between
+Time is virtual, as in ``journey simulate``: the workers' clock (``Services.clock``) is
+set to each event's timestamp, and in between
 the scheduler fires the timers and releases the sends deferred by quiet hours that fall
 due, earliest first, each at its own moment (a timer due at the same instant as an event
 fires after it). So waits such as ``{for: 7d, until: "10:00"}`` end where the sample's
@@ -49,10 +49,10 @@ from channels.email import message_id
 from channels.settings import ChannelSettings
 from engine import deploy
 from engine.api import create_app
+from engine.demo import VirtualClock
 from engine.scheduler import Scheduler
 from engine.services import Services
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer
-from engine.workers import actors
 from tests.conftest import REDIS_URL, create_key, make_services
 from tests.integration.channels.peers import HttpPeer, Recorded, Reply, SmtpPeer, http_peer, smtp_peer
 
@@ -110,19 +110,6 @@ def peers() -> Iterator[Peers]:
         )
 
 
-def virtual_clock(start: datetime) -> type[datetime]:
-    """A ``datetime`` whose ``now()`` is ``current``: the actors read their clock through it."""
-
-    class Clock(datetime):
-        current = start
-
-        @classmethod
-        def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-            return cls.current.astimezone(tz) if tz is not None else cls.current
-
-    return Clock
-
-
 @dataclass(frozen=True)
 class Row:
     """A delivery row, with its customer's id."""
@@ -144,7 +131,7 @@ class Shipped:
 
     services: Services
     peers: Peers
-    clock: Any  # the class returned by virtual_clock
+    clock: VirtualClock
     client: TestClient
     auth: dict[str, str]
 
@@ -324,15 +311,14 @@ class Shipped:
 
 
 @pytest.fixture
-def shipped(tmp_path: Path, pg_url: str, redis_namespace: str, peers: Peers,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Shipped]:
+def shipped(tmp_path: Path, pg_url: str, redis_namespace: str, peers: Peers) -> Iterator[Shipped]:
     """Given every shipped journey deployed on PostgreSQL and Redis, a worker, and the channels at the peers."""
-    clock = virtual_clock(datetime(2024, 5, 6, tzinfo=timezone.utc))
-    monkeypatch.setattr(actors, "datetime", clock)
+    clock = VirtualClock(datetime(2024, 5, 6, tzinfo=timezone.utc))
     services = make_services(
         pg_url, ChannelSettings.from_env(peers.environment()), redis_url=REDIS_URL, namespace=redis_namespace,
         public_url=PUBLIC_URL, secret="s" * 32,
     )
+    services.clock = clock
     journeys = tmp_path / "journeys"
     shutil.copytree(JOURNEYS, journeys)
     nps = journeys / "nps_survey.yaml"
