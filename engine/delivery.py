@@ -161,8 +161,11 @@ class Deliverer:
         """
         ids = sorted(set(delivery_ids))
         outcomes: dict[int, Outcome] = {}
+        started = time.monotonic()
         for start in range(0, len(ids), CLAIM_CHUNK):
-            outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], now))
+            # ``now`` moves on as the message takes time (slow providers, rate limits):
+            # each chunk is judged, and each send recorded, at its own moment.
+            outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], _later(now, started)))
         return outcomes
 
     def _deliver_chunk(self, ids: list[int], now: datetime) -> dict[int, Outcome]:
@@ -191,9 +194,11 @@ class Deliverer:
         except Exception:
             self._release(claimed, now)
             raise
-        results = [(delivery, message, self._send_when_allowed(message)) for delivery, message in messages]
+        started = time.monotonic()
+        results = [(delivery, message, self._send_when_allowed(message), _later(now, started))
+                   for delivery, message in messages]
         if results:
-            outcomes.update(self._record(results, now))
+            outcomes.update(self._record(results, _later(now, started)))
         return outcomes
 
     def _send_when_allowed(self, message: Message) -> Result | float:
@@ -259,16 +264,17 @@ class Deliverer:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not release %d claimed deliveries; the sweeper will mark them", len(ids), exc_info=True)
 
-    def _record(self, results: list[tuple[Delivery, Message, Result | float]], now: datetime) -> dict[int, Outcome]:
+    def _record(self, results: list[tuple[Delivery, Message, Result | float, datetime]], now: datetime) -> dict[int, Outcome]:
         """Record the results of sends in one transaction: one UPDATE (executemany), one trace INSERT.
 
-        A float instead of a result: the rate limit held the send back for that long.
+        A float instead of a result: the rate limit held the send back for that long. The
+        datetime of each is when its send returned (its ``sent_at``).
         """
         outcomes: dict[int, Outcome] = {}
         changes: list[dict[str, Any]] = []
         traces: list[dict[str, Any]] = []
         bounced: list[tuple[Delivery, Message, Result]] = []
-        for delivery, message, result in results:
+        for delivery, message, result, done in results:
             change = {"b_id": delivery.id, "b_now": now, "b_provider_id": None, "b_sent_at": None,
                       "b_enqueued_at": None, "b_refund": 0}
             if isinstance(result, float):
@@ -278,7 +284,7 @@ class Deliverer:
                 change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
             elif result.status == "sent":
                 outcome = Outcome("sent")
-                change.update(b_provider_id=result.provider_id, b_sent_at=now)
+                change.update(b_provider_id=result.provider_id, b_sent_at=done)
             elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
                 # Pending again (committed) before the retry is enqueued: if that message
                 # is lost, the sweeper finds the row once the backoff has passed.
@@ -353,6 +359,11 @@ class Deliverer:
     @staticmethod
     def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
         session.add(TraceEntry(**_trace_row(delivery, now, what, error)))
+
+
+def _later(now: datetime, since: float) -> datetime:
+    """``now`` moved on by the (monotonic) time elapsed since ``since``."""
+    return now + timedelta(seconds=time.monotonic() - since)
 
 
 def _trace_row(delivery: Delivery, now: datetime, what: str, error: str | None) -> dict[str, Any]:
