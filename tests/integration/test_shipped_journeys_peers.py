@@ -230,15 +230,19 @@ class Shipped:
     # -- looking --------------------------------------------------------------------------
 
     def rows(self) -> list[Row]:
-        """Every delivery, in the order they were sent."""
+        """Every delivery, in the order they were sent: by the virtual second of sending (sends
+        of one moment go out in parallel, on several channels, a few real milliseconds apart),
+        then as they were made; unsent ones last."""
         with self.services.sessions() as session:
             found = session.execute(
                 select(Customer.external_id, Delivery.journey_id, Delivery.step, Delivery.channel, Delivery.kind,
-                       Delivery.key, Delivery.status, Delivery.provider_id, Delivery.error)
+                       Delivery.key, Delivery.status, Delivery.provider_id, Delivery.error, Delivery.sent_at,
+                       Delivery.id)
                 .join(Customer, Customer.id == Delivery.customer_id)
-                .order_by(Delivery.sent_at, Delivery.id)
             ).all()
-        return [Row(*row) for row in found]
+        never = datetime.max.replace(tzinfo=timezone.utc)
+        found.sort(key=lambda row: ((row.sent_at or never).replace(microsecond=0), row.id))
+        return [Row(*row[:-2]) for row in found]
 
     def received(self) -> dict[str, list[tuple[str, Any]]]:
         """What the peers received, by idempotency key: (channel, the email or the HTTP request)."""
