@@ -52,7 +52,7 @@ from engine.api import create_app
 from engine.demo import VirtualClock
 from engine.scheduler import Scheduler
 from engine.services import Services
-from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer
+from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer, TraceEntry
 from tests.conftest import REDIS_URL, create_key, make_services
 from tests.integration.channels.peers import HttpPeer, Recorded, Reply, SmtpPeer, http_peer, smtp_peer
 
@@ -309,6 +309,25 @@ class Shipped:
             statuses[customer].append(status)
         return dict(statuses)
 
+    def explained(self, expected: list[Any]) -> list[Any]:
+        """``expected``, printed with the trace of every enrollment when a comparison fails."""
+
+        class Explained(list):  # type: ignore[type-arg]
+            def __eq__(inner, other: object) -> bool:  # noqa: N805
+                equal = list.__eq__(inner, other)
+                if equal is not True:
+                    with self.services.sessions() as session:
+                        rows = session.execute(
+                            select(TraceEntry.enrollment_id, TraceEntry.at, TraceEntry.step, TraceEntry.what,
+                                   TraceEntry.value, TraceEntry.error).order_by(TraceEntry.id)
+                        ).all()
+                    print("\n".join(" | ".join(str(part) for part in row) for row in rows))
+                return equal
+
+            __hash__ = None  # type: ignore[assignment]
+
+        return Explained(expected)
+
     def traits(self, customer: str) -> dict[str, Any]:
         with self.services.sessions() as session:
             return dict(session.execute(select(Customer.traits).where(Customer.external_id == customer)).scalar_one())
@@ -390,7 +409,7 @@ def test_welcome_series(shipped: Shipped):
 def test_cart_abandonment(shipped: Shipped):
     shipped.replay("cart_abandonment")
 
-    assert shipped.sends("cart_abandonment") == [
+    assert shipped.sends("cart_abandonment") == shipped.explained([
         ("ada", "reminder", "email", "Ada, your cart is waiting"),
         ("ada", "retarget", "retargeting", "add cart_abandoners"),
         ("ada", "leave_audience", "retargeting", "remove cart_abandoners"),
@@ -403,7 +422,7 @@ def test_cart_abandonment(shipped: Shipped):
         ("linus", "discount", "email", "10% off the cart you left, Linus"),
         ("linus", "retarget", "retargeting", "add cart_abandoners"),
         ("linus", "leave_audience", "retargeting", "remove cart_abandoners"),  # the goal: the order
-    ]
+    ])
     with shipped.services.sessions() as session:
         deferred = session.execute(select(Delivery.not_before).where(Delivery.not_before.is_not(None))).scalars().all()
     assert deferred == [_at("2024-05-06T12:00:00Z")]
