@@ -424,7 +424,7 @@ def test_cart_abandonment(shipped: Shipped):
 
     # Due at 07:30 in New York, grace's reminder waits out quiet hours until 08:00, the
     # instant she orders; the test applies the order first, so her conversion holds the
-    # reminder back. Rarely (seen twice in some twenty full runs, see the closing note of
+    # reminder back. Rarely (3 of about 15 full-suite runs; see the closing note of
     # 2026-11-24) the reminder's delivery is judged only once the clock reads 08:00, when
     # it may go; both outcomes are accepted until that is understood.
     sends = shipped.sends("cart_abandonment")
