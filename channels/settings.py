@@ -12,7 +12,7 @@ import base64
 import binascii
 import ipaddress
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from email.utils import parseaddr
@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from engine.durations import DURATION_HELP, parse_duration
 from engine.errors import ConfigError
+from engine.settings import Variable, read_environment
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -123,22 +124,7 @@ class ChannelSettings:
         Raises:
             ConfigError: one or more variables are malformed, each named on its own line.
         """
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-        values: dict[str, Any] = {}
-
-        def read(name: str, attr: str, convert: Callable[[str], Any], expects: str) -> None:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return
-            try:
-                values[attr] = convert(raw.strip())
-            except ValueError as exc:
-                shown = "<hidden>" if _is_secret(name) else repr(raw)
-                problems.append(f"{name}={shown} is invalid: {exc}; expected {expects}")
-
-        for name, attr, convert, expects in _VARIABLES:
-            read(name, attr, convert, expects)
+        values, problems = read_environment(os.environ if environ is None else environ, _VARIABLES)
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(**values)
@@ -163,10 +149,6 @@ class ChannelSettings:
                 f"the {channel} channel needs {' and '.join(missing)}; set {them} in the "
                 f"environment (see docs/channels.md), or do not use {channel} in journeys"
             )
-
-
-def _is_secret(name: str) -> bool:
-    return name.endswith(("_TOKEN", "_SECRET")) or name == "SMTP_URL"
 
 
 def _positive_duration(raw: str) -> timedelta:
@@ -233,7 +215,7 @@ def _redirects(raw: str) -> int:
 _URL = "an http:// or https:// base URL"
 
 #: Every variable: its name, the attribute it sets, how it is read, and what it expects.
-_VARIABLES: tuple[tuple[str, str, Callable[[str], Any], str], ...] = (
+_VARIABLES: tuple[Variable, ...] = (
     ("CHANNEL_TIMEOUT", "timeout", _positive_duration, DURATION_HELP),
     ("SMTP_URL", "smtp", SmtpServer.parse,
      "a URL such as smtp://user:password@mail.example.com:587?starttls=true or smtps://host:465"),

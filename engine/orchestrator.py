@@ -310,12 +310,12 @@ class Orchestrator:
     def _do_send(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Send,
                  customer: Customer, now: datetime, followups: Followups) -> None:
         values = {
-                "key": command.key, "enrollment_id": row.id, "customer_id": customer.id,
-                "journey_id": row.journey_id, "version": row.version, "step": command.step,
-                "channel": command.channel, "template": command.template, "kind": command.kind,
-                "topic": command.topic, "content": dict(command.content),
-                "variables": _jsonable(command.variables), "status": "pending", "attempts": 0,
-                "created_at": now, "enqueued_at": now, "updated_at": now,
+            "key": command.key, "enrollment_id": row.id, "customer_id": customer.id,
+            "journey_id": row.journey_id, "version": row.version, "step": command.step,
+            "channel": command.channel, "template": command.template, "kind": command.kind,
+            "topic": command.topic, "content": dict(command.content),
+            "variables": _jsonable(command.variables), "status": "pending", "attempts": 0,
+            "created_at": now, "enqueued_at": now, "updated_at": now,
         }
         batch = _batch(session)
         if batch is not None:

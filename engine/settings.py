@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from engine.definitions.model import FrequencyCap
 from engine.durations import DURATION_HELP, parse_duration
@@ -82,40 +83,7 @@ class Settings:
         Raises:
             ConfigError: one or more variables are malformed.
         """
-        env = os.environ if environ is None else environ
-        problems: list[str] = []
-        values: dict[str, Any] = {}
-
-        def read(name: str, attr: str, convert: Any, expects: str) -> None:
-            raw = env.get(name)
-            if raw is None or raw.strip() == "":
-                return
-            try:
-                values[attr] = convert(raw.strip())
-            except ValueError as exc:
-                problems.append(f"{name}={raw!r} is invalid: {exc}; expected {expects}")
-
-        read("DATABASE_URL", "database_url", _database_url, "a SQLAlchemy URL such as "
-             "postgresql+psycopg://user@host:5432/db or sqlite:///journey.db")
-        read("REDIS_URL", "redis_url", _redis_url, "a URL such as redis://127.0.0.1:6379/0")
-        read("JOURNEY_NAMESPACE", "namespace", _namespace, "letters, digits, '-' or '_'")
-        read("JOURNEY_SWEEP_AFTER", "sweep_after", parse_duration, DURATION_HELP)
-        read("JOURNEY_SWEEP_INTERVAL", "sweep_interval", parse_duration, DURATION_HELP)
-        read("JOURNEY_WORKER_PROCESSES", "worker_processes", _positive_int, "a whole number >= 1")
-        read("JOURNEY_WORKER_THREADS", "worker_threads", _positive_int, "a whole number >= 1")
-        read("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1")
-        read("JOURNEY_KEY_CACHE", "key_cache", parse_duration, DURATION_HELP)
-        read("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR")
-        read("JOURNEY_FREQUENCY_CAP", "frequency_caps", parse_frequency_caps,
-             "channel=max/duration pairs separated by commas, such as email=3/1d,sms=2/1d")
-        read("JOURNEY_SECRET", "secret", _secret, "a random string of at least 32 characters")
-        read("JOURNEY_PUBLIC_URL", "public_url", _public_url, "a URL such as https://journeys.example.com")
-        read("CHANNEL_RATE_LIMITS", "rate_limits", parse_rate_limits,
-             "channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
-             "(sends per second; the burst defaults to the rate, at least 1)")
-        read("CHANNEL_MAX_ATTEMPTS", "max_attempts", parse_max_attempts,
-             "channel=N pairs separated by commas, such as email=8,sms=3 (attempts before a delivery is dead, "
-             "1 to 100; 5 for a channel not named)")
+        values, problems = read_environment(os.environ if environ is None else environ, _VARIABLES)
         if (
             "public_url" in values
             and "secret" not in values
@@ -198,6 +166,43 @@ def parse_frequency_caps(raw: str) -> dict[str, FrequencyCap]:
     return caps
 
 
+#: (environment variable, attribute, converter, what it expects)
+Variable = tuple[str, str, Callable[[str], Any], str]
+
+
+def read_environment(env: Mapping[str, str], variables: Iterable[Variable]) -> tuple[dict[str, Any], list[str]]:
+    """Convert the variables that are set; return the values by attribute and one problem line per bad one.
+
+    A problem names the variable, shows the value (never a secret's, and a URL without
+    its password), says what is wrong and what is expected.
+    """
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, attr, convert, expects in variables:
+        raw = env.get(name)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[attr] = convert(raw.strip())
+        except ValueError as exc:
+            problems.append(f"{name}={_shown(name, raw)} is invalid: {exc}; expected {expects}")
+    return values, problems
+
+
+def _shown(name: str, raw: str) -> str:
+    if name.endswith(("_TOKEN", "_SECRET")):
+        return "<hidden>"
+    if name.endswith("_URL") and "@" in raw:  # it may carry a password
+        try:
+            parts = urlsplit(raw.strip())
+        except ValueError:
+            return "<hidden>"
+        if not parts.password:
+            return "<hidden>" if ":" in parts.netloc.partition("@")[0] else repr(raw)
+        return repr(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":<hidden>@")).geturl())
+    return repr(raw)
+
+
 def parse_rate_limits(raw: str) -> dict[str, RateLimit]:
     """Parse ``email=10/20,sms=2.5`` into a limit per channel (sends per second, burst).
 
@@ -269,3 +274,28 @@ def _public_url(raw: str) -> str:
     if not raw.startswith(("http://", "https://")):
         raise ValueError("the scheme must be http:// or https://")
     return raw.rstrip("/")
+
+
+_VARIABLES: tuple[Variable, ...] = (
+    ("DATABASE_URL", "database_url", _database_url,
+     "a SQLAlchemy URL such as postgresql+psycopg://user@host:5432/db or sqlite:///journey.db"),
+    ("REDIS_URL", "redis_url", _redis_url, "a URL such as redis://127.0.0.1:6379/0"),
+    ("JOURNEY_NAMESPACE", "namespace", _namespace, "letters, digits, '-' or '_'"),
+    ("JOURNEY_SWEEP_AFTER", "sweep_after", parse_duration, DURATION_HELP),
+    ("JOURNEY_SWEEP_INTERVAL", "sweep_interval", parse_duration, DURATION_HELP),
+    ("JOURNEY_WORKER_PROCESSES", "worker_processes", _positive_int, "a whole number >= 1"),
+    ("JOURNEY_WORKER_THREADS", "worker_threads", _positive_int, "a whole number >= 1"),
+    ("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1"),
+    ("JOURNEY_KEY_CACHE", "key_cache", parse_duration, DURATION_HELP),
+    ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    ("JOURNEY_FREQUENCY_CAP", "frequency_caps", parse_frequency_caps,
+     "channel=max/duration pairs separated by commas, such as email=3/1d,sms=2/1d"),
+    ("JOURNEY_SECRET", "secret", _secret, "a random string of at least 32 characters"),
+    ("JOURNEY_PUBLIC_URL", "public_url", _public_url, "a URL such as https://journeys.example.com"),
+    ("CHANNEL_RATE_LIMITS", "rate_limits", parse_rate_limits,
+     "channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
+     "(sends per second; the burst defaults to the rate, at least 1)"),
+    ("CHANNEL_MAX_ATTEMPTS", "max_attempts", parse_max_attempts,
+     "channel=N pairs separated by commas, such as email=8,sms=3 (attempts before a delivery is dead, "
+     "1 to 100; 5 for a channel not named)"),
+)

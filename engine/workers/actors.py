@@ -79,11 +79,11 @@ def declare(services: Services) -> Actors:
                 retries.setdefault((outcome.channel, outcome.retry_in), []).append(delivery_id)
         for (channel, delay), retry_ids in retries.items():
             # The rows are pending again, committed: a lost retry message is swept up.
-            message = actor.message(retry_ids).copy(queue_name=delivery_queue(channel))
+            message = services.actors.deliver.message(retry_ids).copy(queue_name=delivery_queue(channel))
             services.broker.enqueue(message, delay=int(delay * 1000))
 
     broker = services.broker
-    actors = Actors(
+    return Actors(
         process_events=dramatiq.actor(
             process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_EVENTS,
@@ -97,8 +97,6 @@ def declare(services: Services) -> Actors:
             max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000, priority=PRIORITY_DELIVERIES,
         ),
     )
-    actor = actors.deliver
-    return actors
 
 
 def relax_commit(session: Session) -> None:
@@ -204,14 +202,14 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
             followups.extend(orchestrator.finish(session))
     except Exception:  # noqa: BLE001 - fired one by one below, which raises for the culprit
         log.warning("a batch of %d timers failed; firing them one by one", len(keys), exc_info=True)
-        failed: list[tuple[str, Exception]] = []
+        errors: list[Exception] = []
         for key in keys:
             try:
                 fire_timer(services, key)
             except Exception as exc:  # noqa: BLE001 - the others still fire; raised below
-                failed.append((key, exc))
-        if failed:
-            raise failed[0][1]
+                errors.append(exc)
+        if errors:
+            raise errors[0]
         return
     services.dispatch(followups)
 

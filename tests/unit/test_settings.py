@@ -119,3 +119,13 @@ def test_channel_max_attempts_are_read_and_bad_ones_named():
             Settings.from_env({"CHANNEL_MAX_ATTEMPTS": raw})
         assert why in str(caught.value)
         assert "CHANNEL_MAX_ATTEMPTS" in str(caught.value)
+
+
+def test_a_bad_secret_or_password_is_never_printed():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"JOURNEY_SECRET": "hunter2", "DATABASE_URL": "mysql://ada:hunter2@db/app",
+                           "REDIS_URL": "http://ada:hunter2@cache"})
+    message = str(caught.value)
+    assert "hunter2" not in message
+    assert "JOURNEY_SECRET=<hidden> is invalid" in message
+    assert "DATABASE_URL='mysql://ada:<hidden>@db/app' is invalid" in message
