@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
 from engine.deployed import DeployedJourneys
-from engine.errors import TemplateError
+from engine.errors import ConfigError, TemplateError
 from engine.orchestrator import customer_views
 from engine.ratelimit import RateLimiter
 from engine.runtime.machine import customer_variable
@@ -313,7 +313,12 @@ class Deliverer:
 
     def _send(self, message: Message) -> Result:
         try:
-            return self.adapters(message.channel).send(message)
+            adapter = self.adapters(message.channel)
+        except ConfigError as exc:
+            # Settings do not fix themselves between retries: fail now, with the reason.
+            return Result.permanent(f"the {message.channel} channel is not configured: {exc}")
+        try:
+            return adapter.send(message)
         except Exception as exc:  # noqa: BLE001 - an adapter bug must not lose the outcome
             log.exception("channel %s raised", message.channel)
             return Result.retryable(f"the {message.channel} adapter raised {type(exc).__name__}: {exc}")

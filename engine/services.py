@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -87,20 +88,66 @@ class Services:
         self.declare_delivery_queues(registry.available())
 
     @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, process: str | None = None,
+                 preview_unconfigured: bool = False) -> Services:
+        """Build the services of a process from the environment: the one way every process does.
+
+        ``journey serve``, ``worker``, ``scheduler``, ``dev`` and every other command call
+        this, so what one process reads (the engine's settings, the channels' settings)
+        every other reads too.
+
+        Args:
+            environ: the environment (default: ``os.environ``).
+            process: the process's name; when given, which channels are configured is
+                logged, so an operator sees at start-up what will be sent and what not.
+            preview_unconfigured: ``journey dev``: a channel without settings logs its
+                messages instead of failing them.
+
+        Raises:
+            ConfigError: a variable is malformed (every one named, one line each).
+        """
+        environ = os.environ if environ is None else environ
+        # Every malformed variable is reported at once, the engine's and the channels'.
+        problems = []
+        try:
+            settings = Settings.from_env(environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        try:
+            channel_settings = ChannelSettings.from_env(environ)
+        except ConfigError as exc:
+            problems.append(str(exc))
+        if problems:
+            raise ConfigError("\n".join(problems))
+        services = cls.from_settings(settings, channel_settings)
+        services.preview_unconfigured = preview_unconfigured
+        if process is not None:
+            services.log_channels(process)
+        return services
+
+    @classmethod
     def from_settings(cls, settings: Settings, channel_settings: ChannelSettings | None = None) -> Services:
-        """Connect to the database and the broker named by ``settings``."""
+        """Connect to the database and the broker named by ``settings``.
+
+        For tests and tools that build settings by hand; a process reads them from the
+        environment with :meth:`from_env`.
+        """
         engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         return cls(
             settings, engine, make_sessionmaker(engine), make_broker(settings),
             channel_settings=channel_settings or ChannelSettings(),
         )
 
-    def adapter(self, channel: str) -> Channel:
+    def adapter(self, channel: str, *, preview: bool = True) -> Channel:
         """The adapter of ``channel``, built on first use from the channel settings.
 
+        Args:
+            preview: in ``journey dev`` (``preview_unconfigured``), stand a logging
+                preview in for a channel without settings; False raises instead.
+
         Raises:
-            ConfigError: the channel needs a setting that is missing.
-            KeyError: no adapter of that name is installed.
+            ConfigError: the channel needs a setting that is missing, or no adapter of
+                that name is installed.
         """
         adapter = self.adapters.get(channel)
         if adapter is None:
@@ -112,14 +159,42 @@ class Services:
                     try:
                         adapter = registry.load(channel, self.channel_settings)
                     except ConfigError as exc:
-                        if not self.preview_unconfigured:
+                        if not (self.preview_unconfigured and preview):
                             raise
                         from channels.log import PreviewChannel
 
-                        log.warning("channel %s is not configured (%s); its messages are logged instead", channel, exc)
+                        log.debug("channel %s is not configured (%s); its messages are logged instead", channel, exc)
                         adapter = PreviewChannel(channel)
                     self.adapters[channel] = adapter
         return adapter
+
+    def channel_problems(self) -> dict[str, str | None]:
+        """Every installed channel, with why it cannot send (None: it is configured).
+
+        Builds each adapter once (no connection is made): a missing or malformed setting
+        shows here, at start-up, instead of at the first send.
+        """
+        from channels import registry
+
+        problems: dict[str, str | None] = {}
+        for name in registry.available():
+            try:
+                self.adapter(name, preview=False)
+            except ConfigError as exc:
+                problems[name] = str(exc)
+            else:
+                problems[name] = None
+        return problems
+
+    def log_channels(self, process: str) -> None:
+        """Log which channels this process sends through and which it does not."""
+        problems = self.channel_problems()
+        ready = [name for name, problem in problems.items() if problem is None]
+        log.info("%s: channels configured: %s", process, ", ".join(ready) or "none")
+        fallback = "its messages are logged instead" if self.preview_unconfigured else "its sends fail at once"
+        for name, problem in problems.items():
+            if problem is not None:
+                log.warning("%s: channel %s is not configured (%s); %s", process, name, problem, fallback)
 
     def declare_delivery_queues(self, channels: Sequence[str]) -> None:
         """Declare ``deliveries.<channel>`` for each channel, so a worker consumes them."""

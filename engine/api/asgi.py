@@ -6,9 +6,8 @@ from fastapi import FastAPI
 
 from engine.api.app import create_app
 from engine.services import Services
-from engine.settings import Settings
 
 
 def build() -> FastAPI:
     """Build the API app from the environment (called once per server process)."""
-    return create_app(Services.from_settings(Settings.from_env()))
+    return create_app(Services.from_env(process="journey serve"))

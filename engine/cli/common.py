@@ -11,7 +11,6 @@ import click
 
 from engine.cli.codes import RET_CONFIG, RET_SERVICE
 from channels import registry
-from channels.settings import ChannelSettings
 from engine.errors import ConfigError, StorageError
 from engine.ratelimit import check_channels
 from engine.services import Services
@@ -38,9 +37,16 @@ def load_settings() -> Settings:
 
 
 @contextmanager
-def services_for(settings: Settings | None = None, channel_settings: ChannelSettings | None = None) -> Iterator[Services]:
-    """Yield services built from the environment; a storage failure exits with RET_SERVICE."""
-    services = Services.from_settings(settings or load_settings(), channel_settings)
+def services_for(*, process: str | None = None, preview_unconfigured: bool = False) -> Iterator[Services]:
+    """Yield the services built from the environment (:meth:`Services.from_env`).
+
+    A malformed setting exits with RET_CONFIG, a storage failure with RET_SERVICE.
+    """
+    load_settings()  # logging first, and a clear exit for a malformed engine setting
+    try:
+        services = Services.from_env(process=process, preview_unconfigured=preview_unconfigured)
+    except ConfigError as exc:
+        fail(str(exc), RET_CONFIG)
     try:
         yield services
     except StorageError as exc:

@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from engine.cli.codes import RET_SERVICE
 from engine.cli.common import fail, load_settings, services_for
 from engine.errors import StorageError
 from engine.storage.db import check_current, upgrade
@@ -24,7 +24,7 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     settings = load_settings()
-    _check_database(settings)
+    _check_database()
     uvicorn.run(
         "engine.api.asgi:build",
         factory=True,
@@ -47,7 +47,7 @@ def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) 
     settings = load_settings()
     if not settings.redis_url:
         fail("REDIS_URL is not set: a separate worker needs a shared broker (or run `journey dev`)", RET_SERVICE)
-    _check_database(settings)
+    _check_database()
     args = [
         "engine.workers.main:broker",
         "--processes", str(processes or settings.worker_processes),
@@ -63,7 +63,7 @@ def scheduler() -> None:
     """Run the scheduler: due timers and the sweeper of lost work."""
     from engine.scheduler import Scheduler
 
-    with services_for() as services:
+    with services_for(process="journey scheduler") as services:
         check_current(services.engine)
         stop = _stop_on_signals()
         click.echo(f"scheduler sweeping every {services.settings.sweep_interval}", err=True)
@@ -93,16 +93,8 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
 
     from pathlib import Path
 
-    from channels.settings import ChannelSettings
-    from engine.errors import ConfigError
-
     settings = load_settings()
-    try:
-        channel_settings = ChannelSettings.from_env()
-    except ConfigError as exc:
-        fail(str(exc), RET_CONFIG)
-    with services_for(settings, channel_settings) as services:
-        services.preview_unconfigured = True
+    with services_for(process="journey dev", preview_unconfigured=True) as services:
         upgrade(services.engine)
         with services.sessions.begin() as session:
             if not api_keys.list_keys(session):
@@ -134,8 +126,9 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
             worker.stop()
 
 
-def _check_database(settings) -> None:  # type: ignore[no-untyped-def]
-    with services_for(settings) as services:
+def _check_database() -> None:
+    """Exit with a clear line if a setting is malformed or the database is not migrated."""
+    with services_for() as services:
         try:
             check_current(services.engine)
         except StorageError as exc:

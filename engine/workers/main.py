@@ -6,11 +6,15 @@ Importing it reads the settings, connects, and declares the actors on the broker
 
 from __future__ import annotations
 
+import logging
+
 import dramatiq
 
 from engine.services import Services
-from engine.settings import Settings
 
-services = Services.from_settings(Settings.from_env())
+services = Services.from_env()
+# Dramatiq configured logging for its own processes; the engine's LOG_LEVEL still applies.
+logging.getLogger().setLevel(services.settings.log_level)
+services.log_channels("journey worker")
 broker = services.broker
 dramatiq.set_broker(broker)
