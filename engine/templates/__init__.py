@@ -10,7 +10,8 @@ from __future__ import annotations
 from engine.templates.sandbox import (
     KINDS,
     MAX_OUTPUT_CHARS,
-    MAX_RENDER_SECONDS,
+    MAX_RENDER_CPU_SECONDS,
+    MAX_RENDER_STEPS,
     Template,
     TemplateEngine,
     TemplateSyntaxProblem,
@@ -21,7 +22,8 @@ from engine.templates.store import TemplateStore
 __all__ = [
     "KINDS",
     "MAX_OUTPUT_CHARS",
-    "MAX_RENDER_SECONDS",
+    "MAX_RENDER_CPU_SECONDS",
+    "MAX_RENDER_STEPS",
     "Template",
     "TemplateEngine",
     "TemplateStore",

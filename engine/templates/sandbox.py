@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import operator
 import threading
 import time
@@ -15,7 +16,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from engine.errors import TemplateError, did_you_mean
 
 MAX_OUTPUT_CHARS = 100_000  # an email body larger than this is a mistake, not a message
-MAX_RENDER_SECONDS = 0.5  # a template is text with a few loops; longer means a runaway loop
+# A render's budget does not depend on how busy the machine is: a message that renders on
+# an idle machine renders under load. Steps are the calls, attribute and item lookups and
+# output pieces of one render (a shipped template takes a few dozen); CPU time is the
+# rendering thread's own (waiting for a core or for the GIL does not count), a backstop for
+# loops that do none of those.
+MAX_RENDER_STEPS = 100_000
+MAX_RENDER_CPU_SECONDS = 1.0
+_CPU_CHECK_EVERY = 16  # steps between two reads of the thread's CPU clock (a system call)
 _MAX_REPEAT = 10_000  # 'x' * n and n ** m are capped so one expression cannot exhaust memory
 
 #: What each kind of template part renders: plain text, HTML (autoescaped) or a JSON body.
@@ -52,18 +60,35 @@ class _Undefined(jinja2.StrictUndefined):
         return f"{type(owner).__name__} value has no field '{name}'"
 
 
-class _Deadline(threading.local):
-    """Time budget of the render in progress, checked at every call and attribute access.
+class _Budget(threading.local):
+    """Steps and CPU time left to the render in progress, spent at every call, lookup and output piece.
 
     Thread-local: Dramatiq workers render in several threads with one shared engine.
+    Outside a render the budget is unlimited.
     """
 
     def __init__(self) -> None:
-        self.until = float("inf")
+        self.steps = 0
+        self.left = math.inf
+        self.cpu_seconds = 0.0
+        self.cpu_until = math.inf
 
-    def check(self) -> None:
-        if time.monotonic() > self.until:
-            raise TemplateError(f"rendering took longer than {MAX_RENDER_SECONDS}s; simplify the loops")
+    def start(self, steps: int, cpu_seconds: float) -> None:
+        self.steps, self.left = steps, steps
+        self.cpu_seconds, self.cpu_until = cpu_seconds, time.thread_time() + cpu_seconds
+
+    def stop(self) -> None:
+        self.left, self.cpu_until = math.inf, math.inf
+
+    def spend(self) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise TemplateError(
+                f"rendering took more than {self.steps} steps (calls, lookups and output pieces); "
+                "simplify the loops or render less"
+            )
+        if self.left % _CPU_CHECK_EVERY == 0 and time.thread_time() > self.cpu_until:
+            raise TemplateError(f"rendering used more than {self.cpu_seconds}s of CPU time; simplify the loops")
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -71,7 +96,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self.deadline = _Deadline()
+        self.budget = _Budget()
 
     def call_binop(self, context: Any, operator_: str, left: Any, right: Any) -> Any:
         if operator_ == "*" and (isinstance(left, (str, list)) or isinstance(right, (str, list))):
@@ -83,12 +108,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         return (operator.mul if operator_ == "*" else operator.pow)(left, right)
 
     def call(self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        self.deadline.check()
+        self.budget.spend()
         return super().call(__context, __obj, *args, **kwargs)
 
     def getattr(self, obj: Any, attribute: str) -> Any:
-        self.deadline.check()
+        self.budget.spend()
         return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        self.budget.spend()
+        return super().getitem(obj, argument)
 
 
 class Template:
@@ -105,11 +134,12 @@ class Template:
         """Render with the given variables (``customer``, ``event``, ``trigger``, ``context``...).
 
         Raises:
-            TemplateError: a variable is missing, the output is too large or too slow, or
-                a JSON body is not valid JSON. The message says which and where.
+            TemplateError: a variable is missing, the output is too large, the render
+                went over its budget of steps or CPU time, or a JSON body is not valid
+                JSON. The message says which and where.
         """
-        sandbox = self._engine.sandbox
-        sandbox.deadline.until = time.monotonic() + self._engine.max_seconds
+        budget = self._engine.sandbox.budget
+        budget.start(self._engine.max_steps, self._engine.max_cpu_seconds)
         size, chunks = 0, []
         try:
             for chunk in self._compiled.generate(dict(context)):
@@ -118,7 +148,7 @@ class Template:
                     raise TemplateError(
                         f"template {self.name}: output exceeds {self._engine.max_output} characters"
                     )
-                sandbox.deadline.check()
+                budget.spend()
                 chunks.append(chunk)
         except TemplateError as exc:
             if str(exc).startswith(f"template {self.name}"):
@@ -131,7 +161,7 @@ class Template:
         except Exception as exc:  # noqa: BLE001 - a filter on a wrong type, a division by zero
             raise TemplateError(f"template {self.name}: {type(exc).__name__}: {exc}") from None
         finally:
-            sandbox.deadline.until = float("inf")
+            budget.stop()
         output = "".join(chunks)
         if self.kind == "json":
             try:
@@ -147,12 +177,14 @@ class Template:
 class TemplateEngine:
     """Compiles templates in the sandbox; one engine is shared by every template it compiles."""
 
-    def __init__(self, *, max_output: int = MAX_OUTPUT_CHARS, max_seconds: float = MAX_RENDER_SECONDS) -> None:
+    def __init__(self, *, max_output: int = MAX_OUTPUT_CHARS, max_steps: int = MAX_RENDER_STEPS,
+                 max_cpu_seconds: float = MAX_RENDER_CPU_SECONDS) -> None:
         self.max_output = max_output
-        self.max_seconds = max_seconds
+        self.max_steps = max_steps
+        self.max_cpu_seconds = max_cpu_seconds
         self.sandbox = _Sandbox(undefined=_Undefined, autoescape=False, keep_trailing_newline=False)
         self._html = _Sandbox(undefined=_Undefined, autoescape=True)
-        self._html.deadline = self.sandbox.deadline
+        self._html.budget = self.sandbox.budget
         self._compiled: dict[tuple[str, str], jinja2.Template] = {}
 
     def compile(self, source: str, name: str, kind: str = "text") -> Template:
