@@ -145,8 +145,9 @@ class ChannelSettings:
         missing = [variable for attr, variable in needed.items() if getattr(self, attr) in (None, "")]
         if missing:
             them = "it" if len(missing) == 1 else "them"
+            names = missing[0] if len(missing) == 1 else f"{', '.join(missing[:-1])} and {missing[-1]}"
             raise ConfigError(
-                f"the {channel} channel needs {' and '.join(missing)}; set {them} in the "
+                f"the {channel} channel needs {names}; set {them} in the "
                 f"environment (see docs/channels.md), or do not use {channel} in journeys"
             )
 
