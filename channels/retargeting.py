@@ -12,15 +12,16 @@ lowercased, phones written in E.164 (``+14155550123``), then hashed to lowercase
 small bridge per platform translates this one shape. The answer's ``id`` (or its
 ``X-Request-Id``) is the provider id.
 
-A journey's goal removes the customer again: when an enrollment converts, the engine
-sends :func:`removal` of every add it made.
+A conversion or an exit removes the customer again: the runtime emits one ``remove`` per
+audience the enrollment added them to (docs/channels.md), and the policy lets every
+removal through (:func:`is_removal`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -74,10 +75,9 @@ def hashed_identifiers(recipient: Recipient) -> dict[str, str]:
     return identifiers
 
 
-def removal(added: Message, idempotency_key: str) -> Message:
-    """The message that takes the customer out of the audience ``added`` put them in."""
-    return dataclasses.replace(added, idempotency_key=idempotency_key,
-                               content={**added.content, "action": "remove"})
+def is_removal(channel: str, content: Mapping[str, Any] | None) -> bool:
+    """Whether a send takes a customer out of an audience: never marketing, never held back."""
+    return channel == RetargetingChannel.name and (content or {}).get("action") == "remove"
 
 
 class RetargetingChannel(Channel):

@@ -90,9 +90,15 @@ def no_bounces(_session: Session, _delivery: Delivery, _customer: Customer, _res
     return None
 
 
-def _ended_while_deferred(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
-    """Held-back reasons for deferred marketing sends whose enrollment converted or exited while they waited."""
-    deferred = [d for d in deliveries if d.not_before is not None and d.kind == "marketing"]
+def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
+    """Held-back reasons for sends whose enrollment converted or exited while they waited.
+
+    Deferred marketing sends, and audience adds not sent yet (a retry, a long queue): the
+    enrollment's ending has sent the removal already, and an add that went out after it
+    would leave the customer in the audience for good.
+    """
+    deferred = [d for d in deliveries
+                if (d.not_before is not None and d.kind == "marketing") or d.content.get("action") == "add"]
     if not deferred:
         return {}
     ended = {
@@ -227,7 +233,7 @@ class Deliverer:
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
                 prefetch(session, deliveries, list(customers.values()))
-            ended = _ended_while_deferred(session, deliveries)
+            ended = _ended_while_waiting(session, deliveries)
             # By customer: a policy that locks customers locks them in one order everywhere.
             for delivery in sorted(deliveries, key=lambda d: (d.customer_id, d.id)):
                 customer = customers[delivery.customer_id]
@@ -325,11 +331,13 @@ class Deliverer:
 
     def _message(self, session: Session, delivery: Delivery, customer: Customer, view: dict[str, Any],
                  now: datetime) -> Message:
-        journey = self.deployed.get(delivery.journey_id, delivery.version, session)
-        step = journey.step(delivery.step)
-        # The same ``customer`` the runtime's conditions saw, built the same way.
-        variables = {**delivery.variables, "customer": customer_variable(view), "now": now}
-        content: dict[str, Any] = dict(step.render(variables)) if hasattr(step, "render") else {}
+        content: dict[str, Any] = {}
+        if delivery.content.get("parts") != []:  # audience sends name none: nothing to render
+            journey = self.deployed.get(delivery.journey_id, delivery.version, session)
+            step = journey.step(delivery.step)
+            # The same ``customer`` the runtime's conditions saw, built the same way.
+            variables = {**delivery.variables, "customer": customer_variable(view), "now": now}
+            content = dict(step.render(variables)) if hasattr(step, "render") else {}
         for name in ("audience", "action"):
             if delivery.content.get(name):
                 content[name] = delivery.content[name]

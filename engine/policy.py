@@ -6,7 +6,8 @@ a reason (hold it back: the row becomes ``held`` with the reason as its error) o
 :class:`~engine.delivery.Defer` (quiet hours: pending again, sent at the window's end).
 
 A delivery's ``kind`` is its send step's ``kind``, else its journey's ``policy.kind``.
-Checks, in order:
+Checks, in order (an audience removal passes them all: it is no message, and taking
+someone out of an audience is what an unsubscribe or a suppression wants):
 
 - suppression (every send, transactional too): the channel's address or the customer is
   on the suppression list (hard bounce, complaint, manual entry);
@@ -37,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Result
+from channels.retargeting import is_removal
 from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
@@ -67,6 +69,9 @@ class Policy:
 
     def __call__(self, session: Session, delivery: Delivery, customer: Customer, now: datetime) -> Decision:
         """Decide whether ``delivery`` goes out now."""
+        if is_removal(delivery.channel, delivery.content):
+            # Taking someone out of an audience is what an unsubscribe or a suppression wants.
+            return None
         suppressed = suppression(session, delivery.channel, customer)
         if suppressed is not None:
             return f"suppressed: {suppressed.reason.replace('_', ' ')} on {suppressed.channel}"

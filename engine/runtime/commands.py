@@ -11,6 +11,8 @@ input twice gives the same keys and a unique constraint makes the second attempt
                                             ``update.stage``)
 ``{enrollment}:enter``                      the SetStage of entering the journey
 ``{enrollment}:exit``                       the Exit (an enrollment ends once)
+``{enrollment}:leave:{audience}``           the Send that removes the customer from an
+                                            audience when the enrollment converts or exits
 ==========================================  ===========================================
 
 ``CancelTimer.key`` is the key of the timer to cancel (a ``ScheduleTimer.key``): cancelling

@@ -145,6 +145,7 @@ def start(
         customer_id=str(customer.get("id")),
         started_at=now,
         trigger=dict(event or {}),
+        audiences={},
     )
     run = _Run(journey, state, customer, now)
     run.trace.append(Trace(None, "enter", f"entered {journey.id} (version {version})", event.get("event") if event else None))
@@ -196,6 +197,10 @@ class _Run:
         self.variant = dict(state.variant)
         self.ended_at = state.ended_at
         self.reason = state.reason
+        self.audiences = dict(state.audiences) if state.audiences is not None else _audiences_of_visits(journey, state.visits)
+        # The audiences to leave when the goal or an exit event ends the enrollment: those it
+        # added before; an add on the event's ``goto`` path is about the ending and stays.
+        self.leaving: frozenset[str] | None = None
         self.customer: dict[str, Any] = {
             "id": customer.get("id"),
             "traits": dict(customer.get("traits") or {}),
@@ -221,6 +226,7 @@ class _Run:
             variant=self.variant,
             ended_at=self.ended_at,
             reason=self.reason,
+            audiences=self.audiences,
         )
         if not self.commands and all(t.what == "ignore" for t in self.trace):
             state = self.initial
@@ -317,6 +323,7 @@ class _Run:
         self.last_event = dict(event)
         self.trace.append(Trace(self.step, "goal" if status == "converted" else "exit_on", f"{outcome.event} arrived", outcome.event))
         self.finishing = (status, reason)
+        self.leaving = frozenset(self.audiences)
         if outcome.goto is not None:
             self.run_from(outcome.goto)
         if self.active:
@@ -410,7 +417,39 @@ class _Run:
                  content=content, topic=policy.topic, kind=self.journey.send_kind(step), variables=variables)
         )  # fmt: skip
         self.trace.append(Trace(step.id, "run", f"send {step.channel} {step.template or step.audience or ''}".strip(), step.channel))
+        if step.audience is not None:
+            if step.action == "add":
+                self.audiences[step.audience] = step.id
+            else:
+                self.audiences.pop(step.audience, None)
         return step.next
+
+    def _leave_audiences(self, status: str) -> None:
+        """A conversion or an exit takes the customer out of every audience this enrollment added them to.
+
+        One ``remove`` per audience, keyed by enrollment and audience, so a second attempt is
+        a no-op. It is not marketing (``transactional``); it is attributed to the step that
+        added the customer, and names no parts, so the delivery worker renders nothing.
+        """
+        if status not in ("converted", "exited"):
+            return  # a journey run to its end keeps its audiences: a remove step takes them out
+        for audience, added_by in list(self.audiences.items()):
+            if self.leaving is not None and audience not in self.leaving:
+                continue
+            try:
+                step: Step | None = self.journey.step(added_by)
+            except KeyError:  # a deploy moved the enrollment to a version without that step
+                step = None
+            channel = step.channel if isinstance(step, SendStep) else "retargeting"
+            self.emit(
+                Send(key=f"{self.initial.id}:leave:{audience}", step=added_by, channel=channel,
+                     content={"parts": [], "url": None, "audience": audience, "action": "remove"},
+                     topic=self.journey.policy.topic, kind="transactional",
+                     variables={"trigger": dict(self.initial.trigger), "event": dict(self.current_event()),
+                                "context": self.context(step)})
+            )  # fmt: skip
+            self.trace.append(Trace(added_by, "leave", f"remove from audience {audience}: the enrollment {status}", audience))
+            del self.audiences[audience]
 
     def _wait(self, step: Step, key: str, wait: Wait) -> None:
         self.wait = wait
@@ -462,6 +501,7 @@ class _Run:
             status, reason = self.finishing
         self._cancel_timer()
         self.status, self.reason, self.ended_at = status, reason, self.now
+        self._leave_audiences(status)
         self.emit(Exit(key=f"{self.initial.id}:exit", step=self.step, status=status, reason=reason))
         self.trace.append(Trace(self.step, "end", reason, status))
         self.step = None
@@ -496,6 +536,14 @@ class _Run:
 
 
 _WAITING: Any = object()  # run_step's answer when the enrollment waits or has ended
+
+
+def _audiences_of_visits(journey: Journey, visits: Mapping[str, int]) -> dict[str, str]:
+    """The audiences a state stored before they were tracked has added: each add step it ran,
+    unless it also ran a remove step of that audience (the order of the two is not known)."""
+    sends = [s for s in journey.steps if isinstance(s, SendStep) and s.audience is not None and visits.get(s.id)]
+    removed = {s.audience for s in sends if s.action != "add"}
+    return {s.audience: s.id for s in sends if s.action == "add" and s.audience not in removed}  # type: ignore[misc]
 
 
 def _later_stage(stage: str, current: str | None) -> bool:

@@ -89,6 +89,10 @@ class Enrollment:
         ended_at: when it ended, or None.
         reason: why it ended (``goal``, ``exit_on:account_deleted``, ``holdout``...).
         variant: the path chosen at each split, by split step id (``control`` for a holdout).
+        audiences: the retargeting audiences this enrollment added the customer to and has not
+            removed them from, each with the send step that added them: a conversion or an
+            exit removes the customer from each (docs/channels.md). None in a state stored
+            before audiences were tracked: the runtime then reads them from ``visits``.
     """
 
     id: str
@@ -105,6 +109,7 @@ class Enrollment:
     ended_at: dt.datetime | None = None
     reason: str | None = None
     variant: Mapping[str, str] = field(default_factory=dict)
+    audiences: Mapping[str, str] | None = None
 
     @property
     def active(self) -> bool:
@@ -137,6 +142,7 @@ class Enrollment:
             "ended_at": iso(self.ended_at),
             "reason": self.reason,
             "variant": dict(self.variant),
+            "audiences": dict(self.audiences) if self.audiences is not None else None,
         }
 
     @classmethod
@@ -163,4 +169,5 @@ class Enrollment:
             ended_at=parse_iso(data.get("ended_at")),
             reason=data.get("reason"),
             variant=dict(data.get("variant") or {}),
+            audiences={str(k): str(v) for k, v in data["audiences"].items()} if data.get("audiences") is not None else None,
         )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from engine.definitions import load_text
 from engine.testing import JourneyTest
 
 JOURNEY = "journeys/cart_abandonment.yaml"
@@ -82,3 +85,29 @@ def test_reentry_only_after_seven_days(t):
 def test_an_empty_cart_does_not_enter(t):
     checkout(t, value=0)
     assert t.enrollments == []
+
+
+def test_without_its_leave_step_the_order_still_takes_the_customer_out_of_the_audience_once():
+    # The goal's goto to the remove step is the journey's own way out; the engine's is the same
+    # removal, made by the runtime for every audience the enrollment added the customer to.
+    source = Path(JOURNEY).read_text(encoding="utf-8")
+    assert source.count("  goto: leave_audience") == 1
+    journey = load_text(source.replace("  goto: leave_audience", ""), filename=JOURNEY,
+                        templates=Path(JOURNEY).parent / "templates")
+    t = JourneyTest(journey, customer={"first_name": "Ada", "email": "ada@example.com"})
+    checkout(t)
+    t.advance("2d")
+    t.send("order_completed", order_id="o-1", total=120.5)
+    t.send("order_completed", order_id="o-1", total=120.5)  # a second order: nothing more
+    assert t.enrollment.status == "converted"
+    assert [(s.step, s.detail["action"], s.kind) for s in t.sent("retargeting")] == [
+        ("retarget", "add", "marketing"), ("retarget", "remove", "transactional")]
+    assert t.sent("retargeting")[1].detail["key"] == f"{t.enrollment.id}:leave:cart_abandoners"
+
+
+def test_run_to_its_end_it_leaves_the_audience_by_its_own_step_once(t):
+    # The remove step runs after the 7 days: the enrollment has no audience left to leave.
+    checkout(t)
+    t.advance("9d")
+    assert t.enrollment.status == "completed" and t.enrollment.audiences == {}
+    assert [s.detail["action"] for s in t.sent("retargeting")] == ["add", "remove"]

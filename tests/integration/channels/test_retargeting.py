@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from channels import Message, Recipient
-from channels.retargeting import RetargetingChannel, removal, sha256_hex
+from channels.retargeting import RetargetingChannel, sha256_hex
 from tests.integration.channels.peers import HttpPeer, Reply
 
 pytestmark = pytest.mark.integration
@@ -23,8 +23,10 @@ def audiences(peer: HttpPeer):  # type: ignore[no-untyped-def]
 
 def test_add_then_goal_removal_post_hashed_identifiers(audiences: RetargetingChannel, peer: HttpPeer) -> None:
     added = Message("retargeting", "enr-1:retarget:1", ADA, content={"audience": "cart abandoners", "action": "add"})
+    removed = Message("retargeting", "enr-1:leave:cart abandoners", ADA,
+                      content={"audience": "cart abandoners", "action": "remove"})
 
-    results = [audiences.send(added), audiences.send(removal(added, "enr-1:goal:1"))]
+    results = [audiences.send(added), audiences.send(removed)]
 
     assert [(r.status, r.provider_id) for r in results] == [("sent", "op_42"), ("sent", "op_42")]
     member = {"email_sha256": sha256_hex("ada@example.com"), "phone_sha256": sha256_hex("+14155550123"),
@@ -33,7 +35,7 @@ def test_add_then_goal_removal_post_hashed_identifiers(audiences: RetargetingCha
         ("/v1/audiences/cart%20abandoners/members", {"action": "add", "members": [member]}),
         ("/v1/audiences/cart%20abandoners/members", {"action": "remove", "members": [member]}),
     ]
-    assert [r.headers["idempotency-key"] for r in peer.requests] == ["enr-1:retarget:1", "enr-1:goal:1"]
+    assert [r.headers["idempotency-key"] for r in peer.requests] == ["enr-1:retarget:1", "enr-1:leave:cart abandoners"]
     assert peer.requests[0].headers["authorization"] == "Bearer audience-token"
     sent = b" ".join(r.body for r in peer.requests).lower()
     assert b"ada" not in sent and b"4155550123" not in sent

@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from channels import Message, Recipient
-from channels.retargeting import hashed_identifiers, normalize_email, normalize_phone, removal, sha256_hex
+from channels import Recipient
+from channels.retargeting import hashed_identifiers, normalize_email, is_removal, normalize_phone, sha256_hex
 
 
 @pytest.mark.parametrize(
@@ -75,12 +75,14 @@ def test_a_customer_without_email_or_usable_phone_has_no_identifiers() -> None:
     assert hashed_identifiers(Recipient("c1", email="not-an-address", phone="0612345678")) == {}
 
 
-def test_removal_undoes_an_add_under_its_own_key() -> None:
-    added = Message("retargeting", "enr-1:retarget:1", Recipient("c1", email="a@b.co"),
-                    content={"audience": "cart_abandoners", "action": "add"})
-
-    removed = removal(added, "enr-1:goal:1")
-
-    assert removed.content == {"audience": "cart_abandoners", "action": "remove"}
-    assert removed.idempotency_key == "enr-1:goal:1"
-    assert removed.recipient == added.recipient
+@pytest.mark.parametrize(
+    ("channel", "content", "removal"),
+    [
+        ("retargeting", {"audience": "cart_abandoners", "action": "remove"}, True),
+        ("retargeting", {"audience": "cart_abandoners", "action": "add"}, False),
+        ("webhook", {"action": "remove"}, False),
+        ("retargeting", None, False),
+    ],
+)
+def test_only_a_retargeting_remove_is_a_removal(channel: str, content: dict[str, str] | None, removal: bool) -> None:
+    assert is_removal(channel, content) is removal
