@@ -298,7 +298,7 @@ class Orchestrator:
         }
         timers = session.execute(
             select(Timer)
-            .where(Timer.key.in_(keys), Timer.fired_at.is_(None), Timer.enrollment_id.in_(rows))
+            .where(Timer.key.in_(keys), Timer.fired_at.is_(None), Timer.enrollment_id.in_(list(rows)))
             .order_by(Timer.key)
             .with_for_update(key_share=True)
         ).scalars()
@@ -309,7 +309,7 @@ class Orchestrator:
                 timer.fired_at = now
             elif self._is_running(row.journey_id, session):  # paused: stays due, fires after a resume
                 due.append((timer, row, self.deployed.get(row.journey_id, row.version, session)))
-        held = waits_for_earlier_events(session, [(t, r.customer_id, _events_of(j)) for t, r, j in due])
+        held = waits_for_earlier_events(session, [(t, customers[r.customer_id], _events_of(j)) for t, r, j in due])
         followups = Followups()
         for timer, row, journey in due:
             if timer.key in held:
@@ -525,10 +525,10 @@ def _events_of(journey: Journey) -> set[str]:
     return names
 
 
-def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, int, Collection[str]]]) -> set[str]:
+def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, Customer, Collection[str]]]) -> set[str]:
     """The keys of the timers to hold back until events stored before them are applied.
 
-    ``due`` holds each timer, its enrollment's customer id and the events the enrollment
+    ``due`` holds each timer, its enrollment's customer and the events the enrollment
     waits for (goal, exit and ``wait_until`` events). A timer is held back while its
     customer has such an event stored, not applied yet and not given up on (fewer than
     :data:`MAX_EVENT_ATTEMPTS` attempts), stamped at or before the timer's due time: the
@@ -540,12 +540,9 @@ def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, int, C
     wanted = {name for _, _, names in due for name in names}
     if not wanted:
         return set()
-    customer_ids = {customer_id for _, customer_id, _ in due}
-    owner: dict[tuple[str, str], int] = {
-        ("user", external_id): customer_id
-        for customer_id, external_id in session.execute(
-            select(Customer.id, Customer.external_id).where(Customer.id.in_(customer_ids), Customer.external_id.is_not(None))
-        ).all()
+    customer_ids = {customer.id for _, customer, _ in due}
+    owner: dict[tuple[str, str], int] = {  # (kind of id, id): customer id
+        ("user", customer.external_id): customer.id for _, customer, _ in due if customer.external_id
     }
     owner.update(
         (("anonymous", anonymous_id), customer_id)
@@ -576,8 +573,8 @@ def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, int, C
                 earliest[key] = min(earliest.get(key, stamp), stamp)
     return {
         timer.key
-        for timer, customer_id, names in due
-        if any((customer_id, n) in earliest and earliest[(customer_id, n)] <= timer.due_at for n in names)
+        for timer, customer, names in due
+        if any((customer.id, n) in earliest and earliest[(customer.id, n)] <= timer.due_at for n in names)
     }
 
 
