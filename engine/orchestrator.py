@@ -29,6 +29,7 @@ from engine.runtime.inputs import EventArrived, TimerFired
 from engine.runtime.machine import Outcome, advance, start
 from engine.runtime.state import Enrollment as State
 from engine.storage.models import (
+    AnonymousId,
     AppliedEffect,
     Customer,
     Delivery,
@@ -44,6 +45,9 @@ from engine.storage.upsert import insert_ignore, insert_rows
 
 log = logging.getLogger(__name__)
 
+# After this many failed attempts an event is left for an operator (it keeps its error),
+# and timers stop waiting for it (waits_for_earlier_events).
+MAX_EVENT_ATTEMPTS = 5
 # Commands that change what the runtime sees of the customer.
 PROFILE_COMMANDS = frozenset({"update_profile", "set_stage", "award_points", "issue_referral"})
 # A timer due this soon is enqueued right after the commit instead of waiting for the
@@ -173,12 +177,7 @@ class Orchestrator:
                     batch.history[(row.customer_id, row.journey_id)].append(row)
             if names & self._watched:
                 batch.active = {customer_id: [] for customer_id in ids}
-                for row in session.execute(
-                    select(Enrollment)
-                    .where(Enrollment.customer_id.in_(ids), Enrollment.status == "active")
-                    .order_by(Enrollment.started_at, Enrollment.id)
-                    .with_for_update()
-                ).scalars():
+                for row in _lock_active(session, ids):
                     batch.active[row.customer_id].append(row)
         session.info[_BATCH] = batch
 
@@ -262,22 +261,66 @@ class Orchestrator:
 
     def on_timer(self, session: Session, key: str, now: datetime) -> Followups:
         """Fire timer ``key`` once; a fired, cancelled or unknown timer changes nothing."""
-        timer = session.execute(select(Timer).where(Timer.key == key).with_for_update()).scalar_one_or_none()
-        if timer is None or timer.fired_at is not None:
+        return self.on_timers(session, [key], now)
+
+    def on_timers(self, session: Session, keys: Collection[str], now: datetime) -> Followups:
+        """Fire the timers ``keys`` once each; fired, cancelled or unknown ones change nothing.
+
+        Locks in the engine's one order (docs/operations.md, "Locks"), as the event path
+        does: the timers' customers by id, then their enrollments by id, then the timers
+        by key. Locking the enrollment first and writing the customer (traits, stage)
+        later deadlocked with an event of the same customer, which holds it the other way.
+
+        A timer whose customer has an event stored and not applied yet that the timer's
+        enrollment waits for, stamped at or before the timer's due time, is held back
+        (:func:`waits_for_earlier_events`): it is left for the scheduler's next tick, so
+        the event counts first, as the runtime's ordering rule says.
+        """
+        keys = sorted(set(keys))
+        # Who owns the timers, read without locks: a timer never changes enrollment, nor
+        # an enrollment customer, so the locks can then be taken in order.
+        owners = session.execute(
+            select(Enrollment.id, Enrollment.customer_id)
+            .join(Timer, Timer.enrollment_id == Enrollment.id)
+            .where(Timer.key.in_(keys), Timer.fired_at.is_(None))
+        ).all()
+        if not owners:
             return Followups()
-        row = session.execute(
-            select(Enrollment).where(Enrollment.id == timer.enrollment_id).with_for_update()
-        ).scalar_one()
-        if row.status != "active":
+        customers = {c.id: c for c in profiles.lock_customers(session, {customer for _, customer in owners})}
+        rows = {
+            row.id: row
+            for row in session.execute(
+                select(Enrollment)
+                .where(Enrollment.id.in_({enrollment for enrollment, _ in owners}))
+                .order_by(Enrollment.id)
+                .with_for_update(key_share=True)
+            ).scalars()
+        }
+        timers = session.execute(
+            select(Timer)
+            .where(Timer.key.in_(keys), Timer.fired_at.is_(None), Timer.enrollment_id.in_(list(rows)))
+            .order_by(Timer.key)
+            .with_for_update(key_share=True)
+        ).scalars()
+        due: list[tuple[Timer, Enrollment, Journey]] = []
+        for timer in timers:
+            row = rows[timer.enrollment_id]
+            if row.status != "active":
+                timer.fired_at = now
+            elif self._is_running(row.journey_id, session):  # paused: stays due, fires after a resume
+                due.append((timer, row, self.deployed.get(row.journey_id, row.version, session)))
+        held = waits_for_earlier_events(session, [(t, customers[r.customer_id], _events_of(j)) for t, r, j in due])
+        followups = Followups()
+        for timer, row, journey in due:
+            if timer.key in held:
+                timer.enqueued_at = None  # the scheduler enqueues it again on its next tick
+                continue
             timer.fired_at = now
-            return Followups()
-        if not self._is_running(row.journey_id, session):
-            return Followups()  # paused: the timer stays due and fires after a resume
-        timer.fired_at = now
-        journey = self.deployed.get(row.journey_id, row.version, session)
-        customer = session.get(Customer, row.customer_id)
-        outcome = advance(journey, State.from_dict(row.state), TimerFired(key), customer_view(session, customer), now)
-        return self._persist(session, row, journey, outcome, customer, now)
+            customer = customers[row.customer_id]
+            outcome = advance(journey, State.from_dict(row.state), TimerFired(timer.key),
+                              customer_view(session, customer), now)
+            followups.extend(self._persist(session, row, journey, outcome, customer, now))
+        return followups
 
     # -- persistence --------------------------------------------------------------------
 
@@ -418,14 +461,7 @@ class Orchestrator:
 
     @staticmethod
     def _active(session: Session, customer_id: int) -> list[Enrollment]:
-        return list(
-            session.execute(
-                select(Enrollment)
-                .where(Enrollment.customer_id == customer_id, Enrollment.status == "active")
-                .order_by(Enrollment.started_at, Enrollment.id)
-                .with_for_update()
-            ).scalars()
-        )
+        return _lock_active(session, [customer_id])
 
     @staticmethod
     def _history(session: Session, customer_id: int, journey_id: str, enrollment_id: str,
@@ -467,11 +503,79 @@ def _entry_history(session: Session, customer_ids: Collection[int], journey_ids:
     )
 
 
+def _lock_active(session: Session, customer_ids: Collection[int]) -> list[Enrollment]:
+    """Lock the active enrollments of customers already locked; oldest first, as routing takes them.
+
+    Locked in id order, after their customers (docs/operations.md, "Locks"); ``FOR NO KEY
+    UPDATE``, so rows that refer to them (trace, deliveries, timers) are inserted without waiting.
+    """
+    rows = session.execute(
+        select(Enrollment)
+        .where(Enrollment.customer_id.in_(customer_ids), Enrollment.status == "active")
+        .order_by(Enrollment.id)
+        .with_for_update(key_share=True)
+    ).scalars()
+    return sorted(rows, key=lambda row: (row.started_at, row.id))
+
+
 def _events_of(journey: Journey) -> set[str]:
     names = {journey.goal.event} if journey.goal is not None and journey.goal.event else set()
     names |= {outcome.event for outcome in journey.exit_on if outcome.event}
     names |= {step.event for step in journey.steps if getattr(step, "event", None) and step.kind == "wait_until"}
     return names
+
+
+def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, Customer, Collection[str]]]) -> set[str]:
+    """The keys of the timers to hold back until events stored before them are applied.
+
+    ``due`` holds each timer, its enrollment's customer and the events the enrollment
+    waits for (goal, exit and ``wait_until`` events). A timer is held back while its
+    customer has such an event stored, not applied yet and not given up on (fewer than
+    :data:`MAX_EVENT_ATTEMPTS` attempts), stamped at or before the timer's due time: the
+    order placed at 10:59:59 whose queue message is behind the 11:00 reminder converts
+    the enrollment first, and no reminder goes out. Events are matched to the customer
+    by its user id and its anonymous ids. This is the one place the rule lives
+    (docs/runtime.md, "Ordering rules").
+    """
+    wanted = {name for _, _, names in due for name in names}
+    if not wanted:
+        return set()
+    customer_ids = {customer.id for _, customer, _ in due}
+    owner: dict[tuple[str, str], int] = {  # (kind of id, id): customer id
+        ("user", customer.external_id): customer.id for _, customer, _ in due if customer.external_id
+    }
+    owner.update(
+        (("anonymous", anonymous_id), customer_id)
+        for anonymous_id, customer_id in session.execute(
+            select(AnonymousId.anonymous_id, AnonymousId.customer_id).where(AnonymousId.customer_id.in_(customer_ids))
+        ).all()
+    )
+    if not owner:
+        return set()
+    name = func.coalesce(Event.event, Event.name, Event.type)
+    pending = session.execute(
+        select(Event.user_id, Event.anonymous_id, name, func.min(Event.timestamp))
+        .where(
+            Event.processed_at.is_(None),
+            Event.attempts < MAX_EVENT_ATTEMPTS,
+            name.in_(wanted),
+            Event.timestamp <= max(timer.due_at for timer, _, _ in due),
+            or_(Event.user_id.in_([i for kind, i in owner if kind == "user"]),
+                Event.anonymous_id.in_([i for kind, i in owner if kind == "anonymous"])),
+        )
+        .group_by(Event.user_id, Event.anonymous_id, name)
+    ).all()
+    earliest: dict[tuple[int, str], datetime] = {}  # (customer id, event name): first pending stamp
+    for user_id, anonymous_id, event_name, stamp in pending:
+        for ident in (("user", user_id), ("anonymous", anonymous_id)):
+            if ident in owner:
+                key = (owner[ident], event_name)
+                earliest[key] = min(earliest.get(key, stamp), stamp)
+    return {
+        timer.key
+        for timer, customer, names in due
+        if any((customer.id, n) in earliest and earliest[(customer.id, n)] <= timer.due_at for n in names)
+    }
 
 
 def _first_time(session: Session, command: cmd.Command, row: Enrollment, now: datetime) -> bool:

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from datetime import datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,6 +43,7 @@ from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError
+from engine.profiles import lock_customers
 from engine.settings import Settings
 from engine.storage.models import Consent, Customer, Delivery, Secret, Suppression
 
@@ -126,7 +127,8 @@ class Policy:
         session.info[_CONSENTS] = (set(ids), consents)
 
     def _check_cap(self, session: Session, delivery: Delivery, customer: Customer, cap: FrequencyCap, now: datetime) -> str | None:
-        lock_customer(session, customer.id)
+        # The customer's row, as every transaction locks it (docs/operations.md, "Locks").
+        lock_customers(session, [customer.id])
         session.flush()  # the deliveries this transaction cleared already count
         # The rows this one competes with were cleared in transactions that held the
         # same lock and have committed: this count sees them all.
@@ -334,15 +336,6 @@ def suppression(session: Session, channel: str, customer: Customer) -> Suppressi
     return session.execute(
         select(Suppression).where(Suppression.channel.in_((channel, "*")), or_(*who)).order_by(Suppression.id).limit(1)
     ).scalar_one_or_none()
-
-
-def lock_customer(session: Session, customer_id: int) -> None:
-    """Lock the customer's row until the transaction ends: policy decisions take turns."""
-    if session.get_bind().dialect.name == "sqlite":
-        # No row locks: a write takes SQLite's database lock now, not at commit.
-        session.execute(update(Customer).where(Customer.id == customer_id).values(updated_at=Customer.updated_at))
-    else:
-        session.execute(select(Customer.id).where(Customer.id == customer_id).with_for_update())
 
 
 def customer_zone(customer: Customer) -> ZoneInfo:

@@ -9,12 +9,12 @@ merge the anonymous customer's history into the known one. The merged-away row k
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select, text, update
+from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
 from engine.storage.models import AnonymousId, Customer, Event, ReferralCode, StageChange
@@ -34,13 +34,16 @@ def apply_event(session: Session, event: Event, now: datetime, *, locked: bool =
 
     Resolves (and creates, or merges) the customer, merges ``identify`` traits, picks up
     the time zone, and marks the event processed at ``now``. The caller commits;
-    ``locked``: the caller already holds :func:`lock_identities` for the event's ids.
+    ``locked``: the caller already holds :func:`lock_identities` for the event's ids and
+    has locked its customers (:func:`preload`); otherwise both are done here, in the
+    engine's lock order (docs/operations.md, "Locks").
 
     Returns:
         The customer, and their traits as they were before this event.
     """
     if not locked:
         lock_identities(session, event.user_id, event.anonymous_id, event.previous_id)
+        preload(session, [event])
     if event.type == "alias" and event.previous_id and event.user_id:
         customer = alias(session, event.previous_id, event.user_id, event.timestamp)
     else:
@@ -200,13 +203,20 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
     """Load, lock and where needed create the customers of a batch of events, in a few statements.
 
     The caller holds :func:`lock_identities` for every id of ``events``. Customers of the
-    events that name only a user id are created now if new (one INSERT for all); the
-    customers known by the events' user ids are then locked in id order and kept in the
-    session, where :func:`by_external_id` finds them without asking the database. Events
-    with anonymous ids or aliases resolve as usual.
+    events that name only a user id are created now if new (one INSERT for all). Every
+    existing customer the events lead to (by user id, anonymous id or alias, and whoever
+    they were merged into) is then locked in one statement, in id order (the engine's
+    lock order, docs/operations.md "Locks"), so that no customer is locked later in the
+    batch, after enrollments. Those known by the events' user ids stay in the session,
+    where :func:`by_external_id` finds them without asking the database.
+
+    Returns:
+        The live (not merged-away) customers locked, in id order.
     """
     user_ids = {e.user_id for e in events if e.user_id}
-    if not user_ids:
+    anonymous_ids = {e.anonymous_id for e in events if e.anonymous_id}
+    previous_ids = {e.previous_id for e in events if e.previous_id}  # an alias's: a user or an anonymous id
+    if not user_ids and not anonymous_ids and not previous_ids:
         return []
     first_seen: dict[str, datetime] = {}
     for event in events:
@@ -221,14 +231,51 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
                 for user_id, at in sorted(first_seen.items())
             ],
         )
-    customers = list(
+    # Read without locks first: the identity locks held keep every link and merge of
+    # these ids out until this transaction ends, so what is read here stays true.
+    found = session.execute(
+        select(Customer.id, Customer.merged_into_id).where(
+            or_(
+                Customer.external_id.in_(user_ids | previous_ids),
+                Customer.id.in_(
+                    select(AnonymousId.customer_id).where(AnonymousId.anonymous_id.in_(anonymous_ids | previous_ids))
+                ),
+            )
+        )
+    ).all()
+    ids = {customer_id for customer_id, _ in found}
+    targets = {target for _, target in found if target is not None} - ids
+    while targets:  # merged-away customers lead to the ones they were merged into
+        ids |= targets
+        targets = set(
+            session.execute(
+                select(Customer.merged_into_id).where(Customer.id.in_(targets), Customer.merged_into_id.is_not(None))
+            ).scalars()
+        ) - ids
+    customers = lock_customers(session, ids)
+    cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
+    cache.update({customer.external_id: customer for customer in customers if customer.external_id in user_ids})
+    return [customer for customer in customers if customer.merged_into_id is None]
+
+
+def lock_customers(session: Session, customer_ids: Collection[int]) -> list[Customer]:
+    """Lock and return the customers ``customer_ids`` in id order, in one statement.
+
+    The one way the engine locks customer rows in bulk: a transaction locks the customers
+    it needs before their enrollments, timers and deliveries, in id order
+    (docs/operations.md, "Locks"). ``FOR NO KEY UPDATE``: inserts of rows that refer to a
+    locked customer (points, deliveries, a referrer's reward) do not wait for it.
+    """
+    if not customer_ids:
+        return []
+    if session.get_bind().dialect.name == "sqlite":
+        # No row locks: a write takes SQLite's database lock now, not at commit.
+        session.execute(update(Customer).where(Customer.id.in_(customer_ids)).values(updated_at=Customer.updated_at))
+    return list(
         session.execute(
-            select(Customer).where(Customer.external_id.in_(user_ids)).order_by(Customer.id).with_for_update()
+            select(Customer).where(Customer.id.in_(customer_ids)).order_by(Customer.id).with_for_update(key_share=True)
         ).scalars()
     )
-    cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
-    cache.update({customer.external_id: customer for customer in customers})
-    return customers
 
 
 def by_external_id(session: Session, user_id: str) -> Customer | None:
@@ -237,7 +284,7 @@ def by_external_id(session: Session, user_id: str) -> Customer | None:
     if cached is not None:  # loaded and locked by preload()
         return _follow(session, cached)
     customer = session.execute(
-        select(Customer).where(Customer.external_id == user_id).with_for_update()
+        select(Customer).where(Customer.external_id == user_id).with_for_update(key_share=True)
     ).scalar_one_or_none()
     return _follow(session, customer)
 
@@ -248,7 +295,7 @@ def by_anonymous_id(session: Session, anonymous_id: str) -> Customer | None:
         select(Customer)
         .join(AnonymousId, AnonymousId.customer_id == Customer.id)
         .where(AnonymousId.anonymous_id == anonymous_id)
-        .with_for_update(of=Customer)
+        .with_for_update(of=Customer, key_share=True)
     ).scalar_one_or_none()
     return _follow(session, customer)
 
@@ -272,7 +319,7 @@ def anonymous_ids(session: Session, customer: Customer) -> list[str]:
 def _follow(session: Session, customer: Customer | None) -> Customer | None:
     while customer is not None and customer.merged_into_id is not None:
         customer = session.execute(
-            select(Customer).where(Customer.id == customer.merged_into_id).with_for_update()
+            select(Customer).where(Customer.id == customer.merged_into_id).with_for_update(key_share=True)
         ).scalar_one()
     return customer
 

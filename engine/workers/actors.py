@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from engine import profiles
 from engine.delivery import MAX_ATTEMPTS as MAX_DELIVERY_ATTEMPTS
-from engine.orchestrator import Followups
+from engine.orchestrator import MAX_EVENT_ATTEMPTS, Followups
 from engine.storage.models import Event
 
 if TYPE_CHECKING:
@@ -37,8 +37,6 @@ DELIVERIES_QUEUE = "deliveries"  # + ".<channel>"
 PRIORITY_DELIVERIES = 0
 PRIORITY_TIMERS = 10
 PRIORITY_EVENTS = 20
-# After this many failed attempts an event is left for an operator (it keeps its error).
-MAX_EVENT_ATTEMPTS = 5
 
 
 def delivery_queue(channel: str) -> str:
@@ -116,8 +114,10 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     """Apply stored events, all in one transaction if they can be; return the ids that failed.
 
     A message's events are applied together: one transaction, the identities of all of
-    them locked up front in one global order (so batches that share customers take
-    turns instead of deadlocking), their customers, points, enrollments loaded in a few
+    them locked up front in one global order, then their customers by id, then those
+    customers' enrollments (the engine's lock order, docs/operations.md "Locks", which
+    timers and deliveries follow too, so transactions that share customers take turns
+    instead of deadlocking); their customers, points, enrollments loaded in a few
     queries and the rows they cause inserted a statement per table
     (:meth:`~engine.orchestrator.Orchestrator.begin`). If anything in the batch fails,
     it is rolled back whole and each event is applied alone, so one bad event fails
@@ -135,6 +135,7 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
                     .with_for_update()
                 ).scalars()
             )
+            # The lock order: events, identities, customers (preload), enrollments (begin).
             profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
             customers = profiles.preload(session, events)
             orchestrator = services.orchestrator
@@ -187,8 +188,10 @@ def process_event(services: Services, event_id: int) -> bool:
 def fire_timers_together(services: Services, keys: list[str]) -> None:
     """Fire due timers in one transaction, their inserts held to the end as for events.
 
-    If the batch fails, it is rolled back and each timer fired alone; one that fails
-    again raises, so the message is retried (firing is idempotent: the others are done).
+    Their customers, enrollments and the timers are locked up front, in the engine's
+    lock order (:meth:`~engine.orchestrator.Orchestrator.on_timers`). If the batch fails,
+    it is rolled back and each timer fired alone; one that fails again raises, so the
+    message is retried (firing is idempotent: the others are done).
     """
     now = services.clock()
     orchestrator = services.orchestrator
@@ -196,9 +199,7 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
         with services.sessions.begin() as session:
             relax_commit(session)
             orchestrator.begin(session, [], [])
-            followups = Followups()
-            for key in sorted(keys):  # one lock order for timers everywhere
-                followups.extend(orchestrator.on_timer(session, key, now))
+            followups = orchestrator.on_timers(session, keys, now)
             followups.extend(orchestrator.finish(session))
     except Exception:  # noqa: BLE001 - fired one by one below, which raises for the culprit
         log.warning("a batch of %d timers failed; firing them one by one", len(keys), exc_info=True)

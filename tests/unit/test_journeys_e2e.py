@@ -174,14 +174,14 @@ def test_timers_fire_together_and_a_failing_one_fails_alone(engine, monkeypatch)
         keys = sorted(session.execute(select(Timer.key)).scalars())
     assert len(keys) == 2
     # When they fire in one message, and the first one's enrollment is broken
-    real = services.orchestrator.on_timer
+    real = services.orchestrator.on_timers
 
-    def broken(session, key, now):  # type: ignore[no-untyped-def]
-        if key == keys[0]:
+    def broken(session, batch, now):  # type: ignore[no-untyped-def]
+        if keys[0] in batch:
             raise RuntimeError("broken enrollment")
-        return real(session, key, now)
+        return real(session, batch, now)
 
-    monkeypatch.setattr(services.orchestrator, "on_timer", broken)
+    monkeypatch.setattr(services.orchestrator, "on_timers", broken)
     from engine.workers.actors import fire_timers_together
 
     with pytest.raises(RuntimeError, match="broken enrollment"):
@@ -190,7 +190,7 @@ def test_timers_fire_together_and_a_failing_one_fails_alone(engine, monkeypatch)
     with services.sessions() as session:
         fired = dict(session.execute(select(Timer.key, Timer.fired_at)).all())
     assert fired[keys[0]] is None and fired[keys[1]] is not None
-    monkeypatch.setattr(services.orchestrator, "on_timer", real)
+    monkeypatch.setattr(services.orchestrator, "on_timers", real)
     fire_timers_together(services, keys)
     with services.sessions() as session:
         assert session.execute(select(Timer.key).where(Timer.key.in_(keys), Timer.fired_at.is_(None))).all() == []
