@@ -24,7 +24,9 @@ from engine.errors import PayloadError, Problem
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one message
-MAX_BATCH_BYTES = 500 * 1024  # Segment's limit for one batch request
+# One batch request: RudderStack's SDKs send up to 4 MB (Segment's stay under 500 KB); a
+# lower limit would make a RudderStack SDK drop a whole batch, since it never retries a 400.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_ID_LENGTH = 255
 
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")

@@ -116,7 +116,7 @@ def create_app(services: Services) -> FastAPI:
         raw = await request.body()
         body = ingest.decode_body(raw, request.headers.get("content-encoding"))
         principal = await authenticate(_basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None))
-        if type_ is None:  # a batch of up to 500 KB: check it off the event loop
+        if type_ is None:  # a batch of up to 4 MB: check it off the event loop
             rows, outcome = await run_in_threadpool(
                 ingest.prepare, body, source=principal.name, received_at=received_at, type_=None
             )
@@ -282,10 +282,12 @@ def _ingested(outcome: ingest.Outcome) -> JSONResponse:
     body = _problems_body(problems)
     body.update(accepted=outcome.accepted, rejected=rejected)
     if outcome.accepted:
-        # Partial success: the good messages are stored, the response names the bad ones.
+        # Partial success: the good messages are stored, the body names the bad ones. A 200,
+        # as Segment's API answers: the RudderStack SDK takes anything else for a failure
+        # and retries the whole batch for minutes (the bad messages would fail again).
         body["code"] = "partial"
         body["message"] = f"{outcome.accepted} of {outcome.received} messages accepted; " + body["message"]
-        return JSONResponse(body, 207)
+        return JSONResponse(body, 200)
     return JSONResponse(body, 400)
 
 

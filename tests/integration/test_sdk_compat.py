@@ -227,3 +227,22 @@ def test_segment_and_rudderstack_sdks_store_the_same_events_and_profiles(running
     assert profiles["segment"]["traits"] == {"email": "ada@example.com", "plan": "pro", "name": "Ada"}
     assert profiles["segment"]["anonymousIds"] == ["anon", "legacy"]
     assert profiles["segment"]["timezone"] == "Europe/Paris"
+
+
+@pytest.mark.parametrize("sdk", ["segment", "rudderstack"])
+def test_a_large_batch_with_one_bad_message_is_delivered_by_either_sdk(running_engine: RunningEngine, sdk: str):
+    # Given an SDK that batches up to 100 messages (Segment splits at 475 KB, RudderStack at 4 MB)
+    errors: list[Exception] = []
+    client = make_client(sdk, running_engine.write_key, running_engine.url, errors, max_retries=0)
+    # When it sends 40 messages of 20 KB each, one of them with an event name the engine refuses
+    blob = "x" * 20_000
+    sent = [client.track(user_id="u-1", event="Viewed", properties={"blob": blob}, message_id=f"m-{i}") for i in range(40)]
+    client.track(user_id="u-1", event="y" * 300, message_id="m-bad")
+    client.flush()
+    client.join()
+    # Then the SDK reports no failure (nothing to retry, nothing dropped) and every good message is stored
+    assert errors == []
+    wait_processed(running_engine, len(sent))
+    with running_engine.services.sessions() as session:
+        stored = sorted(session.execute(select(Event.message_id)).scalars())
+    assert stored == sorted(message["messageId"] for _, message in sent)
