@@ -115,7 +115,9 @@ def create_app(services: Services) -> FastAPI:
             raise PayloadError("the request", [Problem("body", f"is {length} bytes; at most {MAX_BATCH_BYTES} are allowed")])
         raw = await request.body()
         body = ingest.decode_body(raw, request.headers.get("content-encoding"))
-        principal = await authenticate(_basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None))
+        in_body = body.get("writeKey") if isinstance(body, dict) else None
+        # A browser's sendBeacon cannot set headers: RudderStack's SDK puts the key in the URL.
+        principal = await authenticate(_basic_key(request) or in_body or request.query_params.get("writeKey"))
         if type_ is None:  # a batch of up to 4 MB: check it off the event loop
             rows, outcome = await run_in_threadpool(
                 ingest.prepare, body, source=principal.name, received_at=received_at, type_=None
@@ -130,6 +132,7 @@ def create_app(services: Services) -> FastAPI:
         app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_)
     app.add_api_route("/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="batch")
     app.add_api_route("/v1/import", _endpoint(ingest_request, None), methods=["POST"], name="import")
+    app.add_api_route("/beacon/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="beacon")
 
     @app.get("/v1/customers/{ident}")
     async def get_customer(ident: str, request: Request) -> JSONResponse:

@@ -427,3 +427,10 @@ class TestRudderStack:
         body = {"batch": [dict(item, messageId=str(i)) for i in range(40)]}
         assert client.post("/v1/batch", json=body, headers=basic(write_key)).status_code == 200
         assert count_events(services) == 40
+
+    def test_a_beacon_batch_with_the_write_key_in_the_url_is_stored(self, client, services, write_key):
+        # RudderStack's browser SDK with useBeacon: navigator.sendBeacon sets no headers.
+        body = orjson.dumps({"batch": [{"type": "track", "anonymousId": "a1", "event": "Left"}], "sentAt": "2030-01-01T10:00:00Z"})
+        response = client.post(f"/beacon/v1/batch?writeKey={write_key}", content=body, headers={"Content-Type": "text/plain"})
+        assert response.status_code == 200
+        assert count_events(services) == 1
