@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gzip
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -76,7 +76,10 @@ def recorder(running_engine: RunningEngine) -> Iterator[Recorder]:
 
 def make_client(sdk: str, write_key: str, url: str, errors: list[Exception], **options: Any) -> Any:
     """The SDK's client as its README configures it: write key, host (data plane URL), defaults."""
-    on_error: Callable[[Exception, Any], None] = lambda error, batch: errors.append(error)  # noqa: E731
+
+    def on_error(error: Exception, batch: Any) -> None:
+        errors.append(error)
+
     module = segment if sdk == "segment" else rudder
     return module.Client(write_key, host=url, on_error=on_error, upload_size=100, **options)
 
