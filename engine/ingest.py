@@ -68,7 +68,7 @@ def decode_body(raw: bytes, content_encoding: str | None) -> Any:
 def _too_large(size: int) -> PayloadError:
     return PayloadError(
         "the request",
-        [Problem("body", f"is {size}+ bytes; a request may be at most {MAX_BATCH_BYTES} bytes (500 KB): send smaller batches")],
+        [Problem("body", f"is {size}+ bytes; a request may be at most {MAX_BATCH_BYTES} bytes (4 MB): send smaller batches")],
     )
 
 

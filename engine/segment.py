@@ -6,6 +6,10 @@ column values of its :class:`~engine.storage.models.Event` row, or raises
 spec's fields: ``type``, ``userId`` / ``anonymousId`` (one is required), ``messageId``,
 ``event``, ``name``, ``properties``, ``traits``, ``context``, ``integrations``,
 ``timestamp``, ``sentAt``, ``originalTimestamp``, and ``previousId`` / ``groupId``.
+
+RudderStack sends the same spec, except that its SDKs put an ``identify``'s traits in
+``context.traits`` only: :func:`normalize` reads them there when there are no top-level
+``traits`` (docs/ingestion.md lists every difference between the two SDKs).
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ from engine.errors import PayloadError, Problem
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one message
-MAX_BATCH_BYTES = 500 * 1024  # Segment's limit for one batch request
+# One batch request: RudderStack's SDKs send up to 4 MB (Segment's stay under 500 KB); a
+# lower limit would make a RudderStack SDK drop a whole batch, since it never retries a 400.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_ID_LENGTH = 255
 
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
@@ -93,6 +99,18 @@ def normalize(
         else:
             problem(field, f"expected a JSON object, got {_kind(value)}")
 
+    traits = objects.get("traits", {})
+    if kind == "identify" and not traits:
+        # RudderStack's SDKs put an identify's traits in context.traits only. Other calls'
+        # context.traits (both specs allow them on a track) describe the user as the client
+        # last knew them, often a copy cached on a device: they stay in the context and
+        # never update the profile; a group's top-level traits are the group's.
+        in_context = objects.get("context", {}).get("traits")
+        if isinstance(in_context, dict):
+            traits = in_context
+        elif in_context is not None:
+            problem("context.traits", f"expected a JSON object of the user's traits, got {_kind(in_context)}")
+
     times: dict[str, datetime | None] = {}
     for field in _TIME_FIELDS:
         times[field] = _time(message, field, problem)
@@ -128,7 +146,7 @@ def normalize(
         "previous_id": previous_id,
         "group_id": group_id,
         "properties": objects["properties"],
-        "traits": objects["traits"],
+        "traits": traits,
         "context": objects["context"],
         "integrations": objects["integrations"],
         "timestamp": timestamp,

@@ -115,8 +115,10 @@ def create_app(services: Services) -> FastAPI:
             raise PayloadError("the request", [Problem("body", f"is {length} bytes; at most {MAX_BATCH_BYTES} are allowed")])
         raw = await request.body()
         body = ingest.decode_body(raw, request.headers.get("content-encoding"))
-        principal = await authenticate(_basic_key(request) or (body.get("writeKey") if isinstance(body, dict) else None))
-        if type_ is None:  # a batch of up to 500 KB: check it off the event loop
+        in_body = body.get("writeKey") if isinstance(body, dict) else None
+        # A browser's sendBeacon cannot set headers: RudderStack's SDK puts the key in the URL.
+        principal = await authenticate(_basic_key(request) or in_body or request.query_params.get("writeKey"))
+        if type_ is None:  # a batch of up to 4 MB: check it off the event loop
             rows, outcome = await run_in_threadpool(
                 ingest.prepare, body, source=principal.name, received_at=received_at, type_=None
             )
@@ -130,6 +132,7 @@ def create_app(services: Services) -> FastAPI:
         app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_)
     app.add_api_route("/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="batch")
     app.add_api_route("/v1/import", _endpoint(ingest_request, None), methods=["POST"], name="import")
+    app.add_api_route("/beacon/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="beacon")
 
     @app.get("/v1/customers/{ident}")
     async def get_customer(ident: str, request: Request) -> JSONResponse:
@@ -282,10 +285,12 @@ def _ingested(outcome: ingest.Outcome) -> JSONResponse:
     body = _problems_body(problems)
     body.update(accepted=outcome.accepted, rejected=rejected)
     if outcome.accepted:
-        # Partial success: the good messages are stored, the response names the bad ones.
+        # Partial success: the good messages are stored, the body names the bad ones. A 200,
+        # as Segment's API answers: the RudderStack SDK takes anything else for a failure
+        # and retries the whole batch for minutes (the bad messages would fail again).
         body["code"] = "partial"
         body["message"] = f"{outcome.accepted} of {outcome.received} messages accepted; " + body["message"]
-        return JSONResponse(body, 207)
+        return JSONResponse(body, 200)
     return JSONResponse(body, 400)
 
 
