@@ -1,18 +1,30 @@
-"""What is waiting where: broker queue depths and the database's backlog."""
+"""What is waiting where: broker queue depths, the rows messages still carry, the database's backlog.
+
+This is the one module that knows how each broker keeps its messages.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
+from dramatiq.errors import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.storage.models import Delivery, Event, Timer
+
+log = logging.getLogger(__name__)
+
+#: Entries per SCAN / HSCAN call: a big queue is read in many short calls, never one long one.
+SCAN_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,91 @@ def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
         )
         for name in sorted(names)
     ]
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The row ids that messages still on the broker carry, by queue.
+
+    A queue's delay queue is folded into the queue. ``unreadable`` are the queues that
+    hold messages whose ids could not be read: every row of theirs counts as carried.
+    """
+
+    ids: dict[str, frozenset[Any]]
+    unreadable: frozenset[str] = frozenset()
+
+    def carries(self, queue: str, row_id: Any) -> bool:
+        """Whether a message on ``queue`` (or its delay queue) may still carry ``row_id``."""
+        return queue in self.unreadable or row_id in self.ids.get(queue, frozenset())
+
+
+def carried(broker: dramatiq.Broker) -> Carried:
+    """Read the ids of every message the broker holds until it is acknowledged.
+
+    That is every message enqueued and not yet acknowledged: waiting in its queue or its
+    delay queue, prefetched or in flight at a worker, or held by a worker that died (until
+    dramatiq puts it back). Dead letters carry nothing: their retries are over. A message
+    carries its rows' ids as its first argument: a list of ids (or one id).
+
+    Redis keeps each message in the hash ``NS:QUEUE.msgs`` (``NS:QUEUE.DQ.msgs`` when
+    delayed) from enqueue to acknowledgement, read here in chunks. The StubBroker shows
+    its queues; a message a worker took from one is out of sight, so a stub queue with
+    such messages is unreadable. Any other broker's messages cannot be read: a queue of
+    it is unreadable unless the broker reports it empty.
+    """
+    if isinstance(broker, RedisBroker):
+        return _redis_carried(broker)
+    ids: dict[str, set[Any]] = {}
+    unreadable: set[str] = set()
+    if isinstance(broker, StubBroker):
+        for name, queue in list(broker.queues.items()):
+            canonical = name.removesuffix(".DQ")
+            with queue.mutex:
+                waiting = list(queue.queue)
+                held = queue.unfinished_tasks - len(waiting)
+            if held > 0:
+                unreadable.add(canonical)
+            if not _read_ids(waiting, ids.setdefault(canonical, set())):
+                unreadable.add(canonical)
+        return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))
+    # RabbitMQ's counts leave out messages that workers hold unacknowledged: an empty
+    # queue there may still have messages in flight (at most the workers' prefetch).
+    counts = getattr(broker, "get_queue_message_counts", None)
+    for name in broker.get_declared_queues():
+        canonical = name.removesuffix(".DQ")
+        if counts is None or any(counts(canonical)[:2]):
+            unreadable.add(canonical)
+    return Carried({}, frozenset(unreadable))
+
+
+def _redis_carried(broker: RedisBroker) -> Carried:
+    client, ns = broker.client, broker.namespace
+    ids: dict[str, set[Any]] = {}
+    unreadable: set[str] = set()
+    for key in client.scan_iter(f"{_glob_escape(ns)}:*.msgs", count=SCAN_CHUNK):
+        name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs")
+        if name.endswith(".XQ"):
+            continue  # dead letters
+        canonical = name.removesuffix(".DQ")
+        messages = (data for _, data in client.hscan_iter(key, count=SCAN_CHUNK))
+        if not _read_ids(messages, ids.setdefault(canonical, set())):
+            unreadable.add(canonical)
+    return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))
+
+
+def _read_ids(messages: Iterable[bytes], into: set[Any]) -> bool:
+    """Add the ids the encoded ``messages`` carry to ``into``; False if one could not be read."""
+    readable = True
+    for data in messages:
+        try:
+            args = dramatiq.Message.decode(data).args
+        except DecodeError:  # a foreign or corrupt message must not stop the sweep
+            log.warning("a queue message could not be decoded; its queue is not swept this time", exc_info=True)
+            readable = False
+            continue
+        first = args[0] if args else None
+        into.update(i for i in (first if isinstance(first, list) else [first]) if isinstance(i, (int, str)))
+    return readable
 
 
 def _glob_escape(text: str) -> str:
