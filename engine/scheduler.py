@@ -32,7 +32,7 @@ from engine.workers.actors import EVENTS_QUEUE, MAX_EVENT_ATTEMPTS, TIMERS_QUEUE
 
 log = logging.getLogger(__name__)
 
-SWEEP_PAGE = 1000  # candidate rows read per query, in key order
+SWEEP_PAGE = 5000  # candidate rows read per query, in key order
 # Candidate rows a sweep looks at per kind of work: a long backlog is gone through over
 # several sweeps, each going on from where the last one stopped.
 SWEEP_BUDGET = 20_000
