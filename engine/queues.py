@@ -106,22 +106,25 @@ class Carried:
         return queue in self.unreadable or row_id in self.ids.get(queue, frozenset())
 
 
-def carried(broker: dramatiq.Broker) -> Carried:
+def carried(broker: dramatiq.Broker, dead_before: datetime) -> Carried:
     """Read the ids of every message the broker holds until it is acknowledged.
 
     That is every message enqueued and not yet acknowledged: waiting in its queue or its
-    delay queue, prefetched or in flight at a worker, or held by a worker that died (until
-    dramatiq puts it back). Dead letters carry nothing: their retries are over. A message
-    carries its rows' ids as its first argument: a list of ids (or one id).
+    delay queue, prefetched or in flight at a worker. Dead letters carry nothing: their
+    retries are over; nor do messages held by a worker whose last heartbeat is older than
+    ``dead_before``: it died, and Dramatiq puts them back only when its maintenance
+    happens to run. A message carries its rows' ids as its first argument: a list of ids
+    (or one id).
 
     Redis keeps each message in the hash ``NS:QUEUE.msgs`` (``NS:QUEUE.DQ.msgs`` when
-    delayed) from enqueue to acknowledgement, read here in chunks. The StubBroker shows
+    delayed) from enqueue to acknowledgement, read here in chunks; a worker's heartbeat is
+    in ``NS:__heartbeats__`` and the messages it holds in ``NS:__acks__.WORKER.QUEUE``. The StubBroker shows
     its queues; a message a worker took from one is out of sight, so a stub queue with
     such messages is unreadable. Any other broker's messages cannot be read: a queue of
     it is unreadable unless the broker reports it empty.
     """
     if isinstance(broker, RedisBroker):
-        return _redis_carried(broker)
+        return _redis_carried(broker, dead_before)
     ids: dict[str, set[Any]] = {}
     unreadable: set[str] = set()
     if isinstance(broker, StubBroker):
@@ -145,16 +148,21 @@ def carried(broker: dramatiq.Broker) -> Carried:
     return Carried({}, frozenset(unreadable))
 
 
-def _redis_carried(broker: RedisBroker) -> Carried:
+def _redis_carried(broker: RedisBroker, dead_before: datetime) -> Carried:
     client, ns = broker.client, broker.namespace
+    prefix = _glob_escape(ns)
+    abandoned: set[bytes] = set()  # the message ids held by dead workers
+    for worker in client.zrangebyscore(f"{ns}:__heartbeats__", 0, int(dead_before.timestamp() * 1000)):
+        for acks in client.scan_iter(f"{prefix}:__acks__.{_glob_escape(worker.decode())}.*", count=SCAN_CHUNK):
+            abandoned.update(client.smembers(acks))
     ids: dict[str, set[Any]] = {}
     unreadable: set[str] = set()
-    for key in client.scan_iter(f"{_glob_escape(ns)}:*.msgs", count=SCAN_CHUNK):
+    for key in client.scan_iter(f"{prefix}:*.msgs", count=SCAN_CHUNK):
         name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs")
         if name.endswith(".XQ"):
             continue  # dead letters
         canonical = name.removesuffix(".DQ")
-        messages = (data for _, data in client.hscan_iter(key, count=SCAN_CHUNK))
+        messages = (data for field, data in client.hscan_iter(key, count=SCAN_CHUNK) if field not in abandoned)
         if not _read_ids(messages, ids.setdefault(canonical, set())):
             unreadable.add(canonical)
     return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))

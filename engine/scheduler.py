@@ -84,7 +84,7 @@ class Scheduler:
         try:
             # Read before the rows: a worker commits a row's work before it acknowledges the
             # message, so a row still pending after its message was acknowledged is lost.
-            carried = queues.carried(self.services.broker)
+            carried = queues.carried(self.services.broker, dead_before=now - settings.sweep_after)
         except Exception:  # noqa: BLE001 - the broker being down must not end the scheduler
             log.warning("could not read the queues; lost work is swept once the broker answers", exc_info=True)
             return 0
