@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
@@ -404,37 +404,32 @@ _RECORD = (
 )
 
 
-def sweep_deliveries(session: Session, now: datetime, pending_after: timedelta, unknown_after: timedelta) -> tuple[list[tuple[int, str]], int]:
-    """Find deliveries whose queue message was lost or whose deferral ended, and mark abandoned sends ``unknown``.
+def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[bool]:
+    """Pending deliveries that should have been sent by ``now`` if their queue message was not lost.
 
-    Returns:
-        (id, channel) of pending deliveries to enqueue again, and how many were marked unknown.
+    Those enqueued (or created) longer than ``pending_after`` ago, and those deferred by a
+    policy until a time that has passed, not enqueued since (or that message was lost).
     """
-    lost = session.execute(
-        select(Delivery.id, Delivery.channel)
-        .where(
-            Delivery.status == "pending",
-            or_(
-                and_(Delivery.not_before.is_(None),
-                     func.coalesce(Delivery.enqueued_at, Delivery.created_at) < now - pending_after),
-                # deferred by a policy: due, and not enqueued since (or that message was lost)
-                and_(Delivery.not_before <= now,
-                     or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - pending_after)),
-            ),
-        )
-        .order_by(Delivery.id)
-        .limit(1000)
-        .with_for_update(skip_locked=True)
-    ).all()
-    if lost:
-        session.execute(update(Delivery).where(Delivery.id.in_([i for i, _ in lost])).values(enqueued_at=now))
+    return and_(
+        Delivery.status == "pending",
+        or_(
+            and_(Delivery.not_before.is_(None),
+                 func.coalesce(Delivery.enqueued_at, Delivery.created_at) < now - pending_after),
+            and_(Delivery.not_before <= now,
+                 or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < now - pending_after)),
+        ),
+    )
+
+
+def sweep_deliveries(session: Session, now: datetime, unknown_after: timedelta) -> int:
+    """Mark deliveries abandoned while sending ``unknown``; return how many."""
     abandoned = session.execute(
         update(Delivery)
         .where(Delivery.status == "sending", Delivery.updated_at < now - unknown_after)
         .values(status="unknown", error="a worker stopped while sending; it may or may not have been sent", updated_at=now)
         .returning(Delivery.id)
     ).all()
-    return [(i, c) for i, c in lost], len(abandoned)
+    return len(abandoned)
 
 
 def _text(value: Any) -> str | None:

@@ -1,18 +1,30 @@
-"""What is waiting where: broker queue depths and the database's backlog."""
+"""What is waiting where: broker queue depths, the rows messages still carry, the database's backlog.
+
+This is the one module that knows how each broker keeps its messages.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
+from dramatiq.errors import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from engine.storage.models import Delivery, Event, Timer
+
+log = logging.getLogger(__name__)
+
+#: Entries per SCAN / HSCAN call: a big queue is read in many short calls, never one long one.
+SCAN_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,99 @@ def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
         )
         for name in sorted(names)
     ]
+
+
+@dataclass(frozen=True)
+class Carried:
+    """The row ids that messages still on the broker carry, by queue.
+
+    A queue's delay queue is folded into the queue. ``unreadable`` are the queues that
+    hold messages whose ids could not be read: every row of theirs counts as carried.
+    """
+
+    ids: dict[str, frozenset[Any]]
+    unreadable: frozenset[str] = frozenset()
+
+    def carries(self, queue: str, row_id: Any) -> bool:
+        """Whether a message on ``queue`` (or its delay queue) may still carry ``row_id``."""
+        return queue in self.unreadable or row_id in self.ids.get(queue, frozenset())
+
+
+def carried(broker: dramatiq.Broker, dead_before: datetime) -> Carried:
+    """Read the ids of every message the broker holds until it is acknowledged.
+
+    That is every message enqueued and not yet acknowledged: waiting in its queue or its
+    delay queue, prefetched or in flight at a worker. Dead letters carry nothing: their
+    retries are over; nor do messages held by a worker whose last heartbeat is older than
+    ``dead_before``: it died, and Dramatiq puts them back only when its maintenance
+    happens to run. A message carries its rows' ids as its first argument: a list of ids
+    (or one id).
+
+    Redis keeps each message in the hash ``NS:QUEUE.msgs`` (``NS:QUEUE.DQ.msgs`` when
+    delayed) from enqueue to acknowledgement, read here in chunks; a worker's heartbeat is
+    in ``NS:__heartbeats__`` and the messages it holds in ``NS:__acks__.WORKER.QUEUE``. The StubBroker shows
+    its queues; a message a worker took from one is out of sight, so a stub queue with
+    such messages is unreadable. Any other broker's messages cannot be read: a queue of
+    it is unreadable unless the broker reports it empty.
+    """
+    if isinstance(broker, RedisBroker):
+        return _redis_carried(broker, dead_before)
+    ids: dict[str, set[Any]] = {}
+    unreadable: set[str] = set()
+    if isinstance(broker, StubBroker):
+        for name, queue in list(broker.queues.items()):
+            canonical = name.removesuffix(".DQ")
+            with queue.mutex:
+                waiting = list(queue.queue)
+                held = queue.unfinished_tasks - len(waiting)
+            if held > 0:
+                unreadable.add(canonical)
+            if not _read_ids(waiting, ids.setdefault(canonical, set())):
+                unreadable.add(canonical)
+        return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))
+    # RabbitMQ's counts leave out messages that workers hold unacknowledged: an empty
+    # queue there may still have messages in flight (at most the workers' prefetch).
+    counts = getattr(broker, "get_queue_message_counts", None)
+    for name in broker.get_declared_queues():
+        canonical = name.removesuffix(".DQ")
+        if counts is None or any(counts(canonical)[:2]):
+            unreadable.add(canonical)
+    return Carried({}, frozenset(unreadable))
+
+
+def _redis_carried(broker: RedisBroker, dead_before: datetime) -> Carried:
+    client, ns = broker.client, broker.namespace
+    prefix = _glob_escape(ns)
+    abandoned: set[bytes] = set()  # the message ids held by dead workers
+    for worker in client.zrangebyscore(f"{ns}:__heartbeats__", 0, int(dead_before.timestamp() * 1000)):
+        for acks in client.scan_iter(f"{prefix}:__acks__.{_glob_escape(worker.decode())}.*", count=SCAN_CHUNK):
+            abandoned.update(client.smembers(acks))
+    ids: dict[str, set[Any]] = {}
+    unreadable: set[str] = set()
+    for key in client.scan_iter(f"{prefix}:*.msgs", count=SCAN_CHUNK):
+        name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs")
+        if name.endswith(".XQ"):
+            continue  # dead letters
+        canonical = name.removesuffix(".DQ")
+        messages = (data for field, data in client.hscan_iter(key, count=SCAN_CHUNK) if field not in abandoned)
+        if not _read_ids(messages, ids.setdefault(canonical, set())):
+            unreadable.add(canonical)
+    return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))
+
+
+def _read_ids(messages: Iterable[bytes], into: set[Any]) -> bool:
+    """Add the ids the encoded ``messages`` carry to ``into``; False if one could not be read."""
+    readable = True
+    for data in messages:
+        try:
+            args = dramatiq.Message.decode(data).args
+        except DecodeError:  # a foreign or corrupt message must not stop the sweep
+            log.warning("a queue message could not be decoded; its queue is not swept this time", exc_info=True)
+            readable = False
+            continue
+        first = args[0] if args else None
+        into.update(i for i in (first if isinstance(first, list) else [first]) if isinstance(i, (int, str)))
+    return readable
 
 
 def _glob_escape(text: str) -> str:

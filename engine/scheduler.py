@@ -2,11 +2,12 @@
 
 Every second it claims the timers that are due and enqueues them on ``timers`` (long
 waits are timer rows, never Dramatiq's ``delay``). Every ``JOURNEY_SWEEP_INTERVAL`` it
-sweeps: events and deliveries still pending after ``JOURNEY_SWEEP_AFTER`` (their queue
-message was lost: a worker killed, Redis flushed) are enqueued again, timers enqueued
-but not fired by then are enqueued again, and deliveries a worker stopped sending in the
-middle are marked ``unknown`` for an operator. Several schedulers may run against
-PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
+sweeps: events, deliveries, and timers enqueued but not fired, still pending after
+``JOURNEY_SWEEP_AFTER`` and carried by no message on the broker (their message was lost:
+Redis flushed, a message dead-lettered) are enqueued again; work still waiting on its
+queue, however long the backlog, is left to its message. Deliveries a worker stopped
+sending in the middle are marked ``unknown`` for an operator. Several schedulers may run
+against PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -15,24 +16,44 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import Select, Update, bindparam, func, select, update
+from sqlalchemy import ColumnElement, Row, func, select, update
+from sqlalchemy.orm import InstrumentedAttribute
 
-from engine.delivery import sweep_deliveries
+from engine import delivery, queues
 from engine.orchestrator import Followups
+from engine.queues import Carried
 from engine.services import Services
-from engine.storage.models import Event, Timer
-from engine.workers.actors import MAX_EVENT_ATTEMPTS
+from engine.storage.models import Base, Delivery, Event, Timer
+from engine.workers.actors import EVENTS_QUEUE, MAX_EVENT_ATTEMPTS, TIMERS_QUEUE, delivery_queue
 
 log = logging.getLogger(__name__)
 
-SWEEP_BATCH = 1000
-TIMER_BATCH = 1000
+SWEEP_PAGE = 5000  # candidate rows read per query, in key order
+# Candidate rows a sweep looks at per kind of work: a long backlog is gone through over
+# several sweeps, each going on from where the last one stopped.
+SWEEP_BUDGET = 20_000
+TIMERS_PER_MESSAGE = 100
 TICK = 1.0  # seconds between two looks for due timers
 # A delivery still "sending" this long after it was claimed was abandoned by its worker.
 UNKNOWN_AFTER_FACTOR = 5
+NOTHING_CARRIED = Carried({})
+
+
+@dataclass(frozen=True)
+class _Work:
+    """One kind of row the scheduler enqueues: which rows, on which queue, and how to send them."""
+
+    name: str
+    table: type[Base]
+    key: InstrumentedAttribute[Any]  # the primary key, the order of the pages
+    columns: tuple[InstrumentedAttribute[Any], ...]  # selected after the key, for ``queue`` and ``send``
+    where: tuple[ColumnElement[bool], ...]
+    queue: Callable[[Row[Any]], str]
+    send: Callable[[list[Row[Any]]], bool]
 
 
 class Scheduler:
@@ -40,85 +61,102 @@ class Scheduler:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self._resume: dict[str, Any] = {}  # by kind of work: the last key the previous sweep looked at
 
     def fire_due(self, now: datetime | None = None) -> int:
-        """Claim the timers due by ``now`` and enqueue them; return how many.
-
-        A claimed timer is enqueued again only if it has not fired ``JOURNEY_SWEEP_AFTER``
-        after its last enqueue (its message was lost).
-        """
+        """Claim the timers due by ``now`` that were never enqueued, and enqueue them; return how many."""
         now = now or datetime.now(timezone.utc)
-        cutoff = now - self.services.settings.sweep_after
-        due = (
-            select(Timer.key)
-            .where(
-                Timer.fired_at.is_(None),
-                Timer.due_at <= now,
-                (Timer.enqueued_at.is_(None)) | (Timer.enqueued_at < cutoff),
-            )
-            .order_by(Timer.due_at)
-            .limit(TIMER_BATCH)
-            .with_for_update(skip_locked=True)
-        )
-
-        def send(keys: list[str]) -> bool:
-            return all(self.services.dispatch(Followups(timers=keys[i : i + 100])) for i in range(0, len(keys), 100))
-
-        return self._claim(due, update(Timer).where(Timer.key.in_(bindparam("ids", expanding=True))), now, send)
+        return self._claim(self._timers(Timer.due_at <= now, Timer.enqueued_at.is_(None)), now)
 
     def sweep(self, now: datetime | None = None) -> int:
-        """Enqueue events and deliveries pending longer than the threshold; return how many."""
+        """Enqueue again the work whose message was lost, and mark abandoned sends; return how many were enqueued.
+
+        Lost work is a row pending longer than ``JOURNEY_SWEEP_AFTER`` that no message on the
+        broker carries any more (:func:`engine.queues.carried`): events, timers enqueued
+        but not fired, deliveries (and deferred deliveries whose time has come).
+        """
         now = now or datetime.now(timezone.utc)
-        total = self._sweep_events(now)
         settings = self.services.settings
         with self.services.sessions.begin() as session:
-            lost, unknown = sweep_deliveries(
-                session, now, settings.sweep_after, settings.sweep_after * UNKNOWN_AFTER_FACTOR
-            )
+            unknown = delivery.sweep_deliveries(session, now, settings.sweep_after * UNKNOWN_AFTER_FACTOR)
         if unknown:
             log.warning("%d deliveries were abandoned while sending; marked unknown", unknown)
-        if lost and self.services.dispatch(Followups(deliveries=lost)):
-            log.info("swept %d pending deliveries back onto their queues", len(lost))
-            total += len(lost)
-        return total
-
-    def _sweep_events(self, now: datetime) -> int:
-        cutoff = now - self.services.settings.sweep_after
-        lost = (
-            select(Event.id)
-            .where(
-                Event.processed_at.is_(None),
-                Event.attempts < MAX_EVENT_ATTEMPTS,
-                func.coalesce(Event.enqueued_at, Event.received_at) < cutoff,
-            )
-            .order_by(Event.id)
-            .limit(SWEEP_BATCH)
-            .with_for_update(skip_locked=True)
+        try:
+            # Read before the rows: a worker commits a row's work before it acknowledges the
+            # message, so a row still pending after its message was acknowledged is lost.
+            carried = queues.carried(self.services.broker, dead_before=now - settings.sweep_after)
+        except Exception:  # noqa: BLE001 - the broker being down must not end the scheduler
+            log.warning("could not read the queues; lost work is swept once the broker answers", exc_info=True)
+            return 0
+        cutoff = now - settings.sweep_after
+        kinds = (
+            _Work(
+                "events", Event, Event.id, (),
+                (Event.processed_at.is_(None), Event.attempts < MAX_EVENT_ATTEMPTS,
+                 func.coalesce(Event.enqueued_at, Event.received_at) < cutoff),
+                lambda row: EVENTS_QUEUE,
+                lambda rows: self.services.enqueue_events([row.id for row in rows]),
+            ),
+            self._timers(Timer.due_at <= now, Timer.enqueued_at < cutoff),
+            _Work(
+                "deliveries", Delivery, Delivery.id, (Delivery.channel,),
+                (delivery.lost_condition(now, settings.sweep_after),),
+                lambda row: delivery_queue(row.channel),
+                lambda rows: self.services.dispatch(Followups(deliveries=[(row.id, row.channel) for row in rows])),
+            ),
         )
+        return sum(self._claim(work, now, carried, SWEEP_BUDGET) for work in kinds)
 
-        def send(ids: list[int]) -> bool:
-            if not self.services.enqueue_events(ids):
-                return False  # the broker is down: the rows stay pending for the next sweep
-            log.info("swept %d pending events back onto the queue", len(ids))
-            return True
+    def _timers(self, *where: ColumnElement[bool]) -> _Work:
+        def send(rows: list[Row[Any]]) -> bool:
+            keys = [row.key for row in rows]
+            return all(
+                self.services.dispatch(Followups(timers=keys[i : i + TIMERS_PER_MESSAGE]))
+                for i in range(0, len(keys), TIMERS_PER_MESSAGE)
+            )
 
-        return self._claim(lost, update(Event).where(Event.id.in_(bindparam("ids", expanding=True))), now, send)
+        return _Work("timers", Timer, Timer.key, (), (Timer.fired_at.is_(None), *where), lambda row: TIMERS_QUEUE, send)
 
-    def _claim(self, query: Select[Any], mark: Update, now: datetime, send: Callable[[list[Any]], bool]) -> int:
-        """Claim rows batch by batch (``query``, then ``mark`` them enqueued at ``now``) and ``send`` them.
+    def _claim(self, work: _Work, now: datetime, carried: Carried = NOTHING_CARRIED, budget: int | None = None) -> int:
+        """Claim the rows of ``work`` no message carries, mark them enqueued at ``now``, and send them.
+
+        Candidate rows are read page by page in key order, without locks; those a message
+        still carries are left alone; the others are claimed (``FOR UPDATE SKIP LOCKED``,
+        the conditions checked again) and sent. With a ``budget``, at most that many rows
+        are looked at, and the next call goes on after the last of them (from the start
+        once the end was reached), so every row is looked at within a few sweeps.
 
         Returns how many were sent; stops at the first batch ``send`` could not send.
         """
-        total = 0
-        while True:
+        after = self._resume.get(work.name) if budget is not None else None
+        total = looked = 0
+        while budget is None or looked < budget:
             with self.services.sessions.begin() as session:
-                ids = list(session.execute(query).scalars())
-                if not ids:
-                    return total
-                session.execute(mark.values(enqueued_at=now), {"ids": ids})
-            if not send(ids):
-                return total
-            total += len(ids)
+                page = select(work.key, *work.columns).where(*work.where).order_by(work.key).limit(SWEEP_PAGE)
+                rows = session.execute(page if after is None else page.where(work.key > after)).all()
+                if not rows:
+                    after = None
+                    break
+                looked += len(rows)
+                after = rows[-1][0]
+                lost = [row[0] for row in rows if not carried.carries(work.queue(row), row[0])]
+                claimed = list(session.execute(
+                    select(work.key, *work.columns).where(*work.where, work.key.in_(lost))
+                    .order_by(work.key).with_for_update(skip_locked=True)
+                ).all()) if lost else []
+                if claimed:
+                    session.execute(
+                        update(work.table).where(work.key.in_([row[0] for row in claimed])).values(enqueued_at=now)
+                    )
+            if claimed:
+                if not work.send(claimed):
+                    break  # the broker is down: the rows are swept again after JOURNEY_SWEEP_AFTER
+                total += len(claimed)
+        if budget is not None:
+            self._resume[work.name] = after
+        if total and budget is not None:
+            log.info("swept %d pending %s back onto their queues", total, work.name)
+        return total
 
     def run(self, stop: threading.Event) -> None:
         """Fire due timers every second and sweep every ``JOURNEY_SWEEP_INTERVAL``, until ``stop``."""

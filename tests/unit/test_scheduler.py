@@ -6,10 +6,14 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
 
+from engine import scheduler as scheduler_module
 from engine.scheduler import Scheduler, pending_events
 from engine.storage.models import Event
 from engine.workers.actors import MAX_EVENT_ATTEMPTS
+from tests.backlog import build_backlog, times_carried
 from tests.conftest import drain
+
+T0 = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
 
 ROW = {
     "source": "app",
@@ -39,6 +43,35 @@ def test_lost_events_are_swept_and_processed(any_services):
     drain(any_services)
     assert pending_events(any_services) == 0
     assert scheduler.sweep(now + timedelta(hours=1)) == 0  # processed: never again
+
+
+def sweep_until_done(scheduler: Scheduler, now: datetime) -> None:
+    """Sweep until a sweep finds nothing more to enqueue (a bounded sweep goes on where the last stopped)."""
+    for _ in range(100):
+        if scheduler.sweep(now) == 0:
+            return
+    raise AssertionError("the sweeps never ran out of work")
+
+
+def test_a_backlog_waiting_on_its_queues_is_not_enqueued_again(any_services, monkeypatch):
+    # Given events, due timers and deliveries enqueued, no worker taking them
+    monkeypatch.setattr(scheduler_module, "SWEEP_BUDGET", 700)  # several sweeps to go through them
+    build_backlog(any_services, T0, events=2000, timers=500, deliveries=500)
+    # When the scheduler sweeps, long after JOURNEY_SWEEP_AFTER
+    sweep_until_done(Scheduler(any_services), T0 + any_services.settings.sweep_after + timedelta(hours=1))
+    # Then every row is still carried by exactly one message: none was enqueued again
+    assert times_carried(any_services) == {("process_events", 1): 2000, ("fire_timers", 1): 500, ("deliver", 1): 500}
+
+
+def test_a_backlog_whose_messages_were_lost_is_enqueued_once(any_services, monkeypatch):
+    # Given the same backlog, its messages lost
+    monkeypatch.setattr(scheduler_module, "SWEEP_BUDGET", 700)
+    build_backlog(any_services, T0, events=2000, timers=500, deliveries=500)
+    any_services.broker.flush_all()
+    # When the scheduler sweeps until it finds nothing more
+    sweep_until_done(Scheduler(any_services), T0 + any_services.settings.sweep_after + timedelta(hours=1))
+    # Then every row is carried by exactly one message again
+    assert times_carried(any_services) == {("process_events", 1): 2000, ("fire_timers", 1): 500, ("deliver", 1): 500}
 
 
 def test_recent_events_are_left_to_their_messages(any_services):
