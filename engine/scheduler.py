@@ -4,8 +4,10 @@ Every second it claims the timers that are due and enqueues them on ``timers`` (
 waits are timer rows, never Dramatiq's ``delay``). Every ``JOURNEY_SWEEP_INTERVAL`` it
 sweeps: events and deliveries still pending after ``JOURNEY_SWEEP_AFTER`` (their queue
 message was lost: a worker killed, Redis flushed) are enqueued again, timers enqueued
-but not fired by then are enqueued again, and deliveries a worker stopped sending in the
-middle are marked ``unknown`` for an operator. Several schedulers may run against
+but not fired by then are enqueued again. Deliveries a worker stopped working on
+(``UNKNOWN_AFTER_FACTOR`` times that) are settled: claimed but never handed to an
+adapter, they are pending again; stopped in the middle of their send, they are
+``unknown`` for an operator, or resent if their provider deduplicates on the key. Several schedulers may run against
 PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
 """
 
@@ -20,7 +22,8 @@ from typing import Any
 
 from sqlalchemy import Select, Update, bindparam, func, select, update
 
-from engine.delivery import sweep_deliveries
+from channels import registry
+from engine.delivery import sweep_abandoned, sweep_deliveries
 from engine.orchestrator import Followups
 from engine.services import Services
 from engine.storage.models import Event, Timer
@@ -31,7 +34,7 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 1000
 TIMER_BATCH = 1000
 TICK = 1.0  # seconds between two looks for due timers
-# A delivery still "sending" this long after it was claimed was abandoned by its worker.
+# A delivery still "claimed" or "sending" this long after was abandoned by its worker.
 UNKNOWN_AFTER_FACTOR = 5
 
 
@@ -40,6 +43,7 @@ class Scheduler:
 
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.deduplicating = registry.deduplicating()  # channels whose unknown sends are resent
 
     def fire_due(self, now: datetime | None = None) -> int:
         """Claim the timers due by ``now`` and enqueue them; return how many.
@@ -72,14 +76,21 @@ class Scheduler:
         total = self._sweep_events(now)
         settings = self.services.settings
         with self.services.sessions.begin() as session:
-            lost, unknown = sweep_deliveries(
-                session, now, settings.sweep_after, settings.sweep_after * UNKNOWN_AFTER_FACTOR
-            )
-        if unknown:
-            log.warning("%d deliveries were abandoned while sending; marked unknown", unknown)
+            lost = sweep_deliveries(session, now, settings.sweep_after)
+            abandoned = sweep_abandoned(session, now, settings.sweep_after * UNKNOWN_AFTER_FACTOR, self.deduplicating)
+        if abandoned.unknown:
+            log.warning("%d deliveries were abandoned while sending; marked unknown "
+                        "(see `journey deliveries unknown`)", abandoned.unknown)
+        if abandoned.released:
+            log.info("%d deliveries claimed by a worker that stopped were never sent; pending again",
+                     abandoned.released)
+        if abandoned.resent:
+            log.info("%d unknown deliveries resent: their providers deduplicate on the key", abandoned.resent)
         if lost and self.services.dispatch(Followups(deliveries=lost)):
             log.info("swept %d pending deliveries back onto their queues", len(lost))
             total += len(lost)
+        if abandoned.requeue and self.services.dispatch(Followups(deliveries=abandoned.requeue)):
+            total += len(abandoned.requeue)
         return total
 
     def _sweep_events(self, now: datetime) -> int:
