@@ -138,7 +138,7 @@ def resend(session: Session, selection: Selection, now: datetime, by: str) -> li
         NotFoundError: an id names no delivery (all such ids named).
         PayloadError: a delivery is not ``unknown`` (each one named).
     """
-    return _resolve(session, selection, now, "resent", f"resent by {by}",
+    return _resolve(session, selection, now, "resent", f"by {by}",
                     {"status": "pending", "error": None, "enqueued_at": now, "updated_at": now})
 
 
@@ -149,7 +149,7 @@ def mark_sent(session: Session, selection: Selection, now: datetime, by: str) ->
         NotFoundError: an id names no delivery (all such ids named).
         PayloadError: a delivery is not ``unknown`` (each one named).
     """
-    return _resolve(session, selection, now, "marked sent", f"marked sent by {by}",
+    return _resolve(session, selection, now, "marked sent", f"by {by}",
                     {"status": "sent", "error": None, "updated_at": now})
 
 

@@ -30,6 +30,7 @@ from engine.orchestrator import customer_views
 from engine.ratelimit import RateLimiter
 from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
+from engine.storage.types import UTCDateTime
 from engine.storage.upsert import insert_rows
 
 log = logging.getLogger(__name__)
@@ -343,11 +344,8 @@ class Deliverer:
                 self.bounces(session, delivery, session.get(Customer, delivery.customer_id), result, now,
                              address=address)
             if sending is not None:
-                marked = session.execute(
-                    update(Delivery)
-                    .where(Delivery.id == sending.id, Delivery.status == "claimed", Delivery.updated_at == claimed_at)
-                    .values(status="sending", updated_at=now)
-                ).rowcount == 1
+                marked = session.connection().execute(_MARK_SENDING, {
+                    "b_id": sending.id, "b_claimed_at": claimed_at, "b_now": now}).rowcount == 1
         return marked
 
     def _outcome(self, delivery: Delivery, result: Result | float, done: datetime,
@@ -464,6 +462,15 @@ _RECORD = (
         attempts=Delivery.__table__.c.attempts - bindparam("b_refund"),
         enqueued_at=func.coalesce(bindparam("b_enqueued_at"), Delivery.__table__.c.enqueued_at),
     )
+)
+
+
+# Marks a claimed delivery ``sending`` right before its send, if the claim is still this worker's.
+_MARK_SENDING = (
+    update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.status == "claimed",
+           Delivery.__table__.c.updated_at == bindparam("b_claimed_at", type_=UTCDateTime()))
+    .values(status="sending", updated_at=bindparam("b_now", type_=UTCDateTime()))
 )
 
 
