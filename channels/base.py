@@ -144,6 +144,10 @@ class Channel:
     requires_content: ClassVar[tuple[str | tuple[str, ...], ...]] = ()
     #: The parts a journey's template may render for this channel.
     parts: ClassVar[tuple[str, ...]] = ()
+    #: True if the provider drops a second message with the same idempotency key: a
+    #: send left ``unknown`` by a crash is then resent automatically, since it cannot
+    #: arrive twice.
+    deduplicates: ClassVar[bool] = False
 
     _closed: bool = False
 

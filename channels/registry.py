@@ -100,6 +100,19 @@ def load_all(names: list[str] | None, settings: ChannelSettings) -> dict[str, Ch
     return channels
 
 
+def deduplicating() -> set[str]:
+    """The installed channels whose provider drops a second message with the same
+    idempotency key (:attr:`Channel.deduplicates`); a plugin that cannot be imported is left out."""
+    names = set()
+    for name in available():
+        try:
+            if channel_class(name).deduplicates:
+                names.add(name)
+        except ConfigError as exc:
+            log.error("%s", exc)
+    return names
+
+
 def catalog() -> dict[str, ChannelInfo]:
     """Every installed channel that can be imported, with its template parts, by name.
 

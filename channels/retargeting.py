@@ -85,6 +85,7 @@ class RetargetingChannel(Channel):
 
     name = "retargeting"
     requires_content = ("audience", "action")
+    deduplicates = True  # the audience API drops a repeated Idempotency-Key (and an add is idempotent)
 
     def __init__(self, api_url: str, token: str, *, timeout: float = 10.0) -> None:
         self._base = api_url.rstrip("/")

@@ -49,6 +49,7 @@ class WebhookChannel(Channel):
     name = "webhook"
     requires_content = ("url", "body")
     parts = ("body",)  # the url comes from the step, not from a template
+    deduplicates = True  # receivers drop a repeated webhook-id (Standard Webhooks)
 
     def __init__(
         self,

@@ -1,17 +1,21 @@
 """The delivery pipeline: claim delivery rows, apply policy, render, send, record.
 
-Deliveries are claimed (``pending`` -> ``sending``) in a committed transaction before
-any adapter is called, and their outcomes recorded in another. A worker that dies
-between the two leaves the rows ``sending``; the sweeper marks such rows ``unknown`` for
-an operator, and nothing ever sends them again silently. A queue message carries a
-batch of delivery ids, so the database work of a batch is a few set-wise statements.
+A chunk of deliveries is claimed (``pending`` -> ``claimed``) and prepared (policy,
+rendering) set-wise, in two transactions; ``claimed`` says "not handed to an adapter
+yet". Each one is then marked ``sending`` in a committed transaction right before its
+adapter is called, the same transaction that records the previous send's outcome: one
+commit per send. A worker that dies leaves its claimed rows ``claimed`` (never sent: the
+sweeper makes them pending again) and at most the one send it was making ``sending``
+(the sweeper marks it ``unknown``; an operator decides, or, for a channel whose provider
+deduplicates on the idempotency key, it is resent automatically). Nothing is ever sent
+twice silently.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +30,7 @@ from engine.orchestrator import customer_views
 from engine.ratelimit import RateLimiter
 from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
+from engine.storage.types import UTCDateTime
 from engine.storage.upsert import insert_rows
 
 log = logging.getLogger(__name__)
@@ -33,8 +38,13 @@ log = logging.getLogger(__name__)
 #: Attempts per delivery before a retryable failure becomes ``dead``, unless the
 #: channel has its own (``CHANNEL_MAX_ATTEMPTS``).
 MAX_ATTEMPTS = 5
-#: Deliveries claimed together: a worker that dies mid-chunk leaves at most this many ``unknown``.
+#: Deliveries claimed and prepared together (a worker that dies mid-chunk leaves them
+#: ``claimed``, to be sent again; only the one being sent is ``unknown``).
 CLAIM_CHUNK = 10
+#: The error of a delivery whose worker stopped in the middle of its send.
+UNKNOWN_ERROR = "a worker stopped while sending; it may or may not have been sent"
+#: The trace of an unknown delivery resent because its provider deduplicates.
+RESENT_DEDUPLICATED = "resent automatically: the provider deduplicates on the key"
 #: The longest a worker waits inline for a channel's rate limit; a longer wait re-enqueues.
 MAX_RATE_WAIT = 1.0
 #: Backoff between attempts: BACKOFF_MIN seconds, doubling, at most BACKOFF_MAX.
@@ -119,8 +129,8 @@ def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> di
 class Deliverer:
     """Carries out deliveries with the adapters returned by ``adapters(channel_name)``.
 
-    Deliveries go in batches (one queue message carries the ids of many): a batch costs
-    three transactions, not three per delivery.
+    Deliveries go in batches (one queue message carries the ids of many): a chunk costs
+    two set-wise transactions (claim, prepare) and one commit per send.
     """
 
     def __init__(
@@ -154,16 +164,17 @@ class Deliverer:
 
         For each chunk:
 
-        1. Claim (``pending`` -> ``sending``) the rows that are pending and not deferred,
-           and commit: from here a crash leaves them ``sending``, later ``unknown``,
-           never sent twice silently. A chunk is small so that a crash leaves few.
+        1. Claim (``pending`` -> ``claimed``) the rows that are pending and not deferred,
+           and commit.
         2. Apply the policy and render, in one transaction: held, deferred and failed
-           rows are final here; the rest are cleared to send. If this transaction fails
-           nothing was sent: the claims are released and the error raised.
-        3. Send each through its channel's adapter, within the channel's rate limit.
-        4. Record every outcome in one transaction. A retryable failure, or a send the
-           rate limit holds back, is ``pending`` again with ``retry_in`` set: the caller
-           enqueues it again after that delay.
+           rows are final here; the rest stay ``claimed``, cleared to send. If this
+           transaction fails nothing was sent: the claims are released and the error raised.
+        3. For each row, within the channel's rate limit: one transaction records the
+           previous send's outcome and marks this row ``sending`` (if its claim is still
+           ours), then the adapter is called. A crash leaves only that row ``sending``.
+        4. The last outcome is recorded in a transaction of its own. A retryable failure,
+           or a send the rate limit holds back, is ``pending`` again with ``retry_in``
+           set: the caller enqueues it again after that delay.
         """
         ids = sorted(set(delivery_ids))
         outcomes: dict[int, Outcome] = {}
@@ -184,7 +195,7 @@ class Deliverer:
                         Delivery.status == "pending",
                         or_(Delivery.not_before.is_(None), Delivery.not_before <= now),  # deferred: not yet
                     )
-                    .values(status="sending", attempts=Delivery.attempts + 1, updated_at=now)
+                    .values(status="claimed", attempts=Delivery.attempts + 1, updated_at=now)
                     .returning(Delivery.id)
                 ).scalars()
             )
@@ -200,23 +211,57 @@ class Deliverer:
         except Exception:
             self._release(claimed, now)
             raise
-        started = time.monotonic()
-        results = [(delivery, message, self._send_when_allowed(message), _later(now, started))
-                   for delivery, message in messages]
-        if results:
-            outcomes.update(self._record(results, _later(now, started)))
+        if messages:
+            outcomes.update(self._send_each(messages, now))
         return outcomes
 
-    def _send_when_allowed(self, message: Message) -> Result | float:
-        """Send within the channel's rate limit; or the seconds to wait if that is too long to wait here."""
-        if self.limiter is not None:
-            wait = self.limiter.acquire(message.channel)
-            while 0 < wait <= MAX_RATE_WAIT:
-                self.sleep(wait)
-                wait = self.limiter.acquire(message.channel)
-            if wait > 0:
-                return wait
-        return self._send(message)
+    def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime) -> dict[int, Outcome]:
+        """Send the prepared ``messages`` one by one, one commit per send (step 3 of :meth:`deliver_many`)."""
+        outcomes: dict[int, Outcome] = {}
+        started = time.monotonic()
+        done: list[Sent] = []  # outcomes not recorded yet: they go in the next transaction
+        left = list(messages)
+        try:
+            while left:
+                delivery, message = left[0]
+                wait = self._rate_wait(message.channel)
+                if wait > 0:  # not sent: recorded pending again with the next send
+                    done.append((delivery, message, wait, _later(claimed_at, started)))
+                    left.pop(0)
+                    continue
+                marked = self._commit(done, outcomes, _later(claimed_at, started), sending=delivery,
+                                      claimed_at=claimed_at)
+                left.pop(0)
+                done = []
+                if not marked:
+                    # The sweeper gave the claim back (this chunk took longer than its
+                    # threshold) and another worker may have it: not ours to send.
+                    outcomes[delivery.id] = Outcome("pending", "the claim expired before the send")
+                    continue
+                done = [(delivery, message, self._send(message), _later(claimed_at, started))]
+        except BaseException:
+            # A worker stopping, or the database failing: what was sent is recorded if it
+            # can be (else it stays ``sending``, later ``unknown``), what was not is released.
+            if done:
+                try:
+                    self._commit(done, outcomes, _later(claimed_at, started))
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    log.warning("could not record %d sends; the sweeper will mark them", len(done), exc_info=True)
+            self._release({d.id for d, _ in left}, claimed_at)
+            raise
+        if done:
+            self._commit(done, outcomes, _later(claimed_at, started))
+        return outcomes
+
+    def _rate_wait(self, channel: str) -> float:
+        """Wait inline for the channel's rate limit; 0 to send now, or the seconds left if that is too long."""
+        if self.limiter is None:
+            return 0.0
+        wait = self.limiter.acquire(channel)
+        while 0 < wait <= MAX_RATE_WAIT:
+            self.sleep(wait)
+            wait = self.limiter.acquire(channel)
+        return max(wait, 0.0)
 
     def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, Outcome]) -> list[tuple[Delivery, Message]]:
         """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
@@ -258,64 +303,82 @@ class Deliverer:
                 ready.append((delivery, message))
         return ready
 
-    def _release(self, ids: set[int], now: datetime) -> None:
-        """Give back claims after a failure before anything was sent."""
+    def _release(self, ids: set[int], claimed_at: datetime) -> None:
+        """Give back claims (made at ``claimed_at``) that were never handed to an adapter."""
+        if not ids:
+            return
         try:
             with self.sessions.begin() as session:
                 session.execute(
                     update(Delivery)
-                    .where(Delivery.id.in_(ids), Delivery.status == "sending")
-                    .values(status="pending", attempts=Delivery.attempts - 1, updated_at=now)
+                    .where(Delivery.id.in_(ids), Delivery.status == "claimed", Delivery.updated_at == claimed_at)
+                    .values(status="pending", attempts=Delivery.attempts - 1, updated_at=claimed_at)
                 )
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not release %d claimed deliveries; the sweeper will mark them", len(ids), exc_info=True)
 
-    def _record(self, results: list[tuple[Delivery, Message, Result | float, datetime]], now: datetime) -> dict[int, Outcome]:
-        """Record the results of sends in one transaction: one UPDATE (executemany), one trace INSERT.
+    def _commit(self, results: list[Sent], outcomes: dict[int, Outcome], now: datetime, *,
+                sending: Delivery | None = None, claimed_at: datetime | None = None) -> bool:
+        """Record ``results`` and mark ``sending`` as being sent, in one transaction.
 
-        A float instead of a result: the rate limit held the send back for that long. The
-        datetime of each is when its send returned (its ``sent_at``).
+        One UPDATE (executemany) and one trace INSERT for the results. A float instead
+        of a result: the rate limit held the send back for that long. The datetime of
+        each is when its send returned (its ``sent_at``). ``sending`` is marked only if
+        it is still claimed by this worker (claimed at ``claimed_at``).
+
+        Returns:
+            False if ``sending`` was given, but is no longer ours to send.
         """
-        outcomes: dict[int, Outcome] = {}
         changes: list[dict[str, Any]] = []
         traces: list[dict[str, Any]] = []
         bounced: list[tuple[Delivery, Message, Result]] = []
         for delivery, message, result, done in results:
-            change = {"b_id": delivery.id, "b_now": now, "b_provider_id": None, "b_sent_at": None,
-                      "b_enqueued_at": None, "b_refund": 0}
-            if isinstance(result, float):
-                # Not sent and not a failure: pending again, its attempt given back.
-                outcome = Outcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
-                                  delivery.channel)
-                change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
-            elif result.status == "sent":
-                outcome = Outcome("sent")
-                change.update(b_provider_id=result.provider_id, b_sent_at=done)
-            elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
-                # Pending again (committed) before the retry is enqueued: if that message
-                # is lost, the sweeper finds the row once the backoff has passed.
-                delay = backoff(delivery.attempts)
-                if result.retry_after is not None:  # the provider said when: not sooner
-                    delay = max(delay, result.retry_after.total_seconds())
-                outcome = Outcome("pending", result.error, delay, delivery.channel)
-                change["b_enqueued_at"] = now + timedelta(seconds=delay)
-            else:
-                outcome = Outcome("dead" if result.status == "retryable" else "failed", result.error)
-                if result.bounce:
-                    bounced.append((delivery, message, result))
-            change.update(b_status=outcome.status, b_error=outcome.error)
+            outcome, change = self._outcome(delivery, result, done, now)
+            if isinstance(result, Result) and result.bounce and outcome.status in ("dead", "failed"):
+                bounced.append((delivery, message, result))
             changes.append(change)
             what = ("rate limited" if isinstance(result, float) else "retrying") if outcome.retry_in is not None else outcome.status
-            traces.append(_trace_row(delivery, now, what, outcome.error))
+            traces.append(trace_row(delivery, now, what, outcome.error))
             outcomes[delivery.id] = outcome
+        marked = True
         with self.sessions.begin() as session:
-            session.connection().execute(_RECORD, changes)
-            insert_rows(session, TraceEntry, traces)
+            if changes:
+                session.connection().execute(_RECORD, changes)
+                insert_rows(session, TraceEntry, traces)
             for delivery, message, result in bounced:
                 address = getattr(message.recipient, ADDRESS_FIELDS.get(delivery.channel, ""), None)
                 self.bounces(session, delivery, session.get(Customer, delivery.customer_id), result, now,
                              address=address)
-        return outcomes
+            if sending is not None:
+                marked = session.connection().execute(_MARK_SENDING, {
+                    "b_id": sending.id, "b_claimed_at": claimed_at, "b_now": now}).rowcount == 1
+        return marked
+
+    def _outcome(self, delivery: Delivery, result: Result | float, done: datetime,
+                 now: datetime) -> tuple[Outcome, dict[str, Any]]:
+        """What a send's result makes of its delivery, and the row change (``_RECORD``'s parameters)."""
+        change = {"b_id": delivery.id, "b_attempts": delivery.attempts, "b_now": now, "b_provider_id": None,
+                  "b_sent_at": None, "b_enqueued_at": None, "b_refund": 0}
+        if isinstance(result, float):
+            # Not sent and not a failure: pending again, its attempt given back.
+            outcome = Outcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
+                              delivery.channel)
+            change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
+        elif result.status == "sent":
+            outcome = Outcome("sent")
+            change.update(b_provider_id=result.provider_id, b_sent_at=done)
+        elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
+            # Pending again (committed) before the retry is enqueued: if that message
+            # is lost, the sweeper finds the row once the backoff has passed.
+            delay = backoff(delivery.attempts)
+            if result.retry_after is not None:  # the provider said when: not sooner
+                delay = max(delay, result.retry_after.total_seconds())
+            outcome = Outcome("pending", result.error, delay, delivery.channel)
+            change["b_enqueued_at"] = now + timedelta(seconds=delay)
+        else:
+            outcome = Outcome("dead" if result.status == "retryable" else "failed", result.error)
+        change.update(b_status=outcome.status, b_error=outcome.error)
+        return outcome, change
 
     def _send(self, message: Message) -> Result:
         try:
@@ -371,7 +434,7 @@ class Deliverer:
 
     @staticmethod
     def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
-        session.add(TraceEntry(**_trace_row(delivery, now, what, error)))
+        session.add(TraceEntry(**trace_row(delivery, now, what, error)))
 
 
 def _later(now: datetime, since: float) -> datetime:
@@ -379,22 +442,28 @@ def _later(now: datetime, since: float) -> datetime:
     return now + timedelta(seconds=time.monotonic() - since)
 
 
-def _trace_row(delivery: Delivery, now: datetime, what: str, error: str | None) -> dict[str, Any]:
+def trace_row(delivery: Delivery, now: datetime, what: str, error: str | None, note: str | None = None) -> dict[str, Any]:
+    """The trace row of something that happened to ``delivery`` (``note``: who or why, shown after it)."""
     return {
         "enrollment_id": delivery.enrollment_id,
         "at": now,
         "step": delivery.step,
         "what": f"delivery {what}",
-        "detail": f"{delivery.channel}" + (f" {delivery.template}" if delivery.template else ""),
+        "detail": f"{delivery.channel}" + (f" {delivery.template}" if delivery.template else "")
+                  + (f" ({note})" if note else ""),
         "value": {"delivery": delivery.id, "attempt": delivery.attempts},
         "error": error,
     }
 
 
-# The outcome of a send: one statement for a batch's rows (executemany).
+#: A send's result: the delivery, its message, the result (or the rate limit's wait), when it returned.
+Sent = tuple[Delivery, Message, "Result | float", datetime]
+
+# The outcome of a send: one statement for a batch's rows (executemany). Only while
+# the attempt is still this one: a delivery swept and claimed again is not overwritten.
 _RECORD = (
     update(Delivery.__table__)
-    .where(Delivery.__table__.c.id == bindparam("b_id"))
+    .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.attempts == bindparam("b_attempts"))
     .values(
         status=bindparam("b_status"), error=bindparam("b_error"), provider_id=bindparam("b_provider_id"),
         sent_at=bindparam("b_sent_at"), updated_at=bindparam("b_now"),
@@ -421,15 +490,71 @@ def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[boo
     )
 
 
-def sweep_deliveries(session: Session, now: datetime, unknown_after: timedelta) -> int:
-    """Mark deliveries abandoned while sending ``unknown``; return how many."""
-    abandoned = session.execute(
+# Marks a claimed delivery ``sending`` right before its send, if the claim is still this worker's.
+_MARK_SENDING = (
+    update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.status == "claimed",
+           Delivery.__table__.c.updated_at == bindparam("b_claimed_at", type_=UTCDateTime()))
+    .values(status="sending", updated_at=bindparam("b_now", type_=UTCDateTime()))
+)
+
+
+@dataclass(frozen=True)
+class Abandoned:
+    """What the sweeper made of the deliveries workers stopped working on.
+
+    Attributes:
+        requeue: (id, channel) of deliveries pending again, to enqueue: claims given
+            back, and unknown sends resent because their provider deduplicates.
+        released: claims given back (never handed to an adapter).
+        unknown: sends marked ``unknown``.
+        resent: unknown sends resent automatically.
+    """
+
+    requeue: list[tuple[int, str]]
+    released: int
+    unknown: int
+    resent: int
+
+
+def sweep_abandoned(session: Session, now: datetime, after: timedelta, deduplicating: Collection[str]) -> Abandoned:
+    """Settle the deliveries a worker left ``claimed`` or ``sending`` longer than ``after`` ago.
+
+    A ``claimed`` row was never handed to an adapter: it is pending again, its attempt
+    given back. A ``sending`` row may or may not have gone out: it is ``unknown``. An
+    unknown delivery of a channel in ``deduplicating`` (its provider drops a second
+    message with the same idempotency key) is pending again: sending it twice is safe.
+    Each is recorded in the trace.
+    """
+    cutoff = now - after
+    released = session.execute(
         update(Delivery)
-        .where(Delivery.status == "sending", Delivery.updated_at < now - unknown_after)
-        .values(status="unknown", error="a worker stopped while sending; it may or may not have been sent", updated_at=now)
-        .returning(Delivery.id)
+        .where(Delivery.status == "claimed", Delivery.updated_at < cutoff)
+        .values(status="pending", attempts=Delivery.attempts - 1, enqueued_at=now, updated_at=now)
+        .returning(Delivery.id, Delivery.channel)
     ).all()
-    return len(abandoned)
+    # ``updated_at`` stays when the send began: what an operator compares with the provider's logs.
+    unknown = list(session.execute(
+        update(Delivery)
+        .where(Delivery.status == "sending", Delivery.updated_at < cutoff)
+        .values(status="unknown", error=UNKNOWN_ERROR)
+        .returning(Delivery)
+    ).scalars())
+    traces = [trace_row(d, now, "unknown", UNKNOWN_ERROR) for d in unknown]
+    resent: list[Delivery] = []
+    if deduplicating:
+        resent = list(session.execute(
+            update(Delivery)
+            .where(Delivery.status == "unknown", Delivery.channel.in_(sorted(deduplicating)))
+            .values(status="pending", error=None, enqueued_at=now, updated_at=now)
+            .returning(Delivery)
+        ).scalars())
+        traces += [trace_row(d, now, "resent", None, RESENT_DEDUPLICATED) for d in resent]
+    insert_rows(session, TraceEntry, traces)
+    return Abandoned(
+        requeue=[(i, c) for i, c in released] + [(d.id, d.channel) for d in resent],
+        released=len(released), unknown=len(unknown), resent=len(resent),
+    )
 
 
 def _text(value: Any) -> str | None:

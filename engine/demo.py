@@ -174,7 +174,7 @@ def _sample_events(directory: Path) -> list[tuple[str, dict]]:
 
 
 def _settle(services: Services, timeout: float = 60.0) -> None:
-    """Wait until no event is pending, no delivery is pending or sending, no timer is due."""
+    """Wait until no event is pending, no delivery is pending, claimed or sending, no timer is due."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = services.clock()
@@ -182,7 +182,7 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
             busy = session.execute(select(func.count()).select_from(Event).where(Event.processed_at.is_(None), Event.attempts < 5)).scalar_one()
             busy += session.execute(
                 select(func.count()).select_from(Delivery).where(
-                    Delivery.status.in_(("pending", "sending")),
+                    Delivery.status.in_(("pending", "claimed", "sending")),
                     (Delivery.not_before.is_(None)) | (Delivery.not_before <= now),  # deferred ones wait
                 )
             ).scalar_one()

@@ -140,7 +140,7 @@ class Policy:
                 Delivery.channel == delivery.channel,
                 Delivery.kind == "marketing",
                 Delivery.id != delivery.id,
-                Delivery.status.in_(("sending", "sent", "unknown")),
+                Delivery.status.in_(("claimed", "sending", "sent", "unknown")),
                 Delivery.cleared_at > now - cap.per,
             )
         ).scalar_one()

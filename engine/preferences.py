@@ -82,7 +82,7 @@ def read_suppression(body: Any) -> SuppressionRequest:
     Raises:
         PayloadError: every problem found, each naming its field.
     """
-    fields = _Fields(body, SUPPRESSION_FIELDS, '{"channel": "email", "address": "ada@example.com", "reason": "manual"}')
+    fields = RequestFields(body, SUPPRESSION_FIELDS, '{"channel": "email", "address": "ada@example.com", "reason": "manual"}')
     channel = fields.channel("channel", every=True)
     reason = fields.choice("reason", REASONS, f"one of {', '.join(REASONS)}")
     address = fields.text("address", 255)
@@ -106,7 +106,7 @@ def read_consent(body: Any) -> ConsentRequest:
     Raises:
         PayloadError: every problem found, each naming its field.
     """
-    fields = _Fields(body, CONSENT_FIELDS, '{"channel": "email", "topic": "newsletter", "subscribed": false}')
+    fields = RequestFields(body, CONSENT_FIELDS, '{"channel": "email", "topic": "newsletter", "subscribed": false}')
     channel = fields.channel("channel", every=False)
     topic = fields.text("topic", 100)
     source = fields.text("source", 100)
@@ -125,7 +125,7 @@ def read_listing(query: Mapping[str, Any]) -> Listing:
     Raises:
         PayloadError: every problem found, each naming its parameter.
     """
-    fields = _Fields(dict(query), LISTING_FIELDS, "channel=email&limit=100", "parameter")
+    fields = RequestFields(dict(query), LISTING_FIELDS, "channel=email&limit=100", "parameter")
     channel = fields.channel("channel", every=True, required=False)
     address = fields.text("address", 255)
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the entries per page, 1 to {MAX_LIMIT}")
@@ -185,7 +185,7 @@ def lift_suppression(session: Session, channel: str, *, address: str | None = No
         PayloadError: unknown channel, or not exactly one of address and user id.
         NotFoundError: the entry, or the customer, does not exist.
     """
-    fields = _Fields({"channel": channel}, ("channel",), "")
+    fields = RequestFields({"channel": channel}, ("channel",), "")
     fields.channel("channel", every=True)
     if (address is None) == (user_id is None):
         fields.problem("address", "name the address to lift, or else the userId of a customer entry (not both)")
@@ -256,7 +256,7 @@ def _user_id(session: Session, customer_id: int | None) -> str | None:
     return session.get(Customer, customer_id).external_id if customer_id is not None else None  # type: ignore[union-attr]
 
 
-class _Fields:
+class RequestFields:
     """Reads the fields of one request, collecting every problem."""
 
     def __init__(self, body: Any, names: Sequence[str], example: str, kind: str = "field") -> None:
@@ -361,6 +361,7 @@ __all__ = [
     "ConsentRequest",
     "EVERY_CHANNEL",
     "Listing",
+    "RequestFields",
     "SuppressionRequest",
     "add_suppression",
     "consents_of",

@@ -6,8 +6,10 @@ sweeps: events, deliveries, and timers enqueued but not fired, still pending aft
 ``JOURNEY_SWEEP_AFTER`` and carried by no message on the broker (their message was lost:
 Redis flushed, a message dead-lettered) are enqueued again; work still waiting on its
 queue, however long the backlog, is left to its message. Deliveries a worker stopped
-sending in the middle are marked ``unknown`` for an operator. Several schedulers may run
-against PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
+working on (``UNKNOWN_AFTER_FACTOR`` times that) are settled: claimed but never handed to
+an adapter, they are pending again; stopped in the middle of their send, they are
+``unknown`` for an operator, or resent if their provider deduplicates on the key. Several
+schedulers may run against PostgreSQL: each claims rows with ``FOR UPDATE SKIP LOCKED``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
+from channels import registry
 from engine import delivery, queues
 from engine.orchestrator import Followups
 from engine.queues import Carried
@@ -38,7 +41,7 @@ SWEEP_PAGE = 5000  # candidate rows read per query, in key order
 SWEEP_BUDGET = 20_000
 TIMERS_PER_MESSAGE = 100
 TICK = 1.0  # seconds between two looks for due timers
-# A delivery still "sending" this long after it was claimed was abandoned by its worker.
+# A delivery still "claimed" or "sending" this long after was abandoned by its worker.
 UNKNOWN_AFTER_FACTOR = 5
 NOTHING_CARRIED = Carried({})
 
@@ -62,6 +65,7 @@ class Scheduler:
     def __init__(self, services: Services) -> None:
         self.services = services
         self._resume: dict[str, Any] = {}  # by kind of work: the last key the previous sweep looked at
+        self.deduplicating = registry.deduplicating()  # channels whose unknown sends are resent
 
     def fire_due(self, now: datetime | None = None) -> int:
         """Claim the timers due by ``now`` that were never enqueued, and enqueue them; return how many."""
@@ -78,16 +82,26 @@ class Scheduler:
         now = now or datetime.now(timezone.utc)
         settings = self.services.settings
         with self.services.sessions.begin() as session:
-            unknown = delivery.sweep_deliveries(session, now, settings.sweep_after * UNKNOWN_AFTER_FACTOR)
-        if unknown:
-            log.warning("%d deliveries were abandoned while sending; marked unknown", unknown)
+            abandoned = delivery.sweep_abandoned(session, now, settings.sweep_after * UNKNOWN_AFTER_FACTOR,
+                                                 self.deduplicating)
+        if abandoned.unknown:
+            log.warning("%d deliveries were abandoned while sending; marked unknown "
+                        "(see `journey deliveries unknown`)", abandoned.unknown)
+        if abandoned.released:
+            log.info("%d deliveries claimed by a worker that stopped were never sent; pending again",
+                     abandoned.released)
+        if abandoned.resent:
+            log.info("%d unknown deliveries resent: their providers deduplicate on the key", abandoned.resent)
+        requeued = 0
+        if abandoned.requeue and self.services.dispatch(Followups(deliveries=abandoned.requeue)):
+            requeued = len(abandoned.requeue)
         try:
             # Read before the rows: a worker commits a row's work before it acknowledges the
             # message, so a row still pending after its message was acknowledged is lost.
             carried = queues.carried(self.services.broker, dead_before=now - settings.sweep_after)
         except Exception:  # noqa: BLE001 - the broker being down must not end the scheduler
             log.warning("could not read the queues; lost work is swept once the broker answers", exc_info=True)
-            return 0
+            return requeued
         cutoff = now - settings.sweep_after
         kinds = (
             _Work(
@@ -105,7 +119,7 @@ class Scheduler:
                 lambda rows: self.services.dispatch(Followups(deliveries=[(row.id, row.channel) for row in rows])),
             ),
         )
-        return sum(self._claim(work, now, carried, SWEEP_BUDGET) for work in kinds)
+        return requeued + sum(self._claim(work, now, carried, SWEEP_BUDGET) for work in kinds)
 
     def _timers(self, *where: ColumnElement[bool]) -> _Work:
         def send(rows: list[Row[Any]]) -> bool:

@@ -1,5 +1,5 @@
 """The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and
-operations (customers, suppressions, consents), ``/metrics`` and ``/u`` (unsubscribe).
+operations (customers, suppressions, consents, deliveries), ``/metrics`` and ``/u`` (unsubscribe).
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
@@ -28,7 +28,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from engine import ingest, keys, metrics, preferences
+from engine import deliveries, ingest, keys, metrics, preferences
 from engine.api.views import customer_view
 from engine.errors import AuthError, NotFoundError, PayloadError, Problem
 from engine.segment import MAX_BATCH_BYTES, TYPES
@@ -189,6 +189,33 @@ def create_app(services: Services) -> FastAPI:
         wanted = preferences.read_consent(await _json_body(request))
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.set_consent, ident, wanted,
                                                     _now(), f"admin API, key {principal.name}"))
+
+    @app.get("/v1/deliveries")
+    async def list_deliveries(request: Request) -> JSONResponse:
+        """Deliveries oldest first, by ``status`` (``unknown``: a worker stopped while sending them);
+        pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), admin=True)
+        listing = deliveries.read_listing(request.query_params)
+        entries, cursor = await run_in_threadpool(_transaction, services, deliveries.list_deliveries, listing)
+        return JSONResponse({"deliveries": entries, "nextCursor": cursor})
+
+    @app.post("/v1/deliveries/resend")
+    async def resend_deliveries(request: Request) -> JSONResponse:
+        """Send unknown deliveries again (``{"ids": [...]}`` or ``{"all": true}``): pending and enqueued."""
+        principal = await authenticate(_basic_key(request), admin=True)
+        selection = deliveries.read_selection(await _json_body(request))
+        resent, enqueued = await run_in_threadpool(deliveries.resend_now, services, selection,
+                                                   f"admin API, key {principal.name}")
+        return JSONResponse({"deliveries": resent, "enqueued": enqueued})
+
+    @app.post("/v1/deliveries/mark-sent")
+    async def mark_deliveries_sent(request: Request) -> JSONResponse:
+        """Record unknown deliveries (``{"ids": [...]}``) as sent: the provider had them."""
+        principal = await authenticate(_basic_key(request), admin=True)
+        selection = deliveries.read_selection(await _json_body(request), every=False)
+        marked = await run_in_threadpool(deliveries.mark_sent_now, services, selection,
+                                         f"admin API, key {principal.name}")
+        return JSONResponse({"deliveries": marked})
 
     @app.get("/metrics")
     async def get_metrics(request: Request) -> Response:

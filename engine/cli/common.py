@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import click
+from sqlalchemy.orm import Session
 
-from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from engine.cli.codes import RET_CONFIG, RET_INVALID, RET_NOT_FOUND, RET_SERVICE
 from channels import registry
-from engine.errors import ConfigError, StorageError
+from engine.errors import ConfigError, NotFoundError, PayloadError, StorageError
 from engine.ratelimit import check_channels
 from engine.services import Services
 from engine.settings import Settings
+from engine.storage.db import check_current
+
+T = TypeVar("T")
 
 
 def fail(message: str, code: int) -> NoReturn:
@@ -53,3 +57,40 @@ def services_for(*, process: str | None = None, preview_unconfigured: bool = Fal
         fail(str(exc), RET_SERVICE)
     finally:
         services.close()
+
+
+def run(work: Callable[[Services], T]) -> T:
+    """``work(services)`` on the configured, migrated database, failing with a clear line.
+
+    A bad argument (PayloadError) exits with RET_INVALID, an unknown one (NotFoundError)
+    with RET_NOT_FOUND.
+    """
+    with services_for() as services:
+        check_current(services.engine)
+        try:
+            return work(services)
+        except PayloadError as exc:
+            fail(str(exc), RET_INVALID)
+        except NotFoundError as exc:
+            fail(str(exc), RET_NOT_FOUND)
+
+
+def in_transaction(work: Callable[[Session], T]) -> T:
+    """``work(session)`` in one transaction on the configured database (see :func:`run`)."""
+
+    def transaction(services: Services) -> T:
+        with services.sessions.begin() as session:
+            return work(session)
+
+    return run(transaction)
+
+
+def all_pages(page: Callable[[str | None], tuple[list[T], str | None]]) -> list[T]:
+    """Every entry of a paged listing: ``page(cursor)`` returns a page and the next cursor (None: the last)."""
+    entries: list[T] = []
+    cursor: str | None = None
+    while True:
+        found, cursor = page(cursor)
+        entries += found
+        if cursor is None:
+            return entries

@@ -8,34 +8,15 @@ RET_NOT_FOUND.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
 from engine import preferences
-from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
-from engine.cli.common import fail, services_for
-from engine.errors import NotFoundError, PayloadError
+from engine.cli.common import all_pages, in_transaction
 from engine.policy import REASONS
-from engine.storage.db import check_current
-
-T = TypeVar("T")
-
-
-def _run(work: Callable[[Session], T]) -> T:
-    """``work(session)`` in one transaction on the configured database, failing with a clear line."""
-    with services_for() as services:
-        check_current(services.engine)
-        try:
-            with services.sessions.begin() as session:
-                return work(session)
-        except PayloadError as exc:
-            fail(str(exc), RET_INVALID)
-        except NotFoundError as exc:
-            fail(str(exc), RET_NOT_FOUND)
 
 
 def _given(**fields: Any) -> dict[str, Any]:
@@ -66,7 +47,7 @@ def suppress_add(channel: str, address: str | None, user_id: str | None, reason:
     """
     body = _given(channel=channel, address=address, userId=user_id, reason=reason, note=note)
     now = datetime.now(timezone.utc)
-    entry, created = _run(lambda session: preferences.add_suppression(session, preferences.read_suppression(body), now))
+    entry, created = in_transaction(lambda session: preferences.add_suppression(session, preferences.read_suppression(body), now))
     if created:
         click.echo(f"suppressed {_who(entry)} on {entry['channel']} ({entry['reason']})")
     else:
@@ -81,16 +62,10 @@ def suppress_list(channel: str | None, address: str | None, as_json: bool) -> No
     """List the suppression list, newest first."""
 
     def read(session: Session) -> list[dict[str, Any]]:
-        entries, cursor = [], None
-        while True:
-            listing = preferences.read_listing(_given(channel=channel, address=address, cursor=cursor,
-                                                      limit=preferences.MAX_LIMIT))
-            page, cursor = preferences.list_suppressions(session, listing)
-            entries += page
-            if cursor is None:
-                return entries
+        return all_pages(lambda cursor: preferences.list_suppressions(session, preferences.read_listing(
+            _given(channel=channel, address=address, cursor=cursor, limit=preferences.MAX_LIMIT))))
 
-    entries = _run(read)
+    entries = in_transaction(read)
     if as_json:
         click.echo(json.dumps(entries, indent=2))
     elif not entries:
@@ -106,7 +81,7 @@ def suppress_list(channel: str | None, address: str | None, as_json: bool) -> No
                                                      "anonymous id instead of an ADDRESS.")
 def suppress_remove(channel: str, address: str | None, user_id: str | None) -> None:
     """Take ADDRESS off CHANNEL's suppression list: sends to it go out again."""
-    entry = _run(lambda session: preferences.lift_suppression(session, channel, address=address, user_id=user_id))
+    entry = in_transaction(lambda session: preferences.lift_suppression(session, channel, address=address, user_id=user_id))
     click.echo(f"lifted {_who(entry)} on {entry['channel']} (was {entry['reason']} since {entry['at']})")
 
 
@@ -129,7 +104,7 @@ def consent_set(customer: str, channel: str, topic: str, subscribed: bool | None
         raise click.UsageError("say --subscribed or --unsubscribed")
     body = {"channel": channel, "topic": topic, "subscribed": subscribed, "source": source}
     now = datetime.now(timezone.utc)
-    choice = _run(lambda session: preferences.set_consent(session, customer, preferences.read_consent(body), now,
+    choice = in_transaction(lambda session: preferences.set_consent(session, customer, preferences.read_consent(body), now,
                                                           source))
     what = "subscribed to" if choice["subscribed"] else "unsubscribed from"
     topics = "every topic" if choice["topic"] == "*" else f"topic {choice['topic']}"
@@ -141,7 +116,7 @@ def consent_set(customer: str, channel: str, topic: str, subscribed: bool | None
 @click.option("--json", "as_json", is_flag=True, help="Print the choices as JSON.")
 def consent_show(customer: str, as_json: bool) -> None:
     """Show CUSTOMER's recorded choices (a user id or anonymous id)."""
-    shown = _run(lambda session: preferences.consents_of(session, customer))
+    shown = in_transaction(lambda session: preferences.consents_of(session, customer))
     if as_json:
         click.echo(json.dumps(shown, indent=2))
     elif not shown["consents"]:

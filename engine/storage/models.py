@@ -234,13 +234,19 @@ class Timer(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+#: Deliveries a worker holds (``claimed``, ``sending``) or left for an operator (``unknown``).
+UNRESOLVED_WHERE = "status IN ('claimed', 'sending', 'unknown')"
+
+
 class Delivery(Base):
     """A message to send: written with the state change that caused it (an outbox).
 
-    Status: ``pending`` (written, not yet claimed), ``sending`` (claimed by a worker, the
-    adapter is being called), ``sent``, ``failed`` (permanent), ``held`` (a policy held it
-    back; ``error`` says why), ``dead`` (retries exhausted), ``unknown`` (a worker died
-    while sending: an operator decides; it is never sent again silently).
+    Status: ``pending`` (written, not yet claimed), ``claimed`` (a worker took it and is
+    preparing it: not handed to an adapter yet), ``sending`` (the adapter is being
+    called), ``sent``, ``failed`` (permanent), ``held`` (a policy held it back; ``error``
+    says why), ``dead`` (retries exhausted), ``unknown`` (a worker died while sending: an
+    operator decides, unless the provider deduplicates on the key; it is never sent again
+    silently).
     """
 
     __tablename__ = "deliveries"
@@ -252,6 +258,14 @@ class Delivery(Base):
             sqlite_where=text("status = 'pending'"),
         ),
         Index("ix_deliveries_customer_id_created_at", "customer_id", "created_at"),
+        # The few rows a worker holds or left behind: the sweeper and the operators' list of unknowns.
+        Index(
+            "ix_deliveries_unresolved",
+            "status",
+            "updated_at",
+            postgresql_where=text(UNRESOLVED_WHERE),
+            sqlite_where=text(UNRESOLVED_WHERE),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -211,7 +211,7 @@ class Shipped:
                 ).scalar_one()
                 busy += session.execute(
                     select(func.count()).select_from(Delivery).where(
-                        (Delivery.status == "sending")
+                        Delivery.status.in_(("claimed", "sending"))
                         | ((Delivery.status == "pending") & Delivery.enqueued_at.is_not(None)
                            & (Delivery.not_before.is_(None) | (Delivery.not_before <= now))),
                     )  # a deferred send is released (enqueued) by the scheduler's sweep
