@@ -36,6 +36,19 @@ EXPECTED: dict[str, list[str]] = {
     'bad_timeout': [
         'line 13, col 51, steps[0].wait_until.timeout: expected a duration such as 30s, 15m, 1h, 3d, 2w or 1d12h, got 24',
     ],
+    'cel_bool_vs_string': [
+        'line 14, col 31, steps[0].branch[0].when: type mismatch in "customer.vip == "true"": compares a boolean (customer.vip is true in the sample) with the string "true", so it is always false; write true without quotes',
+    ],
+    'cel_number_vs_list_item': [
+        'line 14, col 48, steps[0].branch[0].when: type mismatch in "trigger.properties.cart_value in [\'100\', \'200\']": compares a number (trigger.properties.cart_value is 120 in the sample) with items of the list [\'100\', \'200\'], so it is always false; write [100, 200] instead',
+    ],
+    'cel_number_vs_string': [
+        'line 14, col 47, steps[0].branch[0].when: type mismatch in "trigger.properties.cart_value > "100"": compares a number (trigger.properties.cart_value is 120 in the sample) with the string "100", so it is always false; write 100 without quotes',
+    ],
+    'cel_string_vs_number': [
+        'line 14, col 32, steps[0].branch[0].when: type mismatch in "customer.tier != 2 && trigger.properties.order_id == trigger.properties.cart_value": compares a string (customer.tier is "silver" in the sample) with the number 2, so it is always true; write "2" in quotes',
+        'line 14, col 65, steps[0].branch[0].when: type mismatch in "customer.tier != 2 && trigger.properties.order_id == trigger.properties.cart_value": compares a string (trigger.properties.order_id is "o-1" in the sample) with a number (trigger.properties.cart_value is 120 in the sample), so it is always false; convert one side with int(), double() or string(), or correct the sample',
+    ],
     'cel_not_boolean': [
         'line 14, col 15, steps[0].branch[0].when: a condition must be true or false, but this gives int in "trigger.properties.cart_value * 2"',
     ],
