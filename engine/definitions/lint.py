@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from engine.definitions import model
-from engine.definitions.sample import CUSTOMER_FIELDS
-from engine.errors import Problem
+from engine.definitions.sample import CUSTOMER_FIELDS, SAMPLE_TIME, sample_context, sample_customer, sample_event
+from engine.errors import Problem, TemplateError
 from engine.rules import Expression, FieldReference, field_references
 
 _COMPARED = re.compile(r"""\s*(==|!=|<=|>=|<|>|in\b)\s*("(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|[\w.]+|\[[^\[\]]*\])""")
@@ -22,7 +22,7 @@ def lint(journey: model.Journey) -> list[Problem]:
     no goal; the trigger event doubling as the goal event; a condition that can never hold
     (a constant false, or a branch case that repeats an earlier one); a condition that reads
     a trait or property the customer or event may lack, without ``has()`` (see
-    :func:`_unguarded`).
+    :func:`_unguarded`); a template that fails to render for a customer without a trait.
     """
     warnings: list[Problem] = []
     index = {step.id: i for i, step in enumerate(journey.steps)}
@@ -49,6 +49,7 @@ def lint(journey: model.Journey) -> list[Problem]:
         at("goal.event", f"the goal event '{journey.goal.event}' is also the trigger event, so every enrollment converts at once")
     _never_true(journey, at)
     _unguarded(journey, at)
+    _templates_need_traits(journey, at)
     return sorted(warnings, key=lambda p: (p.line or 0, p.column or 0))
 
 
@@ -196,3 +197,56 @@ def _traits_set_before(journey: model.Journey) -> dict[str, set[str]]:
                     before[target] &= after
                     changed = True
     return before
+
+
+def _templates_need_traits(journey: model.Journey, at: Callable[[str, str], None]) -> None:
+    """Warn where a send's template fails to render for a customer who lacks a trait that the
+    sample has but nothing guarantees (see :func:`_unguarded`): that customer gets no message."""
+    set_before = _traits_set_before(journey)
+    sample = journey.sample
+    given: dict[str, Any] = {}
+    for step in journey.steps:
+        if isinstance(step, model.UpdateStep):
+            given.update({k: v for k, v in step.traits.items() if k not in given})
+        if isinstance(step, model.ReferralStep):
+            given.setdefault(step.store_as, "SAMPLE-CODE")
+    customer = sample_customer(sample.get("customer") or {}, journey.stage, given)
+    events = [sample_event(name, sample.get("events") or {}, customer["id"]) for name in _event_names(journey)]
+    trigger = events[0] if journey.trigger.event else {}
+    for i, step in enumerate(journey.steps):
+        if not isinstance(step, model.SendStep) or not step.parts:
+            continue
+        context = {"trigger": trigger, "context": sample_context(journey.id, journey.name, journey.stage, step.id), "now": SAMPLE_TIME}
+        # The event current at a send may be the trigger or one a wait_until received: take
+        # one the template renders with, so that only the customer's traits are in question.
+        fits = [e for e in events or [{}] if _renders(step, {**context, "customer": customer, "event": e})]
+        if not fits:
+            continue
+        context["event"] = fits[0]
+        optional = [t for t in customer if t not in CUSTOMER_FIELDS and t not in set_before[step.id]]
+        for trait in optional:
+            without = {k: v for k, v in customer.items() if k != trait}
+            if not _renders(step, {**context, "customer": without}):
+                name = f"template {step.template}" if step.template else "the message"
+                at(
+                    f"steps[{i}].send",
+                    f"{name} fails to render for a customer without {trait} (a new one has only the traits"
+                    f" the app sent), so they get no message; write {{{{ customer.{trait} | default(\"...\") }}}}"
+                    f" or {{% if customer.{trait} is defined %}}...{{% endif %}}",
+                )
+
+
+def _renders(step: model.SendStep, context: Mapping[str, Any]) -> bool:
+    try:
+        step.render(context)
+    except TemplateError:
+        return False
+    return True
+
+
+def _event_names(journey: model.Journey) -> list[str]:
+    """The journey's events, the trigger's first."""
+    names = [journey.trigger.event] if journey.trigger.event else []
+    names += [o.event for o in (journey.goal, *journey.exit_on) if o is not None]
+    names += [s.event for s in journey.steps if isinstance(s, model.WaitUntilStep)]
+    return list(dict.fromkeys(names))

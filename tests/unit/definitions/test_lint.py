@@ -132,3 +132,15 @@ def test_a_property_the_sample_gives_as_null_may_be_missing(load) -> None:
 
     [warning] = messages(load(text))
     assert "reads trigger.properties.coupon, which the sample gives as null (the event may come without it)" in warning
+
+
+def test_a_template_that_needs_a_trait_a_customer_may_lack(load) -> None:
+    needs = "steps:\n  - id: a\n    send: {channel: sms, text: 'Hi {{ customer.first_name }}'}\n"
+    copes = "steps:\n  - id: a\n    send: {channel: sms, text: \"Hi {{ customer.first_name | default('there') }}\"}\n"
+
+    assert messages(load(GOAL + needs)) == [
+        "line 16, col 11, steps[0].send: the message fails to render for a customer without first_name (a new one has only"
+        " the traits the app sent), so they get no message; write {{ customer.first_name | default(\"...\") }} or"
+        " {% if customer.first_name is defined %}...{% endif %}"
+    ]
+    assert messages(load(GOAL + copes)) == []
