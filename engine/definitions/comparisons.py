@@ -25,11 +25,9 @@ def explain(source: str, mismatch: Mismatch, refs: Sequence[FieldReference], val
     verdict = "true" if mismatch.operator == "!=" else "false"
     head = f'type mismatch in "{source}": compares'
     if left is not None and right is not None:
-        return (
-            f"{head} {_field(left, mismatch.left, values)} with {_field(right, mismatch.right, values)}, so it is always"
-            f" {verdict}; convert one side with int(), double() or string(), or correct the sample",
-            mismatch.offset,
-        )
+        sides = f"{_field(left, mismatch.left, values)} with {_field(right, mismatch.right, values)}"
+        advice = "convert one side with int(), double() or string(), or correct the sample"
+        return f"{head} {sides}, so it is always {verdict}; {advice}", mismatch.offset
     field, kind, other = (left, mismatch.left, mismatch.right) if left is not None else (right, mismatch.right, mismatch.left)
     literal = _AFTER.match(source, op_end) if left is not None else _BEFORE.search(source, 0, mismatch.offset)
     if field is None or literal is None:

@@ -155,7 +155,7 @@ def _may_be_missing(ref: FieldReference, traits_set: set[str], events: Mapping[s
         trait = ref.fields[0]
         if trait in CUSTOMER_FIELDS or trait in traits_set:
             return None, ""
-        return f"customer.{trait}", f"which a customer may not have (a new one has only the traits the app sent)"
+        return f"customer.{trait}", "which a customer may not have (a new one has only the traits the app sent)"
     if ref.variable in ("event", "trigger") and len(ref.fields) >= 2 and ref.fields[0] == "properties":
         name = ref.fields[1]
         if any(isinstance(e, Mapping) and name in (e.get("properties") or {}) and e["properties"][name] is None for e in events.values()):
