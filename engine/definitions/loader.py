@@ -18,13 +18,21 @@ from pydantic import TypeAdapter, ValidationError
 from engine.definitions import document as doc
 from engine.definitions import model
 from engine.definitions.catalog import CHANNEL_PARTS, CHANNELS
+from engine.definitions.comparisons import explain as explain_mismatch
 from engine.definitions.sample import sample_context, sample_customer, sample_event
 from engine.definitions.source import Path as DocPath
 from engine.definitions.source import Source, format_path, read_yaml
 from engine.definitions.translate import translate
 from engine.durations import parse_duration
 from engine.errors import DefinitionError, Problem, TemplateError, did_you_mean
-from engine.rules import CelCompileError, Expression, compile_condition, compile_expression, field_references
+from engine.rules import (
+    CelCompileError,
+    Expression,
+    compile_condition,
+    compile_expression,
+    field_references,
+    mismatched_comparisons,
+)
 from engine.templates import TemplateEngine, TemplateStore, TemplateSyntaxProblem, UndefinedVariable
 from engine.templates.store import PARTS, SUFFIX
 
@@ -354,15 +362,25 @@ class _Checker:
             "event": events,
             "context": [sample_context(journey_id, name, stage, step_id)],
         }
-        for ref in field_references(source):
-            self._check_reference(at, source, ref, variables.get(ref.variable, []))
+        refs = field_references(source)
+        examples: dict[str, list[Any]] = {}
+        typed: dict[tuple[int, int], list[Any]] = {}
+        for ref in refs:
+            values = self._check_reference(at, source, ref, variables.get(ref.variable, []))
+            if values and not ref.tested:
+                examples[ref.name] = typed[(ref.start, ref.end)] = values
+        for mismatch in mismatched_comparisons(source, typed):
+            message, offset = explain_mismatch(source, mismatch, refs, examples)
+            self.add(at, message, offset=offset)
 
-    def _check_reference(self, at: DocPath, source: str, ref: Any, candidates: list[Any]) -> None:
+    def _check_reference(self, at: DocPath, source: str, ref: Any, candidates: list[Any]) -> list[Any]:
+        """The sample's values of the chain ``ref`` (empty when it cannot tell); an unknown field
+        is a problem."""
         current = candidates
         for i, name in enumerate(ref.fields):
             maps = [c for c in current if isinstance(c, Mapping)]
             if not maps or len(maps) < len(current) or (ref.tested and i == len(ref.fields) - 1):
-                return
+                return []
             found = [m[name] for m in maps if name in m]
             if found:
                 current = found
@@ -373,7 +391,8 @@ class _Checker:
             where = "sample.customer" if ref.variable == "customer" else "sample.events"
             advice = f"{hint} ({owner} has: {', '.join(keys) or 'nothing'}; if the field is real, add it to {where})"
             self.add(at, f'unknown field \'{name}\' in "{source}".{advice}'.replace(". (", " ("), offset=ref.offsets[i])
-            return
+            return []
+        return current
 
     # -- sends and templates ---------------------------------------------------------------
 

@@ -8,6 +8,11 @@ from typing import Any
 
 SAMPLE_TIME = "2024-01-01T09:00:00Z"
 
+#: The fields every customer has at run time (engine.runtime.machine.customer_variable adds them
+#: to the traits; ``email`` and ``phone`` are null for a customer without one). Any other trait
+#: may be missing: a new customer has only what the app sent.
+CUSTOMER_FIELDS = ("id", "email", "phone", "timezone", "stage", "points")
+
 
 def sample_customer(declared: Mapping[str, Any], stage: str, extra_traits: Mapping[str, Any]) -> dict[str, Any]:
     """The sample customer: the fields every customer has, then the journey's sample traits."""

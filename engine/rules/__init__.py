@@ -16,9 +16,11 @@ from engine.rules.cel import (
     ConditionResult,
     Expression,
     ExpressionResult,
+    Mismatch,
     compile_condition,
     compile_expression,
     make_activation,
+    mismatched_comparisons,
 )
 from engine.rules.references import FieldReference, field_references
 from engine.rules.split import BUCKETS, bucket, choose_weighted
@@ -33,10 +35,12 @@ __all__ = [
     "Expression",
     "ExpressionResult",
     "FieldReference",
+    "Mismatch",
     "bucket",
     "choose_weighted",
     "compile_condition",
     "compile_expression",
     "field_references",
     "make_activation",
+    "mismatched_comparisons",
 ]

@@ -44,6 +44,11 @@ _KNOWN_FUNCTIONS = (
     "getDayOfWeek", "getDayOfYear", "getHours", "getMinutes", "getSeconds",
 )  # fmt: skip
 
+# The comparisons whose operands must have the same type, and how people write them.
+_COMPARISONS = {"_==_": "==", "_!=_": "!=", "_<_": "<", "_<=_": "<=", "_>_": ">", "_>=_": ">=", "@in": "in"}
+_OVERLOAD = re.compile(r"found no matching overload for '([^']+)' applied to '\((.*)\)'")
+_NUMBERS = ("int", "uint", "double")
+
 _ISSUE = re.compile(r"ERROR: <input>:(\d+):(\d+): (.*?)(?:\n \||$)", re.S)
 _UNDECLARED = re.compile(r"undeclared reference to '([^']+)'")
 
@@ -175,6 +180,97 @@ def compile_condition(source: str) -> Condition:
         issue = CelIssue(1, 1, f"a condition must be true or false, but this gives {condition.result_type}")
         raise CelCompileError(source, [issue])
     return condition
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A comparison of two values of different types, such as a number with a string."""
+
+    offset: int  # 0-based offset of the operator in the expression's source
+    operator: str  # as written: "==", ">", "in"...
+    left: str  # the kind of each side: "number", "string", "bool", "list", "map", ...
+    right: str  # for ``in``, the kind of the list's items
+
+
+def mismatched_comparisons(source: str, typed: Mapping[tuple[int, int], list[Any]]) -> list[Mismatch]:
+    """The comparisons in ``source`` whose two sides have different kinds.
+
+    ``typed`` gives example values for spans of the source (field chains such as
+    ``trigger.properties.cart_value``, from a journey's sample). Those spans are declared
+    with the value's CEL type and CEL's own checker types the rest. The variables are maps of
+    ``dyn`` at run time, so the checker alone cannot see that ``cart_value > "100"`` compares
+    a number with a string (false at run time, for ever). Numbers of different kinds (``int``,
+    ``uint``, ``double``) compare numerically at run time, so they match; so does ``null``.
+    """
+    text = list(source)
+    declarations = dict(_DECLARATIONS)
+    for n, ((start, end), values) in enumerate(sorted(typed.items())):
+        kinds = {str(_cel_type(v)) for v in values}
+        kind = _cel_type(values[0]) if len(kinds) == 1 else None
+        name = f"_f{n}"
+        if kind is None or "\n" in source[start:end] or end - start < len(name):
+            continue
+        text[start:end] = name.ljust(end - start, "_")
+        declarations[name.ljust(end - start, "_")] = kind
+    if len(declarations) == len(_DECLARATIONS):
+        return []
+    try:
+        _cel.NewEnv(variables=declarations).compile("".join(text))
+    except Exception as exc:  # noqa: BLE001 - the library raises RuntimeError with text
+        return _mismatches(str(exc), source)
+    return []
+
+
+def _cel_type(value: Any) -> Any:
+    """The CEL type a sample value has at run time, or None when it says nothing useful."""
+    if isinstance(value, bool):
+        return _T.BOOL
+    if isinstance(value, (int, float)):
+        return _T.DOUBLE  # int against double is no mistake: see mismatched_comparisons
+    if isinstance(value, (str, _dt.date)):  # dates reach CEL as ISO text (see _plain)
+        return _T.STRING
+    if isinstance(value, (list, tuple)):
+        return _T.List(_T.DYN)
+    return None
+
+
+def _mismatches(text: str, source: str) -> list[Mismatch]:
+    starts = [0]
+    for line in source.split("\n"):
+        starts.append(starts[-1] + len(line) + 1)
+    found = []
+    for line, col, message in _ISSUE.findall(text):
+        match = _OVERLOAD.search(message)
+        if not match or match.group(1) not in _COMPARISONS:
+            continue
+        left, right = (_kind(t) for t in _split_types(match.group(2)))
+        if match.group(1) == "@in" and right == "list":
+            right = _kind(_split_types(match.group(2))[1][len("list(") : -1])
+        if left == right or {left, right} & {"null", "dyn"}:
+            continue
+        found.append(Mismatch(starts[int(line) - 1] + int(col) - 1, _COMPARISONS[match.group(1)], left, right))
+    return found
+
+
+def _split_types(text: str) -> list[str]:
+    """``"double, list(string)"`` -> ``["double", "list(string)"]`` (commas nest in types)."""
+    parts, depth, current = [], 0, ""
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return [*parts, current.strip()]
+
+
+def _kind(cel_type: str) -> str:
+    if cel_type in _NUMBERS:
+        return "number"
+    if cel_type == "null_type":
+        return "null"
+    return cel_type.split("(")[0]
 
 
 class CelCompileError(RuleError):

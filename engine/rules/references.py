@@ -22,12 +22,20 @@ class FieldReference:
         fields: the selected fields in order, e.g. ``("properties", "cart_value")``.
         offsets: the 0-based offset in the source of each field name.
         tested: True inside ``has(...)``: the last field may be absent on purpose.
+        start: the 0-based offset of the variable's name; ``end`` is just past the last field.
     """
 
     variable: str
     fields: tuple[str, ...]
     offsets: tuple[int, ...]
     tested: bool
+    start: int = 0
+    end: int = 0
+
+    @property
+    def name(self) -> str:
+        """The chain as written without spaces: ``trigger.properties.cart_value``."""
+        return ".".join((self.variable, *self.fields))
 
 
 def field_references(source: str) -> list[FieldReference]:
@@ -48,6 +56,8 @@ def field_references(source: str) -> list[FieldReference]:
                 fields=tuple(s.group(1) for s in segments),
                 offsets=tuple(base + s.start(1) for s in segments),
                 tested=before.endswith("has("),
+                start=match.start(),
+                end=base + segments[-1].end(1),
             )
         )
     return references

@@ -30,3 +30,11 @@ def test_every_order_enrolls_and_a_zero_total_does_not():
         t.send("order_completed", order_id=f"o-{i}", total=10)
     t.send("order_completed", order_id="free", total=0)
     assert len(t.enrollments) == 3 and t.points == 30
+
+
+def test_a_new_customer_without_a_tier_is_upgraded_at_a_thousand():
+    t = JourneyTest(JOURNEY, customer={}, points=1150)  # no tier, and no name either
+    t.send("order_completed", order_id="o-1", total=50)
+    assert (t.points, t.traits.get("tier")) == (1200, "gold")
+    [notice] = t.sent("email")
+    assert notice.content["text"].startswith("Hi there,") and "1200 points" in notice.content["text"]

@@ -85,3 +85,21 @@ def test_graph_of_unknown_journey(run) -> None:
 
     assert result.exit_code == RET_NOT_FOUND
     assert result.output.startswith("Error: no journey file or id 'nope'")
+
+
+def test_the_mistakes_of_issue_10_fail_validate_and_lint_strict(run, tmp_path: Path) -> None:
+    shipped = (ROOT / "journeys" / "loyalty_points.yaml").read_text()
+    (tmp_path / "templates").symlink_to(ROOT / "journeys" / "templates")
+    no_tier = tmp_path / "no_tier.yaml"
+    no_tier.write_text(shipped.replace('(!has(customer.tier) || customer.tier != "gold")', 'customer.tier != "gold"'))
+    quoted = tmp_path / "quoted.yaml"
+    quoted.write_text(shipped.replace("trigger.properties.total > 0", 'trigger.properties.total > "0"'))
+
+    linted = run("lint", "--strict", str(no_tier))
+    validated = run("validate", str(quoted))
+
+    assert linted.exit_code == RET_INVALID
+    assert 'reads customer.tier, which a customer may not have' in linted.output
+    assert validated.exit_code == RET_INVALID
+    assert 'line 8, col 36, trigger.when: type mismatch in "trigger.properties.total > "0""' in validated.output
+    assert 'write 0 without quotes' in validated.output

@@ -1,7 +1,8 @@
-"""Every broken journey in tests/corpus/ fails to load with exactly these located problems.
+"""Every broken journey in tests/corpus/ fails to load with exactly these located problems,
+or (``lint_*.yaml``) loads and gets exactly these warnings from ``journey lint``.
 
-Each entry is what a person sees in ``journey validate``: line, column, path in the
-document, what is wrong and what to do. A new corpus file needs an entry here.
+Each entry is what a person sees in ``journey validate`` or ``lint``: line, column, path in
+the document, what is wrong and what to do. A new corpus file needs an entry here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.definitions import load_journey
+from engine.definitions.lint import lint
 from engine.errors import DefinitionError
 
 ROOT = Path(__file__).parents[3]
@@ -36,8 +38,21 @@ EXPECTED: dict[str, list[str]] = {
     'bad_timeout': [
         'line 13, col 51, steps[0].wait_until.timeout: expected a duration such as 30s, 15m, 1h, 3d, 2w or 1d12h, got 24',
     ],
+    'cel_bool_vs_string': [
+        'line 14, col 31, steps[0].branch[0].when: type mismatch in "customer.vip == "true"": compares a boolean (customer.vip is true in the sample) with the string "true", so it is always false; write true without quotes',
+    ],
     'cel_not_boolean': [
         'line 14, col 15, steps[0].branch[0].when: a condition must be true or false, but this gives int in "trigger.properties.cart_value * 2"',
+    ],
+    'cel_number_vs_list_item': [
+        'line 14, col 48, steps[0].branch[0].when: type mismatch in "trigger.properties.cart_value in [\'100\', \'200\']": compares a number (trigger.properties.cart_value is 120 in the sample) with items of the list [\'100\', \'200\'], so it is always false; write [100, 200] instead',
+    ],
+    'cel_number_vs_string': [
+        'line 14, col 47, steps[0].branch[0].when: type mismatch in "trigger.properties.cart_value > "100"": compares a number (trigger.properties.cart_value is 120 in the sample) with the string "100", so it is always false; write 100 without quotes',
+    ],
+    'cel_string_vs_number': [
+        'line 14, col 32, steps[0].branch[0].when: type mismatch in "customer.tier != 2 && trigger.properties.order_id == trigger.properties.cart_value": compares a string (customer.tier is "silver" in the sample) with the number 2, so it is always true; write "2" in quotes',
+        'line 14, col 65, steps[0].branch[0].when: type mismatch in "customer.tier != 2 && trigger.properties.order_id == trigger.properties.cart_value": compares a string (trigger.properties.order_id is "o-1" in the sample) with a number (trigger.properties.cart_value is 120 in the sample), so it is always false; convert one side with int(), double() or string(), or correct the sample',
     ],
     'cel_syntax': [
         'line 14, col 46, steps[0].branch[0].when: syntax error: mismatched input \'<EOF>\' in "trigger.properties.cart_value >"',
@@ -151,6 +166,13 @@ EXPECTED: dict[str, list[str]] = {
     ],
 }
 
+WARNINGS: dict[str, list[str]] = {
+    'lint_trait_without_has': [
+        'line 7, col 9, trigger.when: "trigger.properties.coupon != "STAFF"" reads trigger.properties.coupon, which the sample gives as null (the event may come without it); then the condition fails and counts as false. Write (!has(trigger.properties.coupon) || trigger.properties.coupon != "STAFF") to let those without it through',
+        'line 17, col 15, steps[0].branch[0].when: "customer.tier == "gold" && trigger.properties.cart_value > 100" reads customer.tier, which a customer may not have (a new one has only the traits the app sent); then the condition fails and counts as false. Write (has(customer.tier) && customer.tier == "gold"), or (!has(customer.tier) || customer.tier == "gold") to let those without it through',
+    ],
+}
+
 
 @pytest.fixture(autouse=True)
 def _in_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -160,7 +182,7 @@ def _in_repository_root(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_the_corpus_has_at_least_thirty_files_and_each_has_expectations() -> None:
     names = sorted(p.stem for p in CORPUS.glob("*.yaml"))
     assert len(names) >= 30
-    assert names == sorted(EXPECTED)
+    assert names == sorted(EXPECTED | WARNINGS)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -174,3 +196,10 @@ def test_broken_journey_reports_located_problems(name: str) -> None:
     count = len(EXPECTED[name])
     header = f"{path} is invalid for {count} reason{'s' if count != 1 else ''}:"
     assert str(caught.value).splitlines()[0] == header
+
+
+@pytest.mark.parametrize("name", sorted(WARNINGS))
+def test_journey_that_loads_gets_located_lint_warnings(name: str) -> None:
+    journey = load_journey(CORPUS / f"{name}.yaml")
+
+    assert [str(warning) for warning in lint(journey)] == WARNINGS[name]

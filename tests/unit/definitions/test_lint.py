@@ -23,7 +23,7 @@ def test_unreachable_step(load) -> None:
 def test_loop_with_no_wait(load) -> None:
     text = GOAL + (
         "steps:\n  - id: a\n    update: {traits: {x: 1}}\n  - id: b\n    branch:\n"
-        "      - when: customer.first_name == 'Ada'\n        goto: a\n      - else: end\n"
+        "      - when: customer.x == 1\n        goto: a\n      - else: end\n"
     )
 
     assert messages(load(text)) == [
@@ -88,3 +88,59 @@ def test_conditions_that_can_never_hold(load) -> None:
         'line 17, col 15, steps[0].branch[0].when: "1 > 2" is always false, so it can never hold',
         'line 21, col 15, steps[0].branch[2].when: "trigger.properties.cart_value > 10" repeats an earlier case of this branch, so it never picks this path',
     ]
+
+
+def test_a_trait_read_without_has_may_be_missing(load) -> None:
+    text = GOAL + 'steps:\n  - id: a\n    branch:\n      - when: customer.first_name != "Bob"\n        goto: end\n'
+
+    assert messages(load(text)) == [
+        'line 17, col 15, steps[0].branch[0].when: "customer.first_name != "Bob"" reads customer.first_name, which a customer'
+        " may not have (a new one has only the traits the app sent); then the condition fails and counts as false."
+        ' Write (!has(customer.first_name) || customer.first_name != "Bob") to let those without it through'
+    ]
+
+
+def test_has_the_fields_every_customer_has_and_traits_set_on_every_path_need_no_guard(load) -> None:
+    text = GOAL + (
+        "steps:\n  - id: a\n    branch:\n      - when: has(customer.first_name) && customer.first_name == 'Ada'\n        goto: b\n"
+        "      - when: customer.points > 10 && customer.stage == 'retention' && customer.timezone != 'UTC'\n        goto: b\n"
+        "  - id: b\n    update: {traits: {tier: gold}}\n"
+        "  - id: c\n    branch:\n      - when: customer.tier == 'gold'\n        goto: end\n"
+    )
+
+    assert messages(load(text)) == []
+
+
+def test_a_trait_set_on_only_one_path_is_not_guaranteed(load) -> None:
+    text = GOAL + (
+        "steps:\n  - id: a\n    branch:\n      - when: customer.points > 10\n        goto: c\n"
+        "  - id: b\n    update: {traits: {tier: gold}}\n"
+        "  - id: c\n    branch:\n      - when: customer.tier == 'gold'\n        goto: end\n"
+    )
+
+    [warning] = messages(load(text))
+    assert warning.startswith("line 23, col 15, steps[2].branch[0].when: \"customer.tier == 'gold'\" reads customer.tier,")
+
+
+def test_a_property_the_sample_gives_as_null_may_be_missing(load) -> None:
+    text = (
+        "id: coupons\nname: Coupons\nstage: purchase\ntrigger:\n  event: order_completed\n  when: trigger.properties.coupon == 'X'\n"
+        "goal: {event: review_left}\n"
+        "sample:\n  events:\n    order_completed: {properties: {order_id: o-1, coupon: null}}\n"
+        "steps:\n  - id: a\n    wait: 1h\n"
+    )
+
+    [warning] = messages(load(text))
+    assert "reads trigger.properties.coupon, which the sample gives as null (the event may come without it)" in warning
+
+
+def test_a_template_that_needs_a_trait_a_customer_may_lack(load) -> None:
+    needs = "steps:\n  - id: a\n    send: {channel: sms, text: 'Hi {{ customer.first_name }}'}\n"
+    copes = "steps:\n  - id: a\n    send: {channel: sms, text: \"Hi {{ customer.first_name | default('there') }}\"}\n"
+
+    assert messages(load(GOAL + needs)) == [
+        "line 16, col 11, steps[0].send: the message fails to render for a customer without first_name (a new one has only"
+        " the traits the app sent), so they get no message; write {{ customer.first_name | default(\"...\") }} or"
+        " {% if customer.first_name is defined %}...{% endif %}"
+    ]
+    assert messages(load(GOAL + copes)) == []

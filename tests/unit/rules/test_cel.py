@@ -4,7 +4,14 @@ import datetime as dt
 
 import pytest
 
-from engine.rules import CelCompileError, compile_condition, compile_expression, make_activation
+from engine.rules import (
+    CelCompileError,
+    ConditionResult,
+    compile_condition,
+    compile_expression,
+    make_activation,
+    mismatched_comparisons,
+)
 from engine.rules.references import field_references
 
 
@@ -89,3 +96,55 @@ def test_field_references_skip_strings_methods_and_mark_has() -> None:
         ("event", ("name",), False),
         ("trigger", ("a", "b"), False),
     ]
+
+
+def _mismatches(source: str, sample: dict[str, object]) -> list[tuple[str, str, str, str]]:
+    """Type the source's field chains from ``sample`` (chain -> value) and list the mismatches."""
+    typed = {(r.start, r.end): [sample[r.name]] for r in field_references(source) if r.name in sample}
+    return [(source[m.offset :], m.operator, m.left, m.right) for m in mismatched_comparisons(source, typed)]
+
+
+@pytest.mark.parametrize(
+    ("source", "found"),
+    [
+        ('trigger.properties.cart_value > "100"', [('> "100"', ">", "number", "string")]),
+        ('"100" <= trigger.properties.cart_value', [("<= trigger.properties.cart_value", "<=", "string", "number")]),
+        ('customer.vip == "true"', [('== "true"', "==", "bool", "string")]),
+        ("customer.tier in [1, 2]", [("in [1, 2]", "in", "string", "number")]),
+        ("trigger.properties.cart_value == customer.tier", [("== customer.tier", "==", "number", "string")]),
+    ],
+)
+def test_comparisons_of_different_types_are_found(source: str, found: list[tuple[str, str, str, str]]) -> None:
+    sample = {"trigger.properties.cart_value": 120, "customer.tier": "silver", "customer.vip": True}
+
+    assert _mismatches(source, sample) == found
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "trigger.properties.cart_value == 120.0 && trigger.properties.cart_value < 130.5",  # int and double
+        "trigger.properties.cart_value in [100, 120.5]",
+        "customer.email == null || customer.email != null",  # email is null for a customer without one
+        'customer.tier == "gold" && customer.tags.exists(t, t == "vip") && size(customer.tags) > 0',
+        'customer.unknown == "x"',  # not in the sample: nothing to type it by
+        'has(customer.tier) && customer.tier in ["gold", "silver"]',
+    ],
+)
+def test_matching_types_and_unknowns_are_no_mismatch(source: str) -> None:
+    sample = {"trigger.properties.cart_value": 120, "customer.tier": "silver", "customer.email": "a@example.com", "customer.tags": ["vip"]}
+
+    assert _mismatches(source, sample) == []
+
+
+def test_numbers_of_either_kind_compare_numerically_at_run_time() -> None:
+    condition = compile_condition("event.properties.n == 120.0 && event.properties.n < 120.5 && event.properties.n in [120.0]")
+
+    assert condition.evaluate({"event": {"properties": {"n": 120}}}) == ConditionResult(True)
+
+
+def test_a_number_against_a_string_is_false_at_run_time() -> None:
+    event = {"event": {"properties": {"n": 120}}}
+
+    assert compile_condition('event.properties.n == "120"').evaluate(event) == ConditionResult(False)
+    assert compile_condition('event.properties.n > "100"').evaluate(event).error == "No matching overloads found : _>_(int64, string)"
