@@ -16,11 +16,10 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -30,7 +29,7 @@ from engine.delivery import CLAIM_CHUNK
 from engine.services import Services
 from engine.storage.models import Delivery, Enrollment, Event, Timer, TraceEntry
 from tests.conftest import REDIS_URL, create_key, free_port, make_services
-from tests.integration.conftest import stop, wait_for_http
+from tests.integration.conftest import eventually, stop, wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -68,9 +67,6 @@ steps:
 
 WORKER_THREADS = 4
 LOGGED = re.compile(r"log message (\S+) to customer")
-
-T = TypeVar("T")
-
 
 @dataclass
 class Engine:
@@ -129,18 +125,6 @@ class Engine:
         for name in names:
             found.update(LOGGED.findall((self.logs / f"{name}.log").read_text(errors="replace")))
         return found
-
-
-def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 60.0) -> T:
-    """Poll ``probe`` until ``done`` holds for its value; fail with the last value after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: still {value!r} after {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def deliveries_by_status(engine: Engine) -> dict[str, int]:

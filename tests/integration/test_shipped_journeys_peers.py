@@ -27,12 +27,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,60 +53,24 @@ from engine.scheduler import Scheduler
 from engine.services import Services
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer, TraceEntry
 from tests.conftest import REDIS_URL, create_key, make_services
-from tests.integration.channels.peers import HttpPeer, Recorded, Reply, SmtpPeer, http_peer, smtp_peer
+from tests.integration.channels.peers import (
+    AUDIENCE_OP, DOMAIN, PUSH_NAME, SENDER, SMS_SID, WEBHOOK_SECRET, Peers, Recorded, provider_peers,
+)
 
 pytestmark = pytest.mark.integration
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
-SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 PUBLIC_URL = "https://journeys.shop.example"
-SENDER, DOMAIN = "Shop <news@shop.example>", "shop.example"
 DETRACTOR_HOOK = "https://support.example.com/hooks/nps-detractor"
-SMS_SID = "SM0123456789abcdef0123456789abcdef"
-PUSH_NAME = "projects/shop/messages/0:1500415314455276"
-AUDIENCE_OP = "op_1"
 #: Scheduler rounds (timers and deferred sends) a replay may take; the samples need far fewer.
 MAX_ROUNDS = 200
-
-
-@dataclass
-class Peers:
-    """The peer behind each channel."""
-
-    smtp: SmtpPeer
-    sms: HttpPeer
-    push: HttpPeer
-    audience: HttpPeer
-    webhook: HttpPeer
-
-    def environment(self) -> dict[str, str]:
-        """The channel settings pointing at these peers, as an operator would set them."""
-        return {
-            "CHANNEL_TIMEOUT": "5s",
-            "SMTP_URL": f"smtp://user:secret@{self.smtp.host}:{self.smtp.port}",
-            "EMAIL_FROM": SENDER,
-            "SMS_API_URL": self.sms.url, "SMS_ACCOUNT_SID": "AC123", "SMS_AUTH_TOKEN": "sms-token",
-            "SMS_FROM": "+14155550100",
-            "PUSH_API_URL": self.push.url, "PUSH_PROJECT_ID": "shop", "PUSH_ACCESS_TOKEN": "push-token",
-            "AUDIENCE_API_URL": self.audience.url, "AUDIENCE_API_TOKEN": "audience-token",
-            "WEBHOOK_SECRET": SECRET, "WEBHOOK_TIMEOUT": "5s", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
-        }
 
 
 @pytest.fixture
 def peers() -> Iterator[Peers]:
     """An SMTP peer and four HTTP peers answering as their providers do."""
-    with ExitStack() as stack:
-        def http(answer: Reply) -> HttpPeer:
-            return stack.enter_context(contextmanager(http_peer)("127.0.0.1", answer))
-
-        yield Peers(
-            smtp=stack.enter_context(contextmanager(smtp_peer)()),
-            sms=http(Reply(201, {"sid": SMS_SID, "status": "queued"})),
-            push=http(Reply(200, {"name": PUSH_NAME})),
-            audience=http(Reply(200, {"id": AUDIENCE_OP})),
-            webhook=http(Reply(204)),
-        )
+    with provider_peers() as peers:
+        yield peers
 
 
 @dataclass(frozen=True)
@@ -518,7 +480,7 @@ def test_nps_survey(shipped: Shipped):
     hook = shipped.got("nps_survey", "grace", "detractor")
     assert hook.path == "/hooks/nps-detractor"
     assert hook.headers["content-type"] == "application/json"
-    assert standardwebhooks.Webhook(SECRET).verify(hook.body, hook.headers) == {
+    assert standardwebhooks.Webhook(WEBHOOK_SECRET).verify(hook.body, hook.headers) == {
         "type": "nps_detractor", "customer_id": "grace", "email": "grace@example.com",
         "score": 3, "comment": "Late delivery", "order_id": "o-2001",
     }
@@ -570,7 +532,7 @@ def _what(row: Row, received: list[tuple[str, Any]] | None) -> str:
         return got.json()["message"]["notification"]["title"]
     if row.channel == "retargeting":
         return f"{got.json()['action']} {got.path.split('/')[2]}"
-    return standardwebhooks.Webhook(SECRET).verify(got.body, got.headers)["type"]
+    return standardwebhooks.Webhook(WEBHOOK_SECRET).verify(got.body, got.headers)["type"]
 
 
 def _member(request: Recorded) -> str:
