@@ -63,8 +63,8 @@ def queue_depths(broker: dramatiq.Broker) -> list[QueueDepth]:
 
 def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
     # Dramatiq's keys (see dramatiq/brokers/redis/dispatch.lua): NS:Q (a list of ready
-    # message ids), NS:Q.msgs (every message not yet acknowledged), NS:Q.DQ.msgs (delayed),
-    # NS:Q.XQ (a sorted set of dead ids), NS:__acks__.WORKER.Q (taken by a worker).
+    # message ids), NS:Q.msgs (every message not yet acknowledged: ready or taken by a
+    # worker), NS:Q.DQ.msgs (delayed), NS:Q.XQ (a sorted set of dead ids).
     client, ns = broker.client, broker.namespace
     prefix = _glob_escape(ns) + ":"
     names = {n for n in broker.get_declared_queues() if not n.endswith((".DQ", ".XQ"))}
@@ -73,21 +73,22 @@ def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
         name = key.decode().removeprefix(f"{ns}:").removesuffix(".msgs").removesuffix(".XQ").removesuffix(".DQ")
         if not name.startswith("__"):
             names.add(name)
-    in_flight: dict[str, int] = {}
-    for key in client.scan_iter(f"{prefix}__acks__.*"):
-        # NS:__acks__.WORKER_ID.QUEUE: worker ids are UUIDs (no dots), queue names may have dots
-        _, _, queue = key.decode().removeprefix(f"{ns}:__acks__.").partition(".")
-        in_flight[queue] = in_flight.get(queue, 0) + client.scard(key)
-    return [
-        QueueDepth(
-            name,
-            ready=client.llen(f"{ns}:{name}"),
-            delayed=client.hlen(f"{ns}:{dq_name(name)}.msgs"),
-            in_flight=in_flight.get(name, 0),
-            dead=client.zcard(f"{ns}:{name}.XQ"),
-        )
-        for name in sorted(names)
-    ]
+    ordered = sorted(names)
+    # One snapshot of every queue (MULTI/EXEC): read one key at a time, a message moving on
+    # between two reads (taken by a worker, or acknowledged after it enqueued the work it
+    # caused) was counted nowhere, and "every queue is empty" could be read while it was not.
+    with client.pipeline(transaction=True) as pipe:
+        for name in ordered:
+            pipe.llen(f"{ns}:{name}")
+            pipe.hlen(f"{ns}:{name}.msgs")
+            pipe.hlen(f"{ns}:{dq_name(name)}.msgs")
+            pipe.zcard(f"{ns}:{name}.XQ")
+        counts = pipe.execute()
+    depths = []
+    for index, name in enumerate(ordered):
+        ready, unacknowledged, delayed, dead = counts[4 * index : 4 * index + 4]
+        depths.append(QueueDepth(name, ready=ready, delayed=delayed, in_flight=max(unacknowledged - ready, 0), dead=dead))
+    return depths
 
 
 @dataclass(frozen=True)

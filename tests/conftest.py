@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from urllib.parse import quote
 
 import dramatiq
@@ -52,9 +53,9 @@ def sqlite_url(tmp_path) -> str:  # type: ignore[no-untyped-def]
     return f"sqlite:///{tmp_path}/journey.db"
 
 
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL schema for this test, as a DATABASE_URL whose search_path is it."""
+@contextmanager
+def pg_schema() -> Iterator[str]:
+    """A fresh PostgreSQL schema, as a DATABASE_URL whose search_path is it; dropped afterwards."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     try:
@@ -72,9 +73,9 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
-@pytest.fixture
-def redis_namespace() -> Iterator[str]:
-    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+@contextmanager
+def redis_prefix() -> Iterator[str]:
+    """A Redis key prefix of its own; its keys are deleted afterwards."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
@@ -87,6 +88,20 @@ def redis_namespace() -> Iterator[str]:
         for key in client.scan_iter(f"{namespace}*"):
             client.delete(key)
         client.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL schema for this test, as a DATABASE_URL whose search_path is it."""
+    with pg_schema() as url:
+        yield url
+
+
+@pytest.fixture
+def redis_namespace() -> Iterator[str]:
+    """A Redis key prefix of this test's own; its keys are deleted afterwards."""
+    with redis_prefix() as namespace:
+        yield namespace
 
 
 def make_services(database_url: str, channel_settings: ChannelSettings | None = None, **settings: object) -> Services:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import pytest
 
@@ -16,6 +18,8 @@ from engine.services import Services
 from tests.conftest import REDIS_URL, create_key, free_port, make_services
 
 pytestmark = pytest.mark.integration
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,3 +81,15 @@ def running_engine(engine_env: dict[str, str]) -> Iterator[RunningEngine]:
         stop(web)
         stop(worker)
         services.close()
+
+
+def eventually(probe: Callable[[], T], done: Callable[[T], bool], what: str, timeout: float = 60.0) -> T:
+    """Poll ``probe`` until ``done`` holds for its value; fail with the last value after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: still {value!r} after {timeout:.0f}s")
+        time.sleep(0.2)

@@ -6,10 +6,13 @@ their fixture ends, and a stalled answer waits at most a few seconds.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
@@ -208,3 +211,51 @@ def smtp_peer(**options: Any) -> Iterator[SmtpPeer]:
         yield SmtpPeer("127.0.0.1", controller.port, mailbox, logins)
     finally:
         controller.stop()
+
+
+#: What the peers standing for the providers answer, and the channel settings that reach them.
+SENDER, DOMAIN = "Shop <news@shop.example>", "shop.example"
+SMS_SID = "SM0123456789abcdef0123456789abcdef"
+PUSH_NAME = "projects/shop/messages/0:1500415314455276"
+AUDIENCE_OP = "op_1"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+@dataclass
+class Peers:
+    """The peer behind each channel: aiosmtpd, and HTTP servers for the SMS, push, audience and webhook APIs."""
+
+    smtp: SmtpPeer
+    sms: HttpPeer
+    push: HttpPeer
+    audience: HttpPeer
+    webhook: HttpPeer
+
+    def environment(self) -> dict[str, str]:
+        """The channel settings pointing at these peers, as an operator would set them."""
+        return {
+            "CHANNEL_TIMEOUT": "5s",
+            "SMTP_URL": f"smtp://user:secret@{self.smtp.host}:{self.smtp.port}",
+            "EMAIL_FROM": SENDER,
+            "SMS_API_URL": self.sms.url, "SMS_ACCOUNT_SID": "AC123", "SMS_AUTH_TOKEN": "sms-token",
+            "SMS_FROM": "+14155550100",
+            "PUSH_API_URL": self.push.url, "PUSH_PROJECT_ID": "shop", "PUSH_ACCESS_TOKEN": "push-token",
+            "AUDIENCE_API_URL": self.audience.url, "AUDIENCE_API_TOKEN": "audience-token",
+            "WEBHOOK_SECRET": WEBHOOK_SECRET, "WEBHOOK_TIMEOUT": "5s", "WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
+        }
+
+
+@contextmanager
+def provider_peers() -> Iterator[Peers]:
+    """Start an SMTP peer and four HTTP peers answering as their providers do; stop them after."""
+    with ExitStack() as stack:
+        def http(answer: Reply) -> HttpPeer:
+            return stack.enter_context(contextmanager(http_peer)("127.0.0.1", answer))
+
+        yield Peers(
+            smtp=stack.enter_context(contextmanager(smtp_peer)()),
+            sms=http(Reply(201, {"sid": SMS_SID, "status": "queued"})),
+            push=http(Reply(200, {"name": PUSH_NAME})),
+            audience=http(Reply(200, {"id": AUDIENCE_OP})),
+            webhook=http(Reply(204)),
+        )

@@ -1,0 +1,149 @@
+"""The deployed suite's pieces: the peers, the running deployment, the SDKs, the customers.
+
+Fixtures that assemble them are in conftest.py.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from segment.analytics import Client as SegmentClient
+
+from tests.integration.channels.peers import Peers
+from tests.integration.conftest import eventually, stop
+
+JOURNEYS = Path(__file__).parent / "journeys"
+#: The webhook URL in review_alert.yaml, pointed at the peer when the journeys are deployed.
+WEBHOOK_PLACEHOLDER = "http://webhook.peer.invalid"
+#: Where the unsubscribe links point: the deployment's TLS proxy, for which the tests stand in.
+PUBLIC_URL = "https://journeys.shop.example"
+
+
+@dataclass
+class Deployment:
+    """The running processes, their environment, the peers, and a read-only look at the database."""
+
+    url: str
+    env: dict[str, str]
+    peers: Peers
+    write_key: str
+    logs: Path
+    database: sa.Engine
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def journey(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``journey ARGS`` as an operator would, in this deployment's environment."""
+        return subprocess.run([sys.executable, "-m", "engine", *args], env=self.env, capture_output=True,
+                              text=True, timeout=120)
+
+    def start(self, name: str, *args: str) -> None:
+        """Start ``journey ARGS`` in the background, its output in ``logs/NAME.log``."""
+        with open(self.logs / f"{name}.log", "wb") as output:
+            self.processes[name] = subprocess.Popen([sys.executable, "-m", "engine", *args], env=self.env,
+                                                    stdout=output, stderr=subprocess.STDOUT)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")
+
+    def rows(self, statement: str, **params: Any) -> list[Any]:
+        """Rows of a SQL query on the engine's database (to judge, never to change anything)."""
+        with self.database.connect() as connection:
+            return list(connection.execute(sa.text(statement), params))
+
+    def deliveries(self, customer: str) -> list[Any]:
+        """The customer's deliveries: journey, step, channel, status, key, error; oldest first."""
+        return self.rows(
+            "SELECT d.journey_id, d.step, d.channel, d.status, d.key, d.error FROM deliveries d"
+            " JOIN customers c ON c.id = d.customer_id WHERE c.external_id = :customer ORDER BY d.id",
+            customer=customer,
+        )
+
+    def settled(self, customer: str, count: int) -> list[Any]:
+        """Wait until the customer has ``count`` deliveries and none is pending or being sent; return them."""
+        return eventually(lambda: self.deliveries(customer),
+                          lambda rows: len(rows) == count and all(r.status not in ("pending", "sending") for r in rows),
+                          f"deliveries of {customer}")
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            stop(process)
+
+
+
+# -- the SDKs that send events --------------------------------------------------------------
+
+
+class Sdk(Protocol):
+    """What a test does with an analytics SDK; one implementation per real SDK."""
+
+    name: str
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> None: ...
+    def track(self, user_id: str, event: str, properties: dict[str, Any]) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class SegmentSdk:
+    """The real Segment Python SDK (``segment-analytics-python``), pointed at the engine."""
+
+    name = "segment"
+
+    def __init__(self, url: str, write_key: str) -> None:
+        self.errors: list[Exception] = []
+        self.client = SegmentClient(write_key, host=url, on_error=lambda error, _batch: self.errors.append(error),
+                                    max_retries=2)
+
+    def identify(self, user_id: str, traits: dict[str, Any]) -> None:
+        ok, _ = self.client.identify(user_id=user_id, traits=traits)
+        assert ok
+
+    def track(self, user_id: str, event: str, properties: dict[str, Any]) -> None:
+        ok, _ = self.client.track(user_id=user_id, event=event, properties=properties)
+        assert ok
+
+    def flush(self) -> None:
+        """Return once everything queued was uploaded; fail if the engine refused any of it."""
+        self.client.flush()
+        assert self.errors == []
+
+    def close(self) -> None:
+        self.client.flush()
+        self.client.join()
+
+
+#: The SDKs every test runs with, by name. Another SDK is one class and one line here.
+SDKS: dict[str, Callable[[str, str], Sdk]] = {"segment": SegmentSdk}
+
+
+
+@dataclass(frozen=True)
+class Person:
+    """A customer of one test: a unique user id, and the traits the channels need."""
+
+    id: str
+    first_name: str
+
+    @property
+    def email(self) -> str:
+        return f"{self.id}@example.com"
+
+    @property
+    def phone(self) -> str:
+        return "+4477009" + str(int(self.id.rsplit("-", 1)[1], 16) % 100000).zfill(5)
+
+    @property
+    def push_token(self) -> str:
+        return f"fcm-{self.id}"
+
+    def traits(self) -> dict[str, Any]:
+        return {"first_name": self.first_name, "email": self.email, "phone": self.phone,
+                "push_token": self.push_token}
+
+
