@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: Attempts per delivery before a retryable failure becomes ``dead``, unless the
 #: channel has its own (``CHANNEL_MAX_ATTEMPTS``).
 MAX_ATTEMPTS = 5
+#: The statuses of a delivery that is not final yet: waiting to be claimed, claimed by a
+#: worker (not handed to an adapter yet), being sent.
+UNSETTLED = ("pending", "claimed", "sending")
 #: Deliveries claimed and prepared together (a worker that dies mid-chunk leaves them
 #: ``claimed``, to be sent again; only the one being sent is ``unknown``).
 CLAIM_CHUNK = 10

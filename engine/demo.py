@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 
 from engine import deploy, keys
 from engine.definitions import journey_files
+from engine.delivery import UNSETTLED
 from engine.orchestrator import Followups
 from engine.scheduler import Scheduler
 from engine.services import Services
@@ -182,7 +183,7 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
             busy = session.execute(select(func.count()).select_from(Event).where(Event.processed_at.is_(None), Event.attempts < 5)).scalar_one()
             busy += session.execute(
                 select(func.count()).select_from(Delivery).where(
-                    Delivery.status.in_(("pending", "claimed", "sending")),
+                    Delivery.status.in_(UNSETTLED),
                     (Delivery.not_before.is_(None)) | (Delivery.not_before <= now),  # deferred ones wait
                 )
             ).scalar_one()

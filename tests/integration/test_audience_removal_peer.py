@@ -30,6 +30,7 @@ from engine.api import create_app
 from engine.policy import record_consent, suppress
 from engine.queues import queue_depths
 from engine.services import Services
+from engine.delivery import UNSETTLED
 from engine.storage.models import Customer, Delivery, Event
 from tests.conftest import REDIS_URL, create_key, make_services
 from tests.integration.channels.peers import HttpPeer, Reply, http_peer
@@ -98,7 +99,7 @@ def settle(services: Services, timeout: float = 60.0) -> None:
         with services.sessions() as session:
             busy = session.execute(select(func.count()).select_from(Event).where(Event.processed_at.is_(None))).scalar_one()
             busy += session.execute(
-                select(func.count()).select_from(Delivery).where(Delivery.status.in_(("pending", "sending")))
+                select(func.count()).select_from(Delivery).where(Delivery.status.in_(UNSETTLED))
             ).scalar_one()
         busy += sum(depth.ready + depth.in_flight for depth in queue_depths(services.broker))
         if not busy:

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from rudderstack.analytics import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
+from engine.delivery import UNSETTLED
 from tests.integration.channels.peers import Peers
 from tests.integration.conftest import eventually, stop
 
@@ -67,7 +69,7 @@ class Deployment:
     def settled(self, customer: str, count: int) -> list[Any]:
         """Wait until the customer has ``count`` deliveries and none is pending or being sent; return them."""
         return eventually(lambda: self.deliveries(customer),
-                          lambda rows: len(rows) == count and all(r.status not in ("pending", "sending") for r in rows),
+                          lambda rows: len(rows) == count and all(r.status not in UNSETTLED for r in rows),
                           f"deliveries of {customer}")
 
     def stop_all(self) -> None:
@@ -118,8 +120,24 @@ class SegmentSdk:
         self.client.join()
 
 
+class RudderStackSdk(SegmentSdk):
+    """The real RudderStack Python SDK (``rudder-sdk-python``), its data plane URL the engine.
+
+    Its client has the Segment client's calls (it began as a fork); what it sends differs
+    (gzip, traits in ``context.traits``: docs/ingestion.md), which is what running every
+    test through it checks.
+    """
+
+    name = "rudderstack"
+
+    def __init__(self, url: str, write_key: str) -> None:
+        self.errors = []
+        self.client = RudderClient(write_key, host=url, on_error=lambda error, _batch: self.errors.append(error),
+                                   max_retries=2)
+
+
 #: The SDKs every test runs with, by name. Another SDK is one class and one line here.
-SDKS: dict[str, Callable[[str, str], Sdk]] = {"segment": SegmentSdk}
+SDKS: dict[str, Callable[[str, str], Sdk]] = {"segment": SegmentSdk, "rudderstack": RudderStackSdk}
 
 
 
