@@ -106,12 +106,14 @@ def no_bounces(_session: Session, _delivery: Delivery, _customer: Customer, _res
 def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
     """Held-back reasons for sends whose enrollment converted or exited while they waited.
 
-    Deferred marketing sends, and audience adds not sent yet (a retry, a long queue): the
-    enrollment's ending has sent the removal already, and an add that went out after it
-    would leave the customer in the audience for good.
+    Marketing sends, whether deferred by quiet hours, retried, or behind a long queue: the
+    cart reminder made at 11:00 and judged after the 11:00:05 order would thank nobody.
+    And audience adds not sent yet: the enrollment's ending has sent the removal already,
+    and an add that went out after it would leave the customer in the audience for good.
+    A send made at the instant of the ending (a goal's ``goto`` path) is not held back.
+    Transactional sends always go.
     """
-    deferred = [d for d in deliveries
-                if (d.not_before is not None and d.kind == "marketing") or d.content.get("action") == "add"]
+    deferred = [d for d in deliveries if d.kind == "marketing" or d.content.get("action") == "add"]
     if not deferred:
         return {}
     ended = {

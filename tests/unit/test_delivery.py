@@ -153,6 +153,22 @@ def test_a_deferred_send_is_held_if_its_enrollment_converted_meanwhile(world):
     assert outcomes[made_at_conversion].status == "sent"
 
 
+def test_a_marketing_send_judged_after_its_enrollment_converted_is_held_and_a_receipt_is_not(world):
+    # Given a reminder and a receipt made at noon, whose queue was behind: the customer
+    # ordered at 12:00:05, before either was judged.
+    services, customer_id, stub = world
+    [reminder] = add_deliveries(services, customer_id)
+    [receipt] = add_deliveries(services, customer_id, kind="transactional")
+    ordered_at = NOON + timedelta(seconds=5)
+    with services.sessions.begin() as session:
+        enrollment = session.get(Enrollment, "e-1")
+        enrollment.status, enrollment.ended_at = "converted", ordered_at
+    outcomes = make_deliverer(services).deliver_many([reminder, receipt], ordered_at + timedelta(seconds=1))
+    assert [(outcomes[i].status, outcomes[i].error) for i in (reminder, receipt)] == [
+        ("held", f"the enrollment converted at {ordered_at.isoformat()} while this send waited"), ("sent", None),
+    ]
+
+
 class SlowDown(StubChannel):
     """A provider that answers 429 with Retry-After: 30."""
 
