@@ -12,7 +12,7 @@ JOURNEY = "journeys/order_followup.yaml"
 
 
 def ordered(order_id: str = "o-1", t: JourneyTest | None = None) -> JourneyTest:
-    t = t or JourneyTest(JOURNEY, customer={"first_name": "Ada", "timezone": "UTC"})
+    t = t or JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "timezone": "UTC"})
     t.send("order_completed", order_id=order_id, total=89.9, currency="EUR", item_count=2)
     return t
 
