@@ -147,8 +147,3 @@ def test_an_event_sent_twice_takes_effect_once():
         twin.send(order)  # a client's retry: the same messageId
         assert twin.profile("ada").points == 50 and len(twin.read(enrollments, "ada")) == 1
 
-
-def test_a_twin_copies_its_database_and_shares_nothing_with_another():
-    with Twin([], start=dt.datetime(2024, 5, 6, tzinfo=dt.timezone.utc)) as one, Twin([]) as other:
-        one.send({"type": "identify", "userId": "ada", "traits": {"first_name": "Ada"}})
-        assert one.customers() == ["ada"] and other.customers() == []
