@@ -1,8 +1,8 @@
 """order_followup: a thank-you at once, a review request three days after delivery.
 
-The thank-you is transactional and the review request marketing. JourneyTest does not
-apply the delivery policy; tests/unit/test_policy.py runs this journey through the
-Deliverer and the Policy (quiet hours, caps, suppression)."""
+The thank-you is transactional and the review request marketing. JourneyTest applies the
+delivery policy as the workers do (quiet hours, caps, suppression); tests/unit/test_policy.py
+covers the policy's rules one by one."""
 
 from __future__ import annotations
 
