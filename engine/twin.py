@@ -41,7 +41,6 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import current_millis
 from sqlalchemy import Engine, event, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
@@ -210,7 +209,7 @@ class TwinBroker(StubBroker):
             return super().enqueue(message)
         due = self.clock() + dt.timedelta(milliseconds=delay)
         heapq.heappush(self._delayed, (due, next(self._order), message))
-        return message.copy(options={"eta": current_millis() + delay})
+        return message
 
     def next_delayed(self) -> dt.datetime | None:
         """When the earliest delayed message is due."""

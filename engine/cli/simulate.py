@@ -112,6 +112,10 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
 
 def timelines(twin: Twin, open_ended: bool = False) -> str:
     """Each customer's timeline (times in UTC), then a summary line."""
+    everything = twin.effects()
+    by_customer: dict[str, list[Effect]] = {}
+    for effect in everything:
+        by_customer.setdefault(effect.customer, []).append(effect)
     lines: list[str] = []
     for name in twin.customers():
         person = twin.profile(name)
@@ -121,26 +125,28 @@ def timelines(twin: Twin, open_ended: bool = False) -> str:
         if person.referral_codes:
             bits.append("codes " + ", ".join(person.referral_codes.values()))
         lines.append(f"{name} ({', '.join(bits)})")
-        for effect in twin.effects(name):
+        for effect in by_customer.get(name, []):
             lines.append(f"  {effect.at:%Y-%m-%d %H:%M}  {effect.journey or '':<20} {effect.step or '':<16} {describe(effect)}".rstrip())
         lines.append("")
-    lines.append(summary(twin))
+    lines.append(summary(twin, everything))
     if open_ended:
         lines.append(f"(ran until nothing was due, at most {DEFAULT_HORIZON.days}d after the last event; times in UTC)")
     return "\n".join(lines)
 
 
-def summary(twin: Twin) -> str:
+def summary(twin: Twin, everything: list[Effect] | None = None) -> str:
     """One line: customers, enrollments by status, deliveries by outcome."""
-    statuses = Counter(e.detail["status"] for e in twin.effects() if e.effect == "exit")
-    entered = sum(1 for e in twin.effects() if e.effect == "enter")
+    everything = twin.effects() if everything is None else everything
+    statuses = Counter(e.detail["status"] for e in everything if e.effect == "exit")
+    entered = sum(1 for e in everything if e.effect == "enter")
     if entered > sum(statuses.values()):
         statuses["active"] = entered - sum(statuses.values())
     outcomes = Counter(d.status for d in twin.read(deliveries))
     by_status = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items()))
     sends = outcomes.pop("sent", 0)
     people = len(twin.customers())
-    text = f"{people} customer{'' if people == 1 else 's'}, {entered} enrollment{'' if entered == 1 else 's'} ({by_status or 'none'}), {sends} send{'' if sends == 1 else 's'}"
+    text = (f"{people} customer{'' if people == 1 else 's'}, {entered} enrollment{'' if entered == 1 else 's'} "
+            f"({by_status or 'none'}), {sends} send{'' if sends == 1 else 's'}")
     return text + "".join(f", {n} {status}" for status, n in sorted(outcomes.items()))
 
 
