@@ -25,6 +25,7 @@ unless asked not to; :meth:`JourneyTest.held` lists what the policy held back, w
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,18 @@ from engine.runtime import Enrollment, Trace
 from engine.twin import DEFAULT_START, Effect, Profile, Twin, delivery_effect, deliveries, enrollments, trace
 
 __all__ = ["DEFAULT_START", "Effect", "JourneyTest"]
+
+
+def _load(path: Path) -> Journey:
+    """Load a journey file, once per process while it stays unchanged (a test file builds many)."""
+    if not path.is_file():
+        return load_journey(path)  # raises DefinitionError, saying why
+    return _load_version(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_version(path: str, _mtime_ns: int) -> Journey:
+    return load_journey(path)
 
 
 class JourneyTest:
@@ -64,7 +77,7 @@ class JourneyTest:
         points: int = 0,
     ) -> None:
         items = journeys if isinstance(journeys, list) else [journeys]
-        loaded = [item if isinstance(item, Journey) else load_journey(item) for item in items]
+        loaded = [item if isinstance(item, Journey) else _load(Path(item)) for item in items]
         self.journeys = {j.id: j for j in loaded}
         self.twin = Twin(loaded, start=start)
         self.customer_id = customer_id

@@ -28,6 +28,7 @@ points, referral codes. ``journey simulate``, :class:`engine.testing.JourneyTest
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import heapq
 import itertools
@@ -107,18 +108,16 @@ def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None
     ``JOURNEY_SWEEP_AFTER`` after that enqueue, as :meth:`Scheduler.fire_due` claims it. A
     deferred send is due at its ``not_before``.
     """
-    with services.sessions() as session:
-        timer = session.execute(
+    with services.sessions() as session:  # one statement: the loop asks before every step
+        timer, again, deferred = session.execute(select(
             select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_(None))
-        ).scalar()
-        again = session.execute(
+            .scalar_subquery(),
             select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None))
-        ).scalar()
-        deferred = session.execute(
+            .scalar_subquery(),
             select(func.min(Delivery.not_before)).where(
                 Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.enqueued_at.is_(None)
-            )
-        ).scalar()
+            ).scalar_subquery(),
+        )).one()
     retry = _aware(again) + services.settings.sweep_after + dt.timedelta(microseconds=1) if again is not None else None
     return _earliest(_aware(timer), retry), _aware(deferred)
 
@@ -304,7 +303,9 @@ def stub_channels() -> dict[str, StubChannel]:
 
 def twin_services(clock: VirtualClock, settings: Settings | None = None) -> Services:
     """Services for a twin: in-memory database, :class:`TwinBroker`, stub channels, ``clock``."""
-    settings = settings or Settings(database_url="sqlite://")
+    # Rate limits pace sends over seconds of wall time, which a virtual clock skips: the
+    # twin applies none (every other setting holds, frequency caps included).
+    settings = dataclasses.replace(settings or Settings(), database_url="sqlite://", redis_url=None, rate_limits={})
     engine = migrated_database()
     services = Services(settings, engine, make_sessionmaker(engine), TwinBroker(clock), clock=clock)
     services.adapters.update(stub_channels())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import sys
@@ -88,7 +87,7 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
     try:
         # The engine's settings (frequency caps, sweep timing) as the workers read them;
         # the database and the broker are the twin's own.
-        settings = dataclasses.replace(Settings.from_env(), database_url="sqlite://", redis_url=None)
+        settings = Settings.from_env()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     stamps = [parse_time(e["timestamp"]) for _, e in events if e.get("timestamp") is not None]
