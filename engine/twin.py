@@ -453,6 +453,8 @@ class Twin:
         at = self.now
         if data.get("timestamp") is not None:
             at = max(at, _moment(data["timestamp"]))
+            if isinstance(data["timestamp"], dt.datetime):  # the wire format is text
+                data["timestamp"] = data["timestamp"].isoformat()
         self.advance_to(at, inclusive=False)
         self.clock.current = at
         data.setdefault("timestamp", at.isoformat())
