@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+import functools
 from importlib.metadata import EntryPoint, entry_points
 
 from channels.base import Channel
@@ -40,6 +41,13 @@ class ChannelInfo:
 
 
 def _entry_points() -> dict[str, EntryPoint]:
+    return dict(_installed())
+
+
+@functools.cache
+def _installed() -> dict[str, EntryPoint]:
+    # Scanning every installed distribution's metadata takes tens of milliseconds: once
+    # per process is enough (a twin is built per test).
     return {ep.name: ep for ep in entry_points(group=GROUP)}
 
 

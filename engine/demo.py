@@ -14,34 +14,22 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from engine import deploy, keys
 from engine.definitions import journey_files
 from engine.delivery import UNSETTLED
-from engine.orchestrator import Followups
-from engine.scheduler import Scheduler
 from engine.services import Services
 from engine.storage.models import Customer, Delivery, Event, Timer
+from engine.twin import VirtualClock, fast_forward
 
 MAX_ROUNDS = 200
-
-
-@dataclass
-class VirtualClock:
-    """A clock for ``Services.clock`` that reads ``current``, which its owner moves."""
-
-    current: datetime
-
-    def __call__(self) -> datetime:
-        return self.current
 
 
 def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[str], None]) -> None:
@@ -83,25 +71,12 @@ def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[
 
 
 def _fast_forward(services: Services, clock: VirtualClock, until: datetime | None) -> int:
-    """Let the timers and deferred sends due before ``until`` (all, if None) go, earliest first."""
-    rounds = 0
-    while rounds < MAX_ROUNDS:
-        with services.sessions() as session:
-            due = _aware(session.execute(select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None))).scalar())
-            deferred = _aware(session.execute(
-                select(func.min(Delivery.not_before)).where(Delivery.status == "pending", Delivery.not_before.is_not(None))
-            ).scalar())
-        moment = min((t for t in (due, deferred) if t is not None), default=None)
-        if moment is None or (until is not None and moment >= until):
-            break
-        clock.current = max(clock.current, moment)
-        if moment == deferred:
-            _release(services, deferred)  # quiet hours ended: the policy deferred these sends
-        else:
-            Scheduler(services).fire_due(moment)
-        _settle(services)
-        rounds += 1
-    return rounds
+    """Let the timers and deferred sends due before ``until`` (all, if None) go, earliest first.
+
+    The twin's driver loop (:func:`engine.twin.fast_forward`), with the real workers of
+    this process doing the work: each step waits until they have settled.
+    """
+    return fast_forward(services, clock, until, lambda: _settle(services), inclusive=False, max_rounds=MAX_ROUNDS)
 
 
 def _timestamp(event: dict[str, Any]) -> datetime:
@@ -141,20 +116,6 @@ def _aware(value: datetime | str | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=timezone.utc)
     return value
-
-
-def _release(services: Services, until: datetime) -> None:
-    """Let the deliveries deferred until ``until`` go now, as if that time had come."""
-    with services.sessions.begin() as session:
-        rows = session.execute(
-            select(Delivery.id, Delivery.channel).where(
-                Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.not_before <= until
-            )
-        ).all()
-        session.execute(
-            update(Delivery).where(Delivery.id.in_([i for i, _ in rows])).values(not_before=None, enqueued_at=datetime.now(timezone.utc))
-        )
-    services.dispatch(Followups(deliveries=[(i, c) for i, c in rows]))
 
 
 def _sample_events(directory: Path) -> list[tuple[str, dict]]:

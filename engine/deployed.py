@@ -80,6 +80,14 @@ class DeployedJourneys:
                 self._versions[key] = journey
         return journey
 
+    def add(self, journey_id: str, version: int, journey: Journey) -> None:
+        """Serve ``journey`` as that deployed version without compiling the stored copy.
+
+        The twin deploys journeys it has loaded already (possibly from text, not a file).
+        """
+        with self._lock:
+            self._versions[(journey_id, version)] = journey
+
     def running(self, session: Session | None = None) -> Deployed:
         """Return the current versions of every deployed journey, and their status."""
         now = time.monotonic()

@@ -1,11 +1,11 @@
-"""Unit-test your journeys on a virtual clock: ``JourneyTest``, built on the simulator.
+"""Unit-test your journeys on a virtual clock: ``JourneyTest``, built on the twin.
 
 ::
 
     from engine.testing import JourneyTest
 
     def test_reminder_after_an_hour():
-        t = JourneyTest("journeys/cart_abandonment.yaml", customer={"first_name": "Ada"})
+        t = JourneyTest("journeys/cart_abandonment.yaml", customer={"first_name": "Ada", "email": "ada@example.com"})
         t.send("checkout_started", cart_value=120, order_id="o-1", currency="EUR", item_count=2)
         t.advance("59m")
         assert t.sent() == []
@@ -14,14 +14,18 @@
         t.send("order_completed", order_id="o-1")
         assert t.enrollment.status == "converted"
 
-Nothing is sent anywhere: sends are rendered and recorded (a template that fails to render
-is recorded with its ``error``, and :meth:`JourneyTest.sent` raises on it unless asked not to).
+The journeys run on :class:`engine.twin.Twin`: the workers' own code (profiles, policy
+with consent, caps and quiet hours, rendering, the deliverer) on an in-memory database and
+a virtual clock. Nothing is sent anywhere: each channel is a recording stub that needs
+what the real one needs (an email needs the ``email`` trait). :meth:`JourneyTest.sent`
+raises on a delivery that failed (a template that does not render, a missing address)
+unless asked not to; :meth:`JourneyTest.held` lists what the policy held back, with why.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import itertools
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -30,10 +34,21 @@ from engine.definitions import load_journey
 from engine.definitions.model import Journey
 from engine.durations import parse_duration
 from engine.runtime import Enrollment, Trace
-from engine.simulate import Effect, SimCustomer, Simulator
+from engine.twin import DEFAULT_START, Effect, Profile, Twin, delivery_effect, deliveries, enrollments, trace
 
-#: Where a JourneyTest's clock starts unless told otherwise: a Monday, 09:00 UTC.
-DEFAULT_START = dt.datetime(2024, 1, 1, 9, 0, tzinfo=dt.timezone.utc)
+__all__ = ["DEFAULT_START", "Effect", "JourneyTest"]
+
+
+def _load(path: Path) -> Journey:
+    """Load a journey file, once per process while it stays unchanged (a test file builds many)."""
+    if not path.is_file():
+        return load_journey(path)  # raises DefinitionError, saying why
+    return _load_version(str(path.resolve()), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _load_version(path: str, _mtime_ns: int) -> Journey:
+    return load_journey(path)
 
 
 class JourneyTest:
@@ -43,9 +58,12 @@ class JourneyTest:
         journeys: a journey file path, a loaded :class:`~engine.definitions.Journey`, or a list of them.
         customer: the customer's traits (``timezone`` among them sets their time zone).
         customer_id: the customer's id (default ``test-customer``).
-        start: the clock's start (aware datetime; default :data:`DEFAULT_START`).
+        start: the clock's start (aware datetime; default :data:`DEFAULT_START`, a Monday 09:00 UTC).
         stage: the customer's lifecycle stage at the start.
         points: the customer's points at the start.
+
+    Attributes:
+        twin: the :class:`~engine.twin.Twin` the journeys run on (its rows, other customers).
     """
 
     def __init__(
@@ -59,13 +77,12 @@ class JourneyTest:
         points: int = 0,
     ) -> None:
         items = journeys if isinstance(journeys, list) else [journeys]
-        loaded = [item if isinstance(item, Journey) else load_journey(item) for item in items]
+        loaded = [item if isinstance(item, Journey) else _load(Path(item)) for item in items]
         self.journeys = {j.id: j for j in loaded}
-        self.simulator = Simulator(loaded, start=start)
+        self.twin = Twin(loaded, start=start)
         self.customer_id = customer_id
-        self._messages = itertools.count(1)
-        person = self.simulator.customer(customer_id)
-        person.stage, person.points = stage, points
+        if stage is not None or points:
+            self.twin.seed_customer(customer_id, stage=stage, points=points)
         if customer:
             self.identify(**customer)
 
@@ -80,19 +97,19 @@ class JourneyTest:
             data = {"type": "track", **dict(event)}
             if properties:
                 data["properties"] = {**(data.get("properties") or {}), **properties}
-        data.setdefault("userId", self.customer_id)
-        data.setdefault("messageId", f"test-{next(self._messages)}")
-        self.simulator.send(data)
+        if not (data.get("userId") or data.get("anonymousId")):
+            data["userId"] = self.customer_id
+        self.twin.send(data)
         return self
 
     def identify(self, **traits: Any) -> JourneyTest:
         """Set the customer's traits now (an ``identify``); may enroll in segment journeys."""
-        self.simulator.send({"type": "identify", "userId": self.customer_id, "traits": traits, "messageId": f"test-{next(self._messages)}"})
+        self.twin.send({"type": "identify", "userId": self.customer_id, "traits": traits})
         return self
 
     def advance(self, duration: str | dt.timedelta) -> JourneyTest:
         """Let ``duration`` (``"3d"``, ``"1h30m"`` or a timedelta) pass, firing every timer due on the way."""
-        self.simulator.advance(parse_duration(duration) if isinstance(duration, str) else duration)
+        self.twin.advance(parse_duration(duration) if isinstance(duration, str) else duration)
         return self
 
     # -- looking ------------------------------------------------------------------------------
@@ -100,49 +117,62 @@ class JourneyTest:
     @property
     def now(self) -> dt.datetime:
         """The virtual time."""
-        if self.simulator.now is None:  # pragma: no cover - the constructor sets it
-            raise RuntimeError("the clock has not started")
-        return self.simulator.now
+        return self.twin.now
 
     @property
     def effects(self) -> list[Effect]:
-        """Everything that happened to the customer, in order."""
-        return self.simulator.timeline(self.customer_id)
+        """Everything that happened to the customer, in order (see :func:`engine.twin.effects`)."""
+        return self.twin.effects(self.customer_id)
+
+    def deliveries(self, channel: str | None = None) -> list[Effect]:
+        """Every delivery of the customer, whatever became of it (``detail["status"]``, ``["reason"]``)."""
+        rows = self.twin.read(deliveries, self.customer_id)
+        return [
+            delivery_effect(d, self.customer_id, d.sent_at or d.updated_at, "send" if d.status == "sent" else d.status, d.error)
+            for d in rows if channel is None or d.channel == channel
+        ]
 
     def sent(self, channel: str | None = None, *, allow_errors: bool = False) -> list[Effect]:
-        """The messages sent so far (rendered), optionally on one channel.
+        """The messages sent so far (rendered), optionally on one channel, in the order they were made.
 
         Raises:
-            AssertionError: a message failed to render (unless ``allow_errors``): a test should
-                not pass while a template is broken.
+            AssertionError: a delivery failed (unless ``allow_errors``): a test should not
+                pass while a template is broken or an address is missing.
         """
-        sends = [e for e in self.effects if e.effect == "send" and (channel is None or e.channel == channel)]
-        broken = [e for e in sends if "error" in e.detail]
+        every = self.deliveries(channel)
+        broken = [d for d in every if d.effect in ("failed", "dead")]
         if broken and not allow_errors:
-            raise AssertionError(f"step {broken[0].step} did not render: {broken[0].detail['error']}")
-        return sends
+            raise AssertionError(f"step {broken[0].step} was not sent: {broken[0].detail.get('reason')}")
+        return [d for d in every if d.effect == "send"]
+
+    def held(self, channel: str | None = None) -> list[Effect]:
+        """The messages the policy held back, with ``detail["reason"]``."""
+        return [d for d in self.deliveries(channel) if d.effect == "held"]
 
     @property
     def enrollments(self) -> list[Enrollment]:
         """The customer's enrollments, oldest first."""
-        return self.simulator.enrollments_of(self.customer_id)
+        return self.twin.read(enrollments, self.customer_id)  # type: ignore[no-any-return]
 
     @property
     def enrollment(self) -> Enrollment:
         """The customer's latest enrollment.
 
         Raises:
-            AssertionError: the customer never entered a journey (with the reasons, if any).
+            AssertionError: the customer never entered a journey.
         """
-        if not self.enrollments:
-            refused = [e.detail.get("reason") for e in self.effects if e.effect == "not_entered"]
-            raise AssertionError("the customer is in no journey" + (f": {'; '.join(refused)}" if refused else ""))
-        return self.enrollments[-1]
+        found = self.enrollments
+        if not found:
+            raise AssertionError(f"{self.customer_id} is in no journey")
+        return found[-1]
 
     @property
-    def profile(self) -> SimCustomer:
-        """The customer as the simulator holds it (traits, stage history, ledger, codes)."""
-        return self.simulator.customer(self.customer_id)
+    def profile(self) -> Profile:
+        """The customer as the database holds it (traits, stage history, ledger, codes)."""
+        found = self.twin.profile(self.customer_id)
+        if found is None:
+            raise AssertionError(f"no customer {self.customer_id} yet: send an event first")
+        return found
 
     @property
     def traits(self) -> dict[str, Any]:
@@ -160,8 +190,8 @@ class JourneyTest:
         return self.profile.points
 
     def trace(self, enrollment: Enrollment | None = None) -> list[Trace]:
-        """How the runtime decided, for the latest enrollment (or the one given)."""
-        return self.simulator.traces.get((enrollment or self.enrollment).id, [])
+        """How the runtime decided, and how each delivery went, for the latest enrollment (or the one given)."""
+        return self.twin.read(trace, (enrollment or self.enrollment).id)  # type: ignore[no-any-return]
 
     def path(self, enrollment: Enrollment | None = None) -> list[str]:
         """The steps the enrollment ran, in order (a step run twice appears twice)."""

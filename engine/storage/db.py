@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import sqlite3
 from pathlib import Path
 
 import orjson
@@ -10,25 +11,31 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from engine.errors import StorageError
 
 
-def make_engine(database_url: str, *, pool_size: int = 10) -> Engine:
+def make_engine(database_url: str, *, pool_size: int = 10, connection: sqlite3.Connection | None = None) -> Engine:
     """Create a SQLAlchemy engine for ``database_url`` with the engine's connection settings.
 
     On SQLite the database runs in WAL mode with a busy timeout, so the API, the
-    worker and the scheduler of ``journey dev`` can share one file.
+    worker and the scheduler of ``journey dev`` can share one file. ``connection``: use
+    that one SQLite connection for everything (the twin's in-memory database).
     """
     if database_url.startswith("sqlite"):
-        engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        if connection is not None:
+            engine = create_engine(database_url, creator=lambda: connection, poolclass=StaticPool,
+                                   json_serializer=_json_dumps)
+        else:
+            engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
+        event.listen(engine, "connect", sqlite_pragmas)
         # Take the write lock when a transaction begins: a read that later turns into a
         # write cannot wait for the lock in SQLite and would fail with "database is locked".
-        event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", begin_immediate)
         return engine
     return create_engine(
         database_url,
@@ -45,7 +52,13 @@ def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+def begin_immediate(connection: Connection) -> None:
+    """Begin SQLite transactions with the write lock (an engine's ``begin`` listener)."""
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def sqlite_pragmas(dbapi_connection, _record=None) -> None:  # type: ignore[no-untyped-def]
+    """Set up a new SQLite connection: BEGIN issued by the engine, WAL, foreign keys, a busy timeout."""
     dbapi_connection.isolation_level = None  # let the "begin" listener issue BEGIN
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")

