@@ -66,6 +66,8 @@ class Defer:
 #: A policy's answer: None (send), a reason (hold it back) or a :class:`Defer`.
 Decision = str | Defer | None
 Policy = Callable[[Session, Delivery, Customer, datetime], Decision]
+#: Where the deliverer reads the time: the services' clock.
+Clock = Callable[[], datetime]
 #: The one-click unsubscribe link of a delivery, if it has one.
 UnsubscribeLinks = Callable[[Session, Delivery], "str | None"]
 #: Called with a send that bounced (``Result.bounce``), in the transaction recording it.
@@ -160,12 +162,17 @@ class Deliverer:
         self.sleep = sleep
         self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
 
-    def deliver(self, delivery_id: int, now: datetime) -> Outcome:
+    def deliver(self, delivery_id: int, now: datetime | Clock) -> Outcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
         return self.deliver_many([delivery_id], now)[delivery_id]
 
-    def deliver_many(self, delivery_ids: Sequence[int], now: datetime) -> dict[int, Outcome]:
+    def deliver_many(self, delivery_ids: Sequence[int], now: datetime | Clock) -> dict[int, Outcome]:
         """Attempt each delivery once, ``CLAIM_CHUNK`` at a time; return each one's outcome.
+
+        ``now`` is the services' clock (the workers pass ``Services.clock``), read again
+        for each chunk and each send, so that each is judged and recorded at its own
+        moment however long the message takes (slow providers, rate-limit waits); or a
+        fixed moment at which all of them happen.
 
         For each chunk:
 
@@ -181,16 +188,15 @@ class Deliverer:
            or a send the rate limit holds back, is ``pending`` again with ``retry_in``
            set: the caller enqueues it again after that delay.
         """
+        clock: Clock = now if callable(now) else (lambda: now)  # type: ignore[assignment,return-value]
         ids = sorted(set(delivery_ids))
         outcomes: dict[int, Outcome] = {}
-        started = time.monotonic()
         for start in range(0, len(ids), CLAIM_CHUNK):
-            # ``now`` moves on as the message takes time (slow providers, rate limits):
-            # each chunk is judged, and each send recorded, at its own moment.
-            outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], _later(now, started)))
+            outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], clock))
         return outcomes
 
-    def _deliver_chunk(self, ids: list[int], now: datetime) -> dict[int, Outcome]:
+    def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, Outcome]:
+        now = clock()
         with self.sessions.begin() as session:
             claimed = set(
                 session.execute(
@@ -217,13 +223,13 @@ class Deliverer:
             self._release(claimed, now)
             raise
         if messages:
-            outcomes.update(self._send_each(messages, now))
+            outcomes.update(self._send_each(messages, now, clock))
         return outcomes
 
-    def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime) -> dict[int, Outcome]:
+    def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime,
+                   clock: Clock) -> dict[int, Outcome]:
         """Send the prepared ``messages`` one by one, one commit per send (step 3 of :meth:`deliver_many`)."""
         outcomes: dict[int, Outcome] = {}
-        started = time.monotonic()
         done: list[Sent] = []  # outcomes not recorded yet: they go in the next transaction
         left = list(messages)
         try:
@@ -231,10 +237,10 @@ class Deliverer:
                 delivery, message = left[0]
                 wait = self._rate_wait(message.channel)
                 if wait > 0:  # not sent: recorded pending again with the next send
-                    done.append((delivery, message, wait, _later(claimed_at, started)))
+                    done.append((delivery, message, wait, clock()))
                     left.pop(0)
                     continue
-                marked = self._commit(done, outcomes, _later(claimed_at, started), sending=delivery,
+                marked = self._commit(done, outcomes, clock(), sending=delivery,
                                       claimed_at=claimed_at)
                 left.pop(0)
                 done = []
@@ -243,19 +249,19 @@ class Deliverer:
                     # threshold) and another worker may have it: not ours to send.
                     outcomes[delivery.id] = Outcome("pending", "the claim expired before the send")
                     continue
-                done = [(delivery, message, self._send(message), _later(claimed_at, started))]
+                done = [(delivery, message, self._send(message), clock())]
         except BaseException:
             # A worker stopping, or the database failing: what was sent is recorded if it
             # can be (else it stays ``sending``, later ``unknown``), what was not is released.
             if done:
                 try:
-                    self._commit(done, outcomes, _later(claimed_at, started))
+                    self._commit(done, outcomes, clock())
                 except Exception:  # noqa: BLE001 - the original error is the one to report
                     log.warning("could not record %d sends; the sweeper will mark them", len(done), exc_info=True)
             self._release({d.id for d, _ in left}, claimed_at)
             raise
         if done:
-            self._commit(done, outcomes, _later(claimed_at, started))
+            self._commit(done, outcomes, clock())
         return outcomes
 
     def _rate_wait(self, channel: str) -> float:
@@ -440,11 +446,6 @@ class Deliverer:
     @staticmethod
     def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
         session.add(TraceEntry(**trace_row(delivery, now, what, error)))
-
-
-def _later(now: datetime, since: float) -> datetime:
-    """``now`` moved on by the (monotonic) time elapsed since ``since``."""
-    return now + timedelta(seconds=time.monotonic() - since)
 
 
 def trace_row(delivery: Delivery, now: datetime, what: str, error: str | None, note: str | None = None) -> dict[str, Any]:

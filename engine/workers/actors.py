@@ -70,7 +70,7 @@ def declare(services: Services) -> Actors:
 
     def deliver(delivery_ids: list[int] | int) -> None:
         ids = [delivery_ids] if isinstance(delivery_ids, int) else delivery_ids  # messages of before batches
-        outcomes = services.deliverer.deliver_many(ids, services.clock())
+        outcomes = services.deliverer.deliver_many(ids, services.clock)
         retries: dict[tuple[str, float], list[int]] = {}
         for delivery_id, outcome in outcomes.items():
             if outcome.retry_in is not None and outcome.channel is not None:
