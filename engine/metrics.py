@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timezone
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,7 +33,7 @@ class EngineCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield the metrics; a broker that cannot be reached only drops the queue metrics."""
-        now = datetime.now(timezone.utc)
+        now = self.services.clock()
         with self.services.sessions() as session:
             ingested, processed = session.execute(
                 select(func.count(), func.count(Event.processed_at))

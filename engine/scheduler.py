@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, func, select, update
@@ -69,7 +69,7 @@ class Scheduler:
 
     def fire_due(self, now: datetime | None = None) -> int:
         """Claim the timers due by ``now`` that were never enqueued, and enqueue them; return how many."""
-        now = now or datetime.now(timezone.utc)
+        now = now or self.services.clock()
         return self._claim(self._timers(Timer.due_at <= now, Timer.enqueued_at.is_(None)), now)
 
     def sweep(self, now: datetime | None = None) -> int:
@@ -79,7 +79,7 @@ class Scheduler:
         broker carries any more (:func:`engine.queues.carried`): events, timers enqueued
         but not fired, deliveries (and deferred deliveries whose time has come).
         """
-        now = now or datetime.now(timezone.utc)
+        now = now or self.services.clock()
         settings = self.services.settings
         with self.services.sessions.begin() as session:
             abandoned = delivery.sweep_abandoned(session, now, settings.sweep_after * UNKNOWN_AFTER_FACTOR,

@@ -13,7 +13,6 @@ import binascii
 import contextlib
 import html
 import logging
-from datetime import datetime, timezone
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -109,7 +108,7 @@ def create_app(services: Services) -> FastAPI:
         return principal
 
     async def ingest_request(request: Request, type_: str | None) -> JSONResponse:
-        received_at = datetime.now(timezone.utc)
+        received_at = services.clock()
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > MAX_BATCH_BYTES * 4:
             raise PayloadError("the request", [Problem("body", f"is {length} bytes; at most {MAX_BATCH_BYTES} are allowed")])
@@ -151,7 +150,7 @@ def create_app(services: Services) -> FastAPI:
         """Put an address (or a customer, by userId) on a channel's suppression list: 201, or 200 if it is on it."""
         await authenticate(_basic_key(request), admin=True)
         wanted = preferences.read_suppression(await _json_body(request))
-        entry, created = await run_in_threadpool(_transaction, services, preferences.add_suppression, wanted, _now())
+        entry, created = await run_in_threadpool(_transaction, services, preferences.add_suppression, wanted, services.clock())
         return JSONResponse(entry, 201 if created else 200)
 
     @app.get("/v1/suppressions")
@@ -188,7 +187,7 @@ def create_app(services: Services) -> FastAPI:
         principal = await authenticate(_basic_key(request), admin=True)
         wanted = preferences.read_consent(await _json_body(request))
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.set_consent, ident, wanted,
-                                                    _now(), f"admin API, key {principal.name}"))
+                                                    services.clock(), f"admin API, key {principal.name}"))
 
     @app.get("/v1/deliveries")
     async def list_deliveries(request: Request) -> JSONResponse:
@@ -240,7 +239,7 @@ def create_app(services: Services) -> FastAPI:
     async def unsubscribe(token: str, request: Request) -> HTMLResponse:
         """Unsubscribe at once: the confirmation form, or a mail client's RFC 8058 one-click POST."""
         await request.body()  # List-Unsubscribe=One-Click, from the form or a mail client
-        done = await run_in_threadpool(services.policy.unsubscribe, token, "unsubscribe link", datetime.now(timezone.utc))
+        done = await run_in_threadpool(services.policy.unsubscribe, token, "unsubscribe link", services.clock())
         if done is None:
             return HTMLResponse(_page("This link is not valid", "<p>Nothing was changed.</p>"), 400)
         return HTMLResponse(_page("You are unsubscribed", f"<p>You will not receive {_what(*done)} any more.</p>"))
@@ -278,10 +277,6 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
 def _authenticate(services: Services, key: str | None) -> keys.Principal:
     with services.sessions() as session:
         return keys.authenticate(session, key)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 async def _json_body(request: Request) -> Any:

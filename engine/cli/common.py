@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn, TypeVar
@@ -81,6 +82,16 @@ def in_transaction(work: Callable[[Session], T]) -> T:
     def transaction(services: Services) -> T:
         with services.sessions.begin() as session:
             return work(session)
+
+    return run(transaction)
+
+
+def in_transaction_now(work: Callable[[Session, datetime], T]) -> T:
+    """``work(session, now)`` in one transaction, ``now`` read from the services' clock."""
+
+    def transaction(services: Services) -> T:
+        with services.sessions.begin() as session:
+            return work(session, services.clock())
 
     return run(transaction)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 
 import click
 from sqlalchemy import func, select
@@ -56,7 +55,7 @@ def deploy(paths: tuple[str, ...]) -> None:
     with services_for() as services:
         check_current(services.engine)
         with services.sessions.begin() as session:
-            changes = deploying.deploy(session, snapshots, datetime.now(timezone.utc))
+            changes = deploying.deploy(session, snapshots, services.clock())
     _print(changes)
     done = [c for c in changes if c.kind in ("new", "changed")]
     click.echo(f"deployed {len(done)} journey version{'s' if len(done) != 1 else ''}")
@@ -70,7 +69,7 @@ def _status_command(name: str, status: str, help_text: str) -> click.Command:
             check_current(services.engine)
             try:
                 with services.sessions.begin() as session:
-                    deploying.set_status(session, journey_id, status, datetime.now(timezone.utc))
+                    deploying.set_status(session, journey_id, status, services.clock())
             except KeyError:
                 fail(f"no deployed journey has the id {journey_id!r}; see `journey journeys`", RET_NOT_FOUND)
         click.echo(f"{journey_id}: {status}")

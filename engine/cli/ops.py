@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime, timezone
 
 import click
 
@@ -41,7 +40,7 @@ def queues(as_json: bool) -> None:
     with services_for() as services:
         check_current(services.engine)
         with services.sessions() as session:
-            work = backlog(session, datetime.now(timezone.utc))
+            work = backlog(session, services.clock())
         try:
             depths = queue_depths(services.broker)
         except Exception as exc:  # noqa: BLE001 - redis.ConnectionError and friends

@@ -8,14 +8,13 @@ RET_NOT_FOUND.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import click
 from sqlalchemy.orm import Session
 
 from engine import preferences
-from engine.cli.common import all_pages, in_transaction
+from engine.cli.common import all_pages, in_transaction, in_transaction_now
 from engine.policy import REASONS
 
 
@@ -46,8 +45,8 @@ def suppress_add(channel: str, address: str | None, user_id: str | None, reason:
     list already leaves its entry as it is.
     """
     body = _given(channel=channel, address=address, userId=user_id, reason=reason, note=note)
-    now = datetime.now(timezone.utc)
-    entry, created = in_transaction(lambda session: preferences.add_suppression(session, preferences.read_suppression(body), now))
+    entry, created = in_transaction_now(
+        lambda session, now: preferences.add_suppression(session, preferences.read_suppression(body), now))
     if created:
         click.echo(f"suppressed {_who(entry)} on {entry['channel']} ({entry['reason']})")
     else:
@@ -103,9 +102,8 @@ def consent_set(customer: str, channel: str, topic: str, subscribed: bool | None
     if subscribed is None:
         raise click.UsageError("say --subscribed or --unsubscribed")
     body = {"channel": channel, "topic": topic, "subscribed": subscribed, "source": source}
-    now = datetime.now(timezone.utc)
-    choice = in_transaction(lambda session: preferences.set_consent(session, customer, preferences.read_consent(body), now,
-                                                          source))
+    choice = in_transaction_now(
+        lambda session, now: preferences.set_consent(session, customer, preferences.read_consent(body), now, source))
     what = "subscribed to" if choice["subscribed"] else "unsubscribed from"
     topics = "every topic" if choice["topic"] == "*" else f"topic {choice['topic']}"
     click.echo(f"{customer} {what} {choice['channel']}, {topics}")
