@@ -91,6 +91,11 @@ def table(result: Result) -> str:
         lines.append(f"{'*' if a != b else ' '} {label:<{width}}  {a:>8}  {b:>8}")
     if not labels:
         lines.append("  (no journey entered)")
+    if result.skipped:
+        lines += ["", f"Skipped {len(result.skipped)} stored events that are not valid Segment messages:"]
+        lines += [f"  {why}" for why in result.skipped[:10]]
+        if len(result.skipped) > 10:
+            lines.append(f"  ... and {len(result.skipped) - 10} more (--json lists them all)")
     lines += ["", "Approximations: " + "; ".join(APPROXIMATIONS) + "."]
     return "\n".join(lines)
 
