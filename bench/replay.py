@@ -8,7 +8,7 @@ customer), deploys the shipped journeys, then measures in the same run:
 - the replay: :func:`engine.replay.replay` over the week, the shipped journeys as both
   the deployed and the changed set (two twins, every event through each).
 
-    python bench/replay.py [--events 100000]
+    python bench/replay.py [--events 10000]
 
 Needs PostgreSQL (TEST_DATABASE_URL, default the local `test` database); the schema is
 dropped afterwards. Prints events/s of each and the peak memory of the process.
@@ -105,7 +105,7 @@ def baseline(url: str, start: dt.datetime, end: dt.datetime) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=10_000)
     args = parser.parse_args()
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
