@@ -265,8 +265,11 @@ _COMPILED: LRUCache[Any, Any] = LRUCache(1000)
 _template_lock = threading.Lock()
 
 
-def migrated_database() -> Engine:
+def migrated_database(path: str | Path | None = None) -> Engine:
     """An engine on a new in-memory SQLite database at the newest revision, on one connection.
+
+    ``path``: a (new, throwaway) file instead of memory, for a twin that takes more rows
+    than memory should hold (``journey replay``).
 
     The migrations run once per process, into a template; each call copies it with
     SQLite's backup API, which costs a millisecond instead of an Alembic run. Every
@@ -281,7 +284,7 @@ def migrated_database() -> Engine:
             upgrade(engine)
             _template = (connection, engine)
         template, base = _template
-        copy = sqlite3.connect(":memory:", check_same_thread=False)
+        copy = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         template.backup(copy)
     sqlite_pragmas(copy)
     engine = Engine(StaticPool(lambda: copy, dialect=base.dialect), base.dialect, base.url,
@@ -301,12 +304,12 @@ def stub_channels() -> dict[str, StubChannel]:
     return stubs
 
 
-def twin_services(clock: VirtualClock, settings: Settings | None = None) -> Services:
-    """Services for a twin: in-memory database, :class:`TwinBroker`, stub channels, ``clock``."""
+def twin_services(clock: VirtualClock, settings: Settings | None = None, database: str | Path | None = None) -> Services:
+    """Services for a twin: in-memory database (or the file ``database``), :class:`TwinBroker`, stub channels, ``clock``."""
     # Rate limits pace sends over seconds of wall time, which a virtual clock skips: the
     # twin applies none (every other setting holds, frequency caps included).
     settings = dataclasses.replace(settings or Settings(), database_url="sqlite://", redis_url=None, rate_limits={})
-    engine = migrated_database()
+    engine = migrated_database(database)
     services = Services(settings, engine, make_sessionmaker(engine), TwinBroker(clock), clock=clock)
     services.adapters.update(stub_channels())
     return services
@@ -392,12 +395,13 @@ class Twin:
         start: where the clock starts (default :data:`DEFAULT_START`).
         settings: the engine's settings (caps, sweep timing); the database and broker
             settings are the twin's own.
+        database: a new file for the twin's database instead of memory.
     """
 
     def __init__(self, journeys: Iterable[Journey | str | Path] = (), *, start: dt.datetime | None = None,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, database: str | Path | None = None) -> None:
         self.clock = VirtualClock(start or DEFAULT_START)
-        self.services = twin_services(self.clock, settings)
+        self.services = twin_services(self.clock, settings, database)
         self.broker: TwinBroker = self.services.broker  # type: ignore[assignment]
         self._messages = itertools.count(1)
         self.deploy(journeys)
