@@ -31,7 +31,7 @@ import difflib
 import pprint
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,15 +40,15 @@ import dramatiq
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from engine import deploy
 from engine.api import create_app
 from engine.services import Services
 from engine.settings import Settings
-from engine.storage.models import Customer
-from engine.twin import DEFAULT_HORIZON, Twin, VirtualClock, customers, effects, fast_forward, profile, stub_channels
+from engine.twin import (
+    DEFAULT_HORIZON, Twin, VirtualClock, customer_ids, customers, effects, fast_forward, profile, stub_channels,
+)
 from tests.conftest import REDIS_URL, create_key, make_services, pg_schema, redis_prefix
 from tests.integration.settle import settle
 
@@ -114,6 +114,13 @@ def event(draw: st.DrawFn) -> dict[str, Any]:
     name = draw(st.sampled_from(("identify", *TRACKS)))
     data = draw(identify(user)) if name == "identify" else {
         "type": "track", "userId": user, "event": name, "properties": draw(TRACKS[name])}
+    # Now and then the visitor is anonymous (a track), or an identify names the anonymous
+    # id it was seen with (a merge of that history into the customer).
+    seen = draw(st.sampled_from(("user", "user", "anonymous", "both")))
+    if seen != "user":
+        data["anonymousId"] = f"anon-{user}"
+    if seen == "anonymous" and name != "identify":
+        del data["userId"]
     return {**data, "timestamp": draw(TIMESTAMPS).isoformat()}
 
 
@@ -130,11 +137,11 @@ def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
 # -- the two sides ----------------------------------------------------------------------------
 
 
-def run_twin(stream: list[dict[str, Any]]) -> dict[str, Any]:
-    """The stream through the twin; what each customer saw."""
+def run_twin(stream: list[dict[str, Any]], *, received: bool = False) -> dict[str, Any]:
+    """The stream through the twin; what each customer saw (``received``: with when each event was received)."""
     with Twin(JOURNEYS, start=START, settings=Settings(**SETTINGS)) as twin:  # type: ignore[arg-type]
         twin.run(stream)
-        return outcomes(twin.services)
+        return outcomes(twin.services, received=received)
 
 
 @contextmanager
@@ -151,8 +158,8 @@ def real_services() -> Iterator[tuple[Services, VirtualClock]]:
             services.close()
 
 
-def run_real(stream: list[dict[str, Any]]) -> dict[str, Any]:
-    """The stream through the API and a real worker on PostgreSQL and Redis; what each customer saw."""
+def run_real(stream: list[dict[str, Any]], *, received: bool = False) -> dict[str, Any]:
+    """The stream through the API and a real worker on PostgreSQL and Redis; what each customer saw (as run_twin)."""
     with real_services() as (services, clock):
         with services.sessions.begin() as session:
             deploy.deploy(session, [deploy.snapshot(path) for path in JOURNEYS], clock.current)
@@ -172,7 +179,7 @@ def run_real(stream: list[dict[str, Any]]) -> dict[str, Any]:
             fast_forward(services, clock, clock.current + DEFAULT_HORIZON, wait)  # as Twin.finish()
         finally:
             worker.stop()
-        return outcomes(services)
+        return outcomes(services, received=received)
 
 
 # -- what is compared -------------------------------------------------------------------------
@@ -180,14 +187,19 @@ def run_real(stream: list[dict[str, Any]]) -> dict[str, Any]:
 #: Enrollment ids (uuids) and what is derived from them (idempotency keys) differ between
 #: two databases; so do customer row ids, which unsubscribe links sign.
 IDS = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+ROW = re.compile(r"customer '(\d+)'")
 UNSUBSCRIBE = re.compile(r"/u/([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)")
 
 
-def outcomes(services: Services) -> dict[str, Any]:
-    """Per customer: the effects as the twin reads them from the rows, the profile, what each stub channel got."""
+def outcomes(services: Services, *, received: bool = False) -> dict[str, Any]:
+    """Per customer: the effects as the twin reads them from the rows, the profile, what each stub channel got.
+
+    ``received``: keep when each event was received (see the xfail below).
+    """
     found: dict[str, Any] = {}
     with services.sessions() as session:
-        names = dict(session.execute(select(Customer.id, Customer.external_id)).all())
+        # A row id, to the name of the live customer it is (or was merged into).
+        names = {cid: name for name in customers(session) for cid in customer_ids(session, name)}
 
         def link(match: re.Match[str]) -> str:
             # A link names the customer by row id: checked (signed here) and told by name.
@@ -195,8 +207,9 @@ def outcomes(services: Services) -> dict[str, Any]:
             return f"/u/{names[read[0]]}/{read[1]}/{read[2]}" if read else "/u/<not signed here>"
 
         def scrub(value: Any) -> Any:
-            if isinstance(value, str):
-                return UNSUBSCRIBE.sub(link, IDS.sub("<id>", value))
+            if isinstance(value, str):  # an anonymous customer is named by row id ("customer '4' has no email")
+                value = ROW.sub(lambda m: f"customer {names[int(m.group(1))]!r}", UNSUBSCRIBE.sub(link, value))
+                return IDS.sub("<id>", value)
             if isinstance(value, Mapping):
                 return {k: scrub(v) for k, v in value.items() if k not in ("key", "enrollment")}
             if isinstance(value, (list, tuple)):
@@ -211,17 +224,30 @@ def outcomes(services: Services) -> dict[str, Any]:
             found[name] = {
                 # The API stamps an event's received_at with the wall clock (engine/api/app.py),
                 # the twin with the virtual one: events are compared apart, without it.
-                "events": [{k: v for k, v in e.items() if k != "at"} for e in happened if e["effect"] == "event"],
-                "effects": [e for e in happened if e["effect"] != "event"],
+                "events": [{k: v for k, v in e.items() if received or k != "at"}
+                           for e in happened if e["effect"] == "event"],
+                # By journey, then by channel: the enrollments one event starts are rows with
+                # no order among them (uuids), and the sends of one instant go out in parallel
+                # on their channels' queues; so they interleave at will, in order within each.
+                "effects": _by_journey(e for e in happened if e["effect"] != "event"),
                 "profile": scrub(dataclasses.asdict(person)) if person else None,
             }
         for channel, stub in sorted(services.adapters.items()):
             for message in getattr(stub, "attempts", ()):
-                who = str(message.recipient.customer_id)
+                who = message.recipient.customer_id
+                who = names[int(who)] if who.isdigit() else who  # an anonymous customer's row id
                 found.setdefault(who, {}).setdefault("channels", []).append(scrub({
-                    "channel": channel, "recipient": dataclasses.asdict(message.recipient),
+                    "channel": channel, "recipient": dataclasses.asdict(message.recipient) | {"customer_id": who},
                     "content": message.content, "metadata": message.metadata}))
     return found
+
+
+def _by_journey(happened: Iterable[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    grouped: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for effect in happened:
+        journey = grouped.setdefault(effect["journey"] or "(profile)", {})
+        journey.setdefault(effect.get("channel") or "(steps)", []).append(effect)
+    return grouped
 
 
 def report(twin: dict[str, Any], real: dict[str, Any], stream: list[dict[str, Any]]) -> str:
@@ -237,11 +263,20 @@ def report(twin: dict[str, Any], real: dict[str, Any], stream: list[dict[str, An
 
 
 # No shrinking: each example runs real workers for seconds; the report prints the stream.
-@settings(max_examples=10, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate),
+@settings(max_examples=10, deadline=None, derandomize=True, database=None, phases=(Phase.explicit, Phase.generate), report_multiple_bugs=False,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(stream=streams())
 def test_twin_and_real_workers_agree(stream: list[dict[str, Any]]):
     started = time.monotonic()
     twin, real = run_twin(stream), run_real(stream)
     print(f"{len(stream)} events: {time.monotonic() - started:.1f}s")
+    assert twin == real, report(twin, real, stream)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10, item 2: the API stamps received_at with the wall clock "
+                   "(engine/api/app.py), not services.clock(); the twin stamps the virtual time")
+def test_an_event_is_received_at_the_same_virtual_instant():
+    stream = [{"type": "identify", "userId": "ada", "traits": {"first_name": "Ada"},
+               "timestamp": START.isoformat(), "messageId": "m-1"}]
+    twin, real = run_twin(stream, received=True), run_real(stream, received=True)
     assert twin == real, report(twin, real, stream)
