@@ -2,7 +2,7 @@
 
 Hypothesis draws a stream of Segment events for a few customers (identifies with or
 without an email, a phone, a time zone, a tier, push tokens; checkouts, orders,
-deliveries, refunds, product views, NPS answers, referrals, coupons...) spread over ten
+deliveries, refunds, product views, NPS answers, referrals, coupons...) spread over five
 days at quarter-hour steps, so waits, timeouts and quiet hours come into play. The
 stream runs through:
 
@@ -64,7 +64,9 @@ SETTINGS = {"secret": "d" * 32, "public_url": "https://journeys.shop.example", "
 CUSTOMERS = ("ada", "grace", "linus")
 TIMEZONES = ("Europe/London", "America/New_York", "Asia/Tokyo", "Europe/Helsinki")
 ORDERS = ("o-1", "o-2")
-TIMESTAMPS = st.integers(0, 10 * 24 * 4).map(lambda quarters: START + dt.timedelta(minutes=15 * quarters))
+#: Over how many days the events are spread.
+DAYS = 5
+TIMESTAMPS = st.integers(0, DAYS * 24 * 4).map(lambda quarters: START + dt.timedelta(minutes=15 * quarters))
 
 
 @st.composite
@@ -81,7 +83,7 @@ def identify(draw: st.DrawFn, user: str) -> dict[str, Any]:
         "referral_code": st.just(f"{user.upper()}-7F3K"),
     }
     for name, values in optional.items():
-        if draw(st.booleans()):
+        if draw(st.integers(0, 3) if name == "email" else st.booleans()):  # most have an email
             traits[name] = draw(values)
     return {"type": "identify", "userId": user, "traits": traits}
 
@@ -109,7 +111,7 @@ TRACKS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
 
 @st.composite
 def event(draw: st.DrawFn) -> dict[str, Any]:
-    """One Segment event of one of the customers, at a quarter hour of the ten days."""
+    """One Segment event of one of the customers, at a quarter hour of the days."""
     user = draw(st.sampled_from(CUSTOMERS))
     name = draw(st.sampled_from(("identify", *TRACKS)))
     data = draw(identify(user)) if name == "identify" else {
@@ -125,12 +127,23 @@ def event(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
+def checkout_then_order(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A checkout and, up to a day later (around the reminders, the quiet hours), its order."""
+    checkout = draw(event().filter(lambda e: e.get("event") != "identify")) | {"type": "track", "event": "checkout_started"}
+    checkout["properties"] = draw(TRACKS["checkout_started"])
+    later = dt.datetime.fromisoformat(checkout["timestamp"]) + dt.timedelta(minutes=15 * draw(st.integers(0, 96)))
+    order = {**checkout, "event": "order_completed", "timestamp": later.isoformat(),
+             "properties": draw(TRACKS["order_completed"]) | {"order_id": checkout["properties"]["order_id"]}}
+    return [checkout, order]
+
+
+@st.composite
 def streams(draw: st.DrawFn) -> list[dict[str, Any]]:
     """A time-ordered stream, most customers identified first, with distinct messageIds."""
     first = [draw(identify(user)) | {"timestamp": START.isoformat()}
              for user in CUSTOMERS if draw(st.integers(0, 3))]  # mostly identified up front
-    rest = draw(st.lists(event(), min_size=2, max_size=10))
-    stream = sorted(first + rest, key=lambda e: e["timestamp"])
+    parts = draw(st.lists(st.one_of(event().map(lambda e: [e]), checkout_then_order()), min_size=3, max_size=9))
+    stream = sorted(first + [e for part in parts for e in part], key=lambda e: e["timestamp"])
     return [e | {"messageId": f"m-{i}"} for i, e in enumerate(stream, 1)]
 
 
