@@ -28,7 +28,6 @@ import base64
 import hashlib
 import json
 import shutil
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,14 +47,14 @@ from channels.settings import ChannelSettings
 from engine import deploy
 from engine.api import create_app
 from engine.demo import VirtualClock
-from engine.queues import queue_depths
 from engine.scheduler import Scheduler
 from engine.services import Services
-from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Timer, TraceEntry
+from engine.storage.models import Consent, Customer, Delivery, Enrollment, PointsEntry, Timer, TraceEntry
 from tests.conftest import REDIS_URL, create_key, make_services
 from tests.integration.channels.peers import (
     AUDIENCE_OP, DOMAIN, PUSH_NAME, SENDER, SMS_SID, WEBHOOK_SECRET, Peers, Recorded, provider_peers,
 )
+from tests.integration.settle import settle
 
 pytestmark = pytest.mark.integration
 
@@ -158,47 +157,8 @@ class Shipped:
         return bool(active or pending)
 
     def settle(self, timeout: float = 30.0) -> None:
-        """Wait until the worker has done all the work due now.
-
-        First the queues, in one snapshot: when no message is ready, taken by a worker or
-        delayed, no actor is running, and none will (only this test enqueues, and it
-        waits here), so what the database says next is final for this instant. Read in
-        the other order, or one queue at a time, a timer fired between two reads and its
-        delivery's message was counted nowhere: the clock moved on before that delivery
-        was judged (grace's reminder was then judged at 08:00, not deferred from 07:30).
-        Then the database, the source of truth, for work whose message was lost.
-        """
-        now = self.clock.current
-        deadline = time.monotonic() + timeout
-        while True:
-            busy = sum(d.ready + d.in_flight + d.delayed for d in queue_depths(self.services.broker))
-            with self.services.sessions() as session:
-                failed = session.execute(select(Event.error).where(Event.error.is_not(None))).scalars().first()
-                retrying = session.execute(
-                    select(Delivery.step, Delivery.error)
-                    .where(Delivery.status == "pending", Delivery.not_before.is_(None), Delivery.error.is_not(None))
-                ).first()
-                busy += session.execute(
-                    select(func.count()).select_from(Event).where(Event.processed_at.is_(None))
-                ).scalar_one()
-                busy += session.execute(
-                    select(func.count()).select_from(Delivery).where(
-                        Delivery.status.in_(("claimed", "sending"))
-                        | ((Delivery.status == "pending") & Delivery.enqueued_at.is_not(None)
-                           & (Delivery.not_before.is_(None) | (Delivery.not_before <= now))),
-                    )  # a deferred send is released (enqueued) by the scheduler's sweep
-                ).scalar_one()
-                busy += session.execute(
-                    select(func.count()).select_from(Timer)
-                    .where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None), Timer.due_at <= now)
-                ).scalar_one()
-            assert failed is None, f"an event failed: {failed}"
-            assert retrying is None, f"a send failed and is being retried: {tuple(retrying)}"
-            if not busy:
-                return
-            if time.monotonic() > deadline:
-                pytest.fail(f"{busy} pieces of work still pending at {now} after {timeout:.0f}s")
-            time.sleep(0.02)
+        """Wait until the worker has done all the work due now (:func:`tests.integration.settle.settle`)."""
+        settle(self.services, timeout)
 
     # -- looking --------------------------------------------------------------------------
 
