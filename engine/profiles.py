@@ -9,7 +9,7 @@ merge the anonymous customer's history into the known one. The merged-away row k
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,11 +59,7 @@ def apply_event(session: Session, event: Event, now: datetime, *, locked: bool =
             customer.traits = {**event.traits, **customer.traits}
     if event.type == "identify" and event.traits:
         adopt_referral_code(session, customer, event.traits.get("referral_code"), now)
-    zone = _zone(event.traits.get("timezone")) if event.type == "identify" else None
-    if zone is None and customer.timezone is None:
-        zone = _zone(event.context.get("timezone"))
-    if zone is not None:
-        customer.timezone = zone
+    customer.timezone = time_zone_after(event.type, event.traits, event.context, customer.timezone)
     if event.timestamp > customer.last_seen_at:
         customer.last_seen_at = event.timestamp
     customer.updated_at = now
@@ -370,6 +366,16 @@ def _link(session: Session, anonymous_id: str, customer_id: int, at: datetime) -
     )
     # RETURNING, not rowcount: drivers disagree on rowcount for ON CONFLICT DO NOTHING.
     return result.first() is not None
+
+
+def time_zone_after(event_type: str, traits: Mapping[str, Any] | None, context: Mapping[str, Any] | None,
+                    current: str | None) -> str | None:
+    """The customer's time zone after an event: an identify's ``timezone`` trait, else the
+    event context's while none is known yet, else ``current`` (a name that is not a zone is ignored)."""
+    zone = _zone((traits or {}).get("timezone")) if event_type == "identify" else None
+    if zone is None and current is None:
+        zone = _zone((context or {}).get("timezone"))
+    return zone if zone is not None else current
 
 
 def _zone(value: Any) -> str | None:

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from engine.definitions import Journey
 from engine.deploy import compile_version
-from engine.profiles import _zone
+from engine.profiles import time_zone_after
 from engine.settings import Settings
 from engine.storage.models import (
     AnonymousId,
@@ -252,7 +252,7 @@ class Profiles:
                                                      Event.timestamp < start).order_by(Event.timestamp, Event.id)
         ):
             traits.update(trait_set or {})
-            zone = _zone((trait_set or {}).get("timezone")) or zone or _zone((context or {}).get("timezone"))
+            zone = time_zone_after("identify", trait_set, context, zone)
         stage = s.scalar(select(StageChange.to_stage).where(StageChange.customer_id.in_(ids), StageChange.at < start)
                          .order_by(StageChange.at.desc(), StageChange.id.desc()).limit(1))
         points = s.scalar(select(func.coalesce(func.sum(PointsEntry.amount), 0))
