@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from engine.analytics import variant_counts
 from engine.queues import backlog, queue_depths
 from engine.services import Services
 from engine.storage.models import Delivery, Enrollment, Event
@@ -46,6 +47,7 @@ class EngineCollector(Collector):
                 select(Delivery.channel, Delivery.status, func.count()).group_by(Delivery.channel, Delivery.status)
             ).all()
             work = backlog(session, now)
+            variants = variant_counts(session)
 
         yield CounterMetricFamily("journey_events_ingested", "Events accepted by the API.", value=ingested)
         yield CounterMetricFamily("journey_events_processed", "Events applied by the workers.", value=processed)
@@ -61,6 +63,14 @@ class EngineCollector(Collector):
         for journey, status, step, count in enrollments:
             by_step.add_metric([journey, status, (step or "") if status == "active" else ""], count)
         yield by_step
+
+        by_variant = GaugeMetricFamily(
+            "journey_variant_enrollments", "Enrollments by journey, split step, variant (the path taken) and status.",
+            labels=["journey", "split", "variant", "status"],
+        )
+        for journey, split, variant, status, count in variants:
+            by_variant.add_metric([journey, split, variant, status], count)
+        yield by_variant
 
         sends = GaugeMetricFamily("journey_deliveries", "Deliveries by channel and status.", labels=["channel", "status"])
         for channel, status, count in deliveries:

@@ -28,6 +28,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from engine import deliveries, ingest, keys, metrics, preferences
+from engine.api import stats as stats_routes
 from engine.api.views import customer_view
 from engine.errors import AuthError, NotFoundError, PayloadError, Problem
 from engine.segment import MAX_BATCH_BYTES, TYPES
@@ -215,6 +216,8 @@ def create_app(services: Services) -> FastAPI:
         marked = await run_in_threadpool(deliveries.mark_sent_now, services, selection,
                                          f"admin API, key {principal.name}")
         return JSONResponse({"deliveries": marked})
+
+    stats_routes.add_routes(app, services, authenticate, _basic_key)
 
     @app.get("/metrics")
     async def get_metrics(request: Request) -> Response:

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "engine.cli.ops",  # trace, queues
     "engine.cli.policy",  # suppress add / list / remove, consent set / show
     "engine.cli.deliveries",  # deliveries unknown / resend / mark-sent
+    "engine.cli.stats",  # stats, funnel
 )
 
 

@@ -74,7 +74,7 @@ class Customer(Base):
     traits_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     traits_event_id: Mapped[int | None] = mapped_column(BigId, default=None)
     timezone: Mapped[str | None] = mapped_column(String(64), default=None)
-    stage: Mapped[str | None] = mapped_column(String(32), default=None)
+    stage: Mapped[str | None] = mapped_column(String(32), default=None, index=True)
     stage_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     merged_into_id: Mapped[int | None] = mapped_column(
         ForeignKey("customers.id"), default=None, index=True
@@ -98,6 +98,7 @@ class StageChange(Base):
     """One move of a customer from one lifecycle stage to another, with its cause."""
 
     __tablename__ = "stage_changes"
+    __table_args__ = (Index("ix_stage_changes_at", "at"),)  # the stage funnel's moves in a window
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
@@ -194,6 +195,8 @@ class Enrollment(Base):
     __table_args__ = (
         Index("ix_enrollments_customer_id_status", "customer_id", "status"),
         Index("ix_enrollments_journey_id_status_step", "journey_id", "status", "step"),
+        # The cohort of journey stats: a journey's enrollments that started in a window.
+        Index("ix_enrollments_journey_id_started_at", "journey_id", "started_at"),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -353,6 +356,10 @@ class TraceEntry(Base):
     condition's value, a wait, a delivery's outcome, an exit."""
 
     __tablename__ = "trace"
+    __table_args__ = (
+        # Journey stats read which steps a cohort reached, and how each ended, from here alone.
+        Index("ix_trace_enrollment_id_step_what", "enrollment_id", "step", "what"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)

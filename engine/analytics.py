@@ -1,0 +1,692 @@
+"""What journeys achieve: step funnels, experiments with honest statistics, the stage funnel.
+
+Every figure is computed set-wise in the database from rows the engine already keeps
+(never by loading enrollments into Python):
+
+- ``enrollments``: the cohort (the enrollments of a journey, and optionally one version,
+  that *started* in the window ``[since, until)``), their status, and where the active
+  ones wait (``step``, ``updated_at``: when the enrollment last moved);
+- ``trace``: every step an enrollment ran has rows with its step id (so "reached a step"
+  is a trace row there), the ``end`` row names the step and the reason it ended, a
+  ``choose`` row names the path a split or a branch's ``else`` took, a ``condition`` row
+  whose value is true names the branch case taken;
+- ``deliveries``: each send's status, and the reason a policy held it;
+- ``events``: the goal event, for conversions after an enrollment ended (a holdout's);
+- ``stage_changes`` and ``customers.stage``: the stage funnel.
+
+A customer **converted** when the enrollment converted (the goal, or a converting exit
+step) or when the customer's goal event (by name) happened within the conversion window
+after the enrollment started. The second half is what makes a holdout measurable: its
+enrollment ends at once, but its customers still buy. It applies to every variant alike,
+so the comparison stays fair. The goal's ``when`` condition is not re-evaluated there (a
+CEL condition cannot run in SQL): docs/analytics.md says so.
+
+The API (``GET /v1/journeys/{id}/stats``), ``journey stats`` and the metrics call the
+functions here; the statistics (:func:`compare`) are pure and tested on their own.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sqlalchemy import Interval, String, and_, case, cast, distinct, exists, func, literal, or_, select
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import ColumnElement
+
+from engine.definitions import STAGES, Journey
+from engine.definitions.model import BranchStep, SplitStep
+from engine.durations import parse_duration
+from engine.errors import NotFoundError, PayloadError, Problem
+from engine.storage.models import (
+    Customer,
+    Delivery,
+    Enrollment,
+    Event,
+    JourneyRecord,
+    JourneyVersion,
+    StageChange,
+    TraceEntry,
+)
+
+if TYPE_CHECKING:
+    from engine.services import Services
+
+#: Fewer customers than this in a variant (or in its control) and the comparison says
+#: "not enough data" and is never significant. 100 keeps the normal approximation of the
+#: two-proportion z-test sound for conversion rates from about 10% (n*p >= 10, as the
+#: usual rule asks) while a journey with a few hundred customers still gets an answer;
+#: Klaviyo's 500 is stricter. Callers may ask for more (``min_sample``).
+MIN_SAMPLE = 100
+#: Below this many conversions or non-conversions expected in a group, the z-test's normal
+#: approximation does not hold either: also "not enough data".
+MIN_EXPECTED = 5
+#: The two-sided significance level; the interval is the matching (1 - ALPHA) one.
+ALPHA = 0.05
+#: How long after entering a customer may reach the goal and count as converted, unless
+#: the caller says otherwise (``window``).
+DEFAULT_CONVERSION_WINDOW = timedelta(days=30)
+#: The window of stats when no ``since`` is given.
+DEFAULT_SINCE = timedelta(days=30)
+#: Draws of the Beta-Binomial model for P(beats control); the seed makes it repeatable.
+_DRAWS = 20_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """The enrollments (or stage changes) that started in ``[since, until)``."""
+
+    since: datetime
+    until: datetime
+
+
+# -- reading the parameters the API and the CLI share ---------------------------------------
+
+
+def read_window(params: Mapping[str, str | None], now: datetime) -> Window:
+    """``since`` and ``until`` as ISO times or durations back from now (``30d``).
+
+    Raises:
+        PayloadError: one of them is neither, or since is not before until.
+    """
+    problems: list[Problem] = []
+    since = _moment(params.get("since"), now, "since", problems) or now - DEFAULT_SINCE
+    until = _moment(params.get("until"), now, "until", problems) or now
+    if not problems and since >= until:
+        problems.append(Problem("since", f"{since.isoformat()} is not before until ({until.isoformat()}); "
+                                         "give an earlier since or a later until"))
+    if problems:
+        raise PayloadError("the window", problems)
+    return Window(since, until)
+
+
+def read_options(params: Mapping[str, str | None]) -> dict[str, Any]:
+    """``version``, ``window`` (the conversion window) and ``min_sample`` from query parameters.
+
+    Raises:
+        PayloadError: one is malformed; every problem is named.
+    """
+    problems: list[Problem] = []
+    options: dict[str, Any] = {}
+    version = params.get("version")
+    if version not in (None, ""):
+        if not str(version).isdigit() or int(str(version)) < 1:
+            problems.append(Problem("version", f"{version!r} is not a version number; give 1, 2, ..."))
+        else:
+            options["version"] = int(str(version))
+    window = params.get("window")
+    if window not in (None, ""):
+        try:
+            options["conversion_window"] = parse_duration(str(window))
+        except ValueError as exc:
+            problems.append(Problem("window", str(exc)))
+    minimum = params.get("min_sample")
+    if minimum not in (None, ""):
+        if not str(minimum).isdigit() or int(str(minimum)) < 2:
+            problems.append(Problem("min_sample", f"{minimum!r} is not a whole number of customers of at least 2"))
+        else:
+            options["min_sample"] = int(str(minimum))
+    if problems:
+        raise PayloadError("the stats query", problems)
+    return options
+
+
+def _moment(text: str | None, now: datetime, name: str, problems: list[Problem]) -> datetime | None:
+    if text in (None, ""):
+        return None
+    try:
+        return now - parse_duration(str(text))
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        problems.append(Problem(name, f"{text!r} is neither a time (2026-11-01T00:00:00Z) nor a duration back from now (30d)"))
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=now.tzinfo)
+
+
+# -- what the API and the CLI call ----------------------------------------------------------
+
+
+def journey_stats_now(services: Services, journey_id: str, params: dict[str, str | None]) -> dict[str, Any]:
+    """The stats of one journey as the API answers them (the CLI's ``--json`` prints exactly this).
+
+    Raises:
+        PayloadError: a query parameter is malformed.
+        NotFoundError: no such journey or version.
+    """
+    now = services.clock()
+    window = read_window(params, now)
+    options = read_options(params)
+    with services.sessions() as session:
+        definitions = definitions_for(session, services.deployed, journey_id, options.get("version"))
+        return journey_stats(session, journey_id, definitions, window, now, **options)
+
+
+def stage_funnel_now(services: Services, params: dict[str, str | None]) -> dict[str, Any]:
+    """The stage funnel for the window in ``params`` (``since``, ``until``)."""
+    now = services.clock()
+    window = read_window(params, now)
+    with services.sessions() as session:
+        return stage_funnel(session, window, now)
+
+
+def journeys_now(services: Services) -> list[dict[str, Any]]:
+    """The deployed journeys with their versions and status."""
+    with services.sessions() as session:
+        return list_journeys(session)
+
+
+
+# -- the deployed journeys -------------------------------------------------------------------
+
+
+def list_journeys(session: Session) -> list[dict[str, Any]]:
+    """The deployed journeys: status, current version, every version, running enrollments."""
+    records = session.execute(select(JourneyRecord).order_by(JourneyRecord.id)).scalars().all()
+    versions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in session.execute(
+        select(JourneyVersion.journey_id, JourneyVersion.version, JourneyVersion.deployed_at,
+               JourneyVersion.trigger_event).order_by(JourneyVersion.journey_id, JourneyVersion.version)
+    ):
+        versions[row.journey_id].append(
+            {"version": row.version, "deployedAt": row.deployed_at.isoformat(), "trigger": row.trigger_event}
+        )
+    running = dict(
+        session.execute(  # type: ignore[arg-type]
+            select(Enrollment.journey_id, func.count()).where(Enrollment.status == "active").group_by(Enrollment.journey_id)
+        ).all()
+    )
+    return [
+        {"id": r.id, "status": r.status, "version": r.current_version, "updatedAt": r.updated_at.isoformat(),
+         "active": int(running.get(r.id, 0)), "versions": versions[r.id]}
+        for r in records
+    ]
+
+
+# -- per journey ----------------------------------------------------------------------------
+
+
+def journey_stats(
+    session: Session,
+    journey_id: str,
+    definitions: Mapping[int, Journey],
+    window: Window,
+    now: datetime,
+    *,
+    version: int | None = None,
+    conversion_window: timedelta = DEFAULT_CONVERSION_WINDOW,
+    min_sample: int = MIN_SAMPLE,
+) -> dict[str, Any]:
+    """The stats of ``journey_id`` (one ``version``, or all) for enrollments started in ``window``.
+
+    Args:
+        definitions: the compiled versions the cohort runs, by version (for the step order,
+            the goal, the splits' paths and the branches' cases).
+        now: the services' clock, for how long customers have been waiting.
+
+    Returns:
+        JSON-ready: ``journey``, ``entered``, ``converted``, ``steps``, ``edges``,
+        ``variants``, ``not_entered`` (see docs/analytics.md).
+    """
+    cohort = _cohort(journey_id, window, version)
+    goals = {j.goal.event for j in definitions.values() if j.goal is not None}
+    converted = _converted(session, cohort, goals, conversion_window)
+
+    entered, customers, conversions, converted_customers = session.execute(
+        select(func.count(), func.count(distinct(cohort.c.customer_id)),
+               func.coalesce(func.sum(case((converted, 1), else_=0)), 0),
+               func.count(distinct(case((converted, cohort.c.customer_id)))))
+    ).one()
+    by_status = dict(session.execute(  # type: ignore[arg-type]
+        select(cohort.c.status, func.count()).group_by(cohort.c.status)
+    ).all())
+
+    steps: dict[str, dict[str, Any]] = {}
+    for journey in [definitions[v] for v in sorted(definitions, reverse=True)]:
+        for step in journey.steps:
+            steps.setdefault(step.id, _step(step.id, step.kind))
+
+    trace = TraceEntry.__table__.c
+    for step_id, count in session.execute(
+        select(trace.step, func.count(distinct(trace.enrollment_id)))
+        .join(cohort, cohort.c.id == trace.enrollment_id)
+        .where(trace.step.is_not(None)).group_by(trace.step)
+    ):
+        steps.setdefault(step_id, _step(step_id, None))["entered"] = int(count)
+
+    for step_id, reason, status, count in session.execute(
+        select(trace.step, trace.detail, cast(trace.value, String), func.count())
+        .join(cohort, cohort.c.id == trace.enrollment_id)
+        .where(trace.what == "end").group_by(trace.step, trace.detail, cast(trace.value, String))
+    ):
+        row = steps.setdefault(step_id or "-", _step(step_id or "-", None))
+        key = reason or _unquote(status) or "unknown"
+        row["exited"][key] = row["exited"].get(key, 0) + int(count)
+        if _unquote(status) == "converted":
+            row["converted"] += int(count)
+
+    for step_id, count, oldest, median in _waiting(session, cohort):
+        row = steps.setdefault(step_id, _step(step_id, None))
+        row["waiting"] = int(count)
+        row["wait"] = {"oldest_seconds": _seconds(now, oldest), "median_seconds": _seconds(now, median)}
+
+    deliveries = Delivery.__table__.c
+    held_reason = case((deliveries.status == "held", deliveries.error), else_=literal(None, String))
+    for step_id, status, reason, count in session.execute(
+        select(deliveries.step, deliveries.status, held_reason, func.count())
+        .join(cohort, cohort.c.id == deliveries.enrollment_id)
+        .group_by(deliveries.step, deliveries.status, held_reason)
+    ):
+        row = steps.setdefault(step_id, _step(step_id, None))
+        row["deliveries"][status] = row["deliveries"].get(status, 0) + int(count)
+        if status == "held":
+            short = held_kind(reason)
+            row["held"][short] = row["held"].get(short, 0) + int(count)
+
+    edges, variants = _choices(session, cohort, converted, definitions, steps, min_sample)
+    return {
+        "journey": journey_id,
+        "version": version,
+        "since": window.since.isoformat(),
+        "until": window.until.isoformat(),
+        "conversion_window": conversion_window.total_seconds(),
+        "entered": int(entered),
+        "customers": int(customers),
+        "converted": int(converted_customers),
+        "converted_enrollments": int(conversions),
+        "rate": _rate(int(converted_customers), int(customers)),
+        "status": {k: int(v) for k, v in sorted(by_status.items())},
+        "steps": list(steps.values()),
+        "edges": edges,
+        "variants": variants,
+        # Turn-aways are not recorded yet (issue 11, item 4): nothing to count until they are.
+        "not_entered": {},
+    }
+
+
+def definitions_for(session: Session, deployed: Any, journey_id: str, version: int | None) -> dict[int, Journey]:
+    """The compiled versions of ``journey_id`` that stats need (``version``, or every one).
+
+    Raises:
+        NotFoundError: no such journey (or version) is deployed.
+    """
+    found = list(session.execute(
+        select(JourneyVersion.version).where(JourneyVersion.journey_id == journey_id).order_by(JourneyVersion.version)
+    ).scalars())
+    if not found:
+        raise NotFoundError(f"no deployed journey has the id {journey_id!r}; GET /v1/journeys (or `journey journeys`) lists them")
+    if version is not None and version not in found:
+        raise NotFoundError(f"journey {journey_id!r} has no version {version}; its versions are "
+                            + ", ".join(str(v) for v in found))
+    wanted = [version] if version is not None else found
+    return {v: deployed.get(journey_id, v, session) for v in wanted}
+
+
+def _step(step_id: str, kind: str | None) -> dict[str, Any]:
+    return {"id": step_id, "kind": kind, "entered": 0, "waiting": 0, "wait": None, "exited": {}, "converted": 0,
+            "deliveries": {}, "held": {}}
+
+
+def _cohort(journey_id: str, window: Window, version: int | None) -> Any:
+    where = [Enrollment.journey_id == journey_id, Enrollment.started_at >= window.since,
+             Enrollment.started_at < window.until]
+    if version is not None:
+        where.append(Enrollment.version == version)
+    return (
+        select(Enrollment.id, Enrollment.customer_id, Enrollment.status, Enrollment.step,
+               Enrollment.started_at, Enrollment.updated_at)
+        .where(*where).subquery("cohort")
+    )
+
+
+def _converted(session: Session, cohort: Any, goals: set[str], window: timedelta) -> ColumnElement[bool]:
+    """True for a cohort row that converted, or whose customer reached a goal within ``window``."""
+    recorded = cohort.c.status == "converted"
+    if not goals:
+        return recorded
+    reached = exists(
+        select(literal(1)).where(
+            Event.customer_id == cohort.c.customer_id,
+            Event.event.in_(sorted(goals)),
+            Event.type == "track",
+            Event.timestamp >= cohort.c.started_at,
+            Event.timestamp <= _plus(session, cohort.c.started_at, window),
+        )
+    )
+    return or_(recorded, reached)
+
+
+def _plus(session: Session, moment: Any, delta: timedelta) -> Any:
+    """``moment + delta`` in SQL (SQLite keeps times as text, PostgreSQL has intervals)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return func.strftime("%Y-%m-%d %H:%M:%f", moment, f"+{int(delta.total_seconds())} seconds")
+    return moment + literal(delta, Interval())
+
+
+def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | None, datetime | None]]:
+    """Per step: active enrollments there, the oldest and the median ``updated_at``."""
+    active = (
+        select(cohort.c.step, cohort.c.updated_at,
+               func.row_number().over(partition_by=cohort.c.step, order_by=cohort.c.updated_at).label("n"),
+               func.count().over(partition_by=cohort.c.step).label("total"))
+        .where(cohort.c.status == "active", cohort.c.step.is_not(None)).subquery("active")
+    )
+    rows = session.execute(
+        select(active.c.step, active.c.total, active.c.updated_at, active.c.n)
+        .where(or_(active.c.n == 1, active.c.n == (active.c.total + 1) / 2))
+    ).all()
+    out: dict[str, list[Any]] = {}
+    for step, total, at, n in rows:
+        entry = out.setdefault(step, [step, int(total), None, None])
+        at = _aware(at)
+        if n == 1:
+            entry[2] = at
+        if n == (int(total) + 1) // 2:
+            entry[3] = at
+    return [tuple(v) for v in out.values()]  # type: ignore[misc]
+
+
+def _choices(session: Session, cohort: Any, converted: ColumnElement[bool], definitions: Mapping[int, Journey],
+             steps: dict[str, dict[str, Any]], min_sample: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The edges out of branches and splits, and each split's variants compared."""
+    branches: dict[str, BranchStep] = {}
+    splits: dict[str, SplitStep] = {}
+    for version in sorted(definitions):  # the newest version's definition wins
+        for step in definitions[version].steps:
+            if isinstance(step, BranchStep):
+                branches[step.id] = step
+            elif isinstance(step, SplitStep):
+                splits[step.id] = step
+    if not branches and not splits:
+        return [], []
+    trace = TraceEntry.__table__.c
+    picked = or_(trace.what == "choose", and_(trace.what == "condition", cast(trace.value, String) == "true"))
+    rows = session.execute(
+        select(trace.step, trace.what, trace.detail, func.count(distinct(trace.enrollment_id)),
+               func.count(distinct(cohort.c.customer_id)),
+               func.count(distinct(case((converted, cohort.c.customer_id)))))
+        .join(cohort, cohort.c.id == trace.enrollment_id)
+        .where(trace.step.in_(sorted(set(branches) | set(splits))), picked)
+        .group_by(trace.step, trace.what, trace.detail)
+    ).all()
+    edges: list[dict[str, Any]] = []
+    groups: dict[str, list[Group]] = defaultdict(list)
+    for step_id, what, detail, enrollments, customers, conversions in rows:
+        detail = detail or ""
+        reached = steps.get(step_id, {}).get("entered") or 0
+        if step_id in splits:
+            name = detail.removeprefix("split path ")
+            path = next((p for p in splits[step_id].paths if p.name == name), None)
+            to = ("holdout" if path.holdout else path.goto) if path is not None else None
+            edges.append({"step": step_id, "path": name, "to": to, "customers": int(enrollments),
+                          "share": _rate(int(enrollments), reached)})
+            groups[step_id].append(Group(name, int(customers), int(conversions),
+                                         holdout=bool(path is not None and path.holdout)))
+        else:
+            branch = branches[step_id]
+            if what == "choose":
+                when, to = "else", branch.next
+            else:
+                when = detail
+                to = next((c.goto for c in branch.cases if c.when.source == detail), None)
+            edges.append({"step": step_id, "path": when, "to": to, "customers": int(enrollments),
+                          "share": _rate(int(enrollments), reached)})
+    variants: list[dict[str, Any]] = []
+    for step_id, split in splits.items():
+        seen = {g.variant: g for g in groups.get(step_id, [])}
+        ordered = [seen.get(p.name) or Group(p.name, 0, 0, holdout=p.holdout) for p in split.paths]
+        ordered += [g for name, g in seen.items() if name not in {p.name for p in split.paths}]
+        for result in compare(ordered, min_sample=min_sample):
+            variants.append({"split": step_id, **result})
+    return edges, variants
+
+
+# -- the statistics -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Group:
+    """One variant of a split: its customers and how many of them converted."""
+
+    variant: str
+    customers: int
+    converted: int
+    holdout: bool = False
+
+
+def control_of(groups: Sequence[Group]) -> int:
+    """The index of the control: the holdout, else a path named ``control``, else the first."""
+    for index, group in enumerate(groups):
+        if group.holdout:
+            return index
+    for index, group in enumerate(groups):
+        if group.variant == "control":
+            return index
+    return 0
+
+
+def compare(groups: Sequence[Group], *, min_sample: int = MIN_SAMPLE, alpha: float = ALPHA) -> list[dict[str, Any]]:
+    """Each variant against the control: rate, lift, the interval of the difference, the p-value.
+
+    The test is statsmodels' two-sided two-proportion z-test with the pooled variance (the
+    same p-value as a chi-squared test of the 2x2 table); the interval is Newcombe's
+    hybrid score interval for the difference of the rates, which behaves at rates near
+    0 or 1 where the Wald interval fails. ``significant`` needs enough data (at least
+    ``min_sample`` customers in both groups and :data:`MIN_EXPECTED` conversions and
+    non-conversions expected in each) and p below ``alpha``. ``p_beats_control`` is the
+    chance that the variant's rate is above the control's under uniform Beta priors.
+    """
+    if not groups:
+        return []
+    base = control_of(groups)
+    control = groups[base]
+    results = []
+    for index, group in enumerate(groups):
+        row: dict[str, Any] = {
+            "variant": group.variant,
+            "control": index == base,
+            "holdout": group.holdout,
+            "customers": group.customers,
+            "converted": group.converted,
+            "rate": _rate(group.converted, group.customers),
+            "lift": None,
+            "relative_lift": None,
+            "ci95": None,
+            "p_value": None,
+            "p_beats_control": None,
+            "significant": False,
+            "enough_data": None,
+            "verdict": "control" if index == base else None,
+        }
+        if index != base:
+            row.update(_against(group, control, min_sample, alpha))
+        results.append(row)
+    return results
+
+
+def _against(group: Group, control: Group, min_sample: int, alpha: float) -> dict[str, Any]:
+    from statsmodels.stats.proportion import confint_proportions_2indep, proportions_ztest
+
+    out: dict[str, Any] = {}
+    if group.customers == 0 or control.customers == 0:
+        out.update(enough_data=False, verdict=f"not enough data: {min(group.customers, control.customers)} customers, "
+                                              f"{min_sample} needed in each group")
+        return out
+    rate, base = group.converted / group.customers, control.converted / control.customers
+    out["lift"] = rate - base
+    out["relative_lift"] = (rate - base) / base if base else None
+    total = group.customers + control.customers
+    pooled = (group.converted + control.converted) / total
+    if 0 < pooled < 1:
+        _, p_value = proportions_ztest([group.converted, control.converted], [group.customers, control.customers])
+        out["p_value"] = float(p_value)
+    else:  # nobody (or everybody) converted in both groups: no difference to test
+        out["p_value"] = 1.0
+    low, high = confint_proportions_2indep(group.converted, group.customers, control.converted, control.customers,
+                                           method="newcomb", compare="diff", alpha=alpha)
+    out["ci95"] = [float(low), float(high)]
+    out["p_beats_control"] = _p_beats(group, control)
+    smallest = min(group.customers, control.customers)
+    expected = min(n * q for n in (group.customers, control.customers) for q in (pooled, 1 - pooled))
+    enough = smallest >= min_sample and expected >= MIN_EXPECTED
+    out["enough_data"] = enough
+    if not enough:
+        why = (f"{smallest} customers, {min_sample} needed in each group" if smallest < min_sample
+               else f"too few conversions (or non-conversions) expected: {expected:.1f}, {MIN_EXPECTED} needed")
+        out["verdict"] = f"not enough data: {why}"
+        return out
+    out["significant"] = out["p_value"] < alpha
+    if not out["significant"]:
+        out["verdict"] = "no significant difference"
+    else:
+        out["verdict"] = "better than control" if out["lift"] > 0 else "worse than control"
+    return out
+
+
+def _p_beats(group: Group, control: Group) -> float:
+    rng = np.random.default_rng(20261201)
+    a = rng.beta(1 + group.converted, 1 + group.customers - group.converted, _DRAWS)
+    b = rng.beta(1 + control.converted, 1 + control.customers - control.converted, _DRAWS)
+    return float(np.mean(a > b))
+
+
+# -- the stage funnel -----------------------------------------------------------------------
+
+
+def stage_funnel(session: Session, window: Window, now: datetime) -> dict[str, Any]:
+    """Customers in each stage now, moves between stages in ``window``, time in stage, drop-off.
+
+    A stay in a stage starts with a move into it and ends with the customer's next move.
+    ``entered`` counts moves into the stage in the window; ``advanced`` those of them whose
+    next move (so far) went to a later stage; ``drop_off`` is the rest's share. The median
+    time in stage is over the stays that ended in the window.
+    """
+    current = dict(session.execute(  # type: ignore[arg-type]
+        select(Customer.stage, func.count()).where(Customer.merged_into_id.is_(None)).group_by(Customer.stage)
+    ).all())
+    changes = StageChange.__table__.c
+    in_window = and_(changes.at >= window.since, changes.at < window.until)
+    transitions = [
+        {"from": f, "to": t, "customers": int(n)}
+        for f, t, n in session.execute(
+            select(changes.from_stage, changes.to_stage, func.count()).where(in_window)
+            .group_by(changes.from_stage, changes.to_stage).order_by(changes.from_stage, changes.to_stage)
+        )
+    ]
+    order = case({s: i for i, s in enumerate(STAGES)}, value=changes.to_stage, else_=-1)
+    stays = select(
+        changes.to_stage.label("stage"), changes.at.label("at"), order.label("rank"),
+        func.lead(changes.at).over(partition_by=changes.customer_id, order_by=(changes.at, changes.id)).label("left_at"),
+        func.lead(order).over(partition_by=changes.customer_id, order_by=(changes.at, changes.id)).label("next_rank"),
+    ).subquery("stays")
+    entered_in = and_(stays.c.at >= window.since, stays.c.at < window.until)
+    flows = {
+        stage: (int(entered), int(moved), int(advanced))
+        for stage, entered, moved, advanced in session.execute(
+            select(stays.c.stage, func.count(), func.count(stays.c.left_at),
+                   func.coalesce(func.sum(case((stays.c.next_rank > stays.c.rank, 1), else_=0)), 0))
+            .where(entered_in).group_by(stays.c.stage)
+        )
+    }
+    duration = _seconds_between(session, stays.c.at, stays.c.left_at)
+    ended = (
+        select(stays.c.stage, duration.label("seconds"),
+               func.row_number().over(partition_by=stays.c.stage, order_by=duration).label("n"),
+               func.count().over(partition_by=stays.c.stage).label("total"))
+        .where(stays.c.left_at.is_not(None), stays.c.left_at >= window.since, stays.c.left_at < window.until)
+        .subquery("ended")
+    )
+    medians: dict[str, list[float]] = defaultdict(list)
+    for stage, seconds, n, total in session.execute(
+        select(ended.c.stage, ended.c.seconds, ended.c.n, ended.c.total)
+        .where(or_(ended.c.n == (ended.c.total + 1) / 2, ended.c.n == ended.c.total / 2 + 1))
+    ):
+        if n in ((total + 1) // 2, total // 2 + 1):
+            medians[stage].append(float(seconds))
+    stages = []
+    for stage in STAGES:
+        entered, moved, advanced = flows.get(stage, (0, 0, 0))
+        middle = medians.get(stage)
+        stages.append({
+            "stage": stage,
+            "customers": int(current.get(stage, 0)),
+            "entered": entered,
+            "moved_on": moved,
+            "advanced": advanced,
+            "drop_off": _rate(entered - advanced, entered),
+            "median_seconds_in_stage": sum(middle) / len(middle) if middle else None,
+        })
+    return {
+        "since": window.since.isoformat(),
+        "until": window.until.isoformat(),
+        "stages": stages,
+        "no_stage": int(current.get(None, 0)),
+        "transitions": transitions,
+    }
+
+
+def _seconds_between(session: Session, start: Any, end: Any) -> Any:
+    if session.get_bind().dialect.name == "sqlite":
+        return (func.julianday(end) - func.julianday(start)) * 86400.0
+    return func.extract("epoch", end - start)
+
+
+# -- the metrics ----------------------------------------------------------------------------
+
+
+def variant_counts(session: Session) -> list[tuple[str, str, str, str, int]]:
+    """Enrollments by journey, split, variant and status, for ``/metrics``."""
+    trace = TraceEntry.__table__.c
+    rows = session.execute(
+        select(Enrollment.journey_id, trace.step, trace.detail, Enrollment.status, func.count(distinct(Enrollment.id)))
+        .join(Enrollment, Enrollment.id == trace.enrollment_id)
+        .where(trace.what == "choose", trace.detail.like("split path %"))
+        .group_by(Enrollment.journey_id, trace.step, trace.detail, Enrollment.status)
+    ).all()
+    return [(j, s or "", (d or "").removeprefix("split path "), st, int(n)) for j, s, d, st, n in rows]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def held_kind(reason: str | None) -> str:
+    """The kind of a policy's hold reason, without the details (``frequency cap``, ``suppressed``...)."""
+    text = (reason or "unknown").strip()
+    if text.startswith("unsubscribed"):
+        return "unsubscribed"
+    if text.endswith(": dropped"):
+        return "quiet hours"
+    return text.split(":", 1)[0] or "unknown"
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+def _seconds(now: datetime, at: datetime | None) -> float | None:
+    return max(0.0, (now - at).total_seconds()) if at is not None else None
+
+
+def _aware(at: Any) -> datetime | None:
+    if at is None:
+        return None
+    if isinstance(at, str):
+        at = datetime.fromisoformat(at)
+    if at.tzinfo is None:
+        from datetime import timezone
+
+        at = at.replace(tzinfo=timezone.utc)
+    return at  # type: ignore[no-any-return]
+
+
+def _unquote(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] == '"' else value
+
