@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Interval, String, and_, case, cast, distinct, exists, func, literal, or_, select
+from sqlalchemy import Interval, String, and_, case, cast, distinct, exists, func, literal, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
@@ -72,6 +72,8 @@ ALPHA = 0.05
 DEFAULT_CONVERSION_WINDOW = timedelta(days=30)
 #: The window of stats when no ``since`` is given.
 DEFAULT_SINCE = timedelta(days=30)
+#: PostgreSQL's work_mem for the stats' transaction.
+STATS_WORK_MEM = "64MB"
 #: Draws of the Beta-Binomial model for P(beats control); the seed makes it repeatable.
 _DRAWS = 20_000
 
@@ -234,14 +236,27 @@ def journey_stats(
         JSON-ready: ``journey``, ``entered``, ``converted``, ``steps``, ``edges``,
         ``variants``, ``not_entered`` (see docs/analytics.md).
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # The hash aggregates of a big cohort spill to disk at the default 4MB, and the
+        # planner's high cost estimates switch JIT compilation on, which costs more (a
+        # second at 200k enrollments) than it saves: only this transaction is changed.
+        session.execute(text(f"SET LOCAL work_mem = '{STATS_WORK_MEM}'"))
+        session.execute(text("SET LOCAL jit = off"))
     cohort = _cohort(journey_id, window, version)
     goals = {j.goal.event for j in definitions.values() if j.goal is not None}
     converted = _converted(session, cohort, goals, conversion_window)
 
+    # Distinct counts as a GROUP BY in a subquery: PostgreSQL hashes it, where count(DISTINCT)
+    # would sort every row.
+    per_customer = (
+        select(cohort.c.customer_id, func.count().label("enrollments"),
+               func.sum(converted).label("conversions"))
+        .group_by(cohort.c.customer_id).subquery("per_customer")
+    )
     entered, customers, conversions, converted_customers = session.execute(
-        select(func.count(), func.count(distinct(cohort.c.customer_id)),
-               func.coalesce(func.sum(case((converted, 1), else_=0)), 0),
-               func.count(distinct(case((converted, cohort.c.customer_id)))))
+        select(func.coalesce(func.sum(per_customer.c.enrollments), 0), func.count(),
+               func.coalesce(func.sum(per_customer.c.conversions), 0),
+               func.coalesce(func.sum(case((per_customer.c.conversions > 0, 1), else_=0)), 0))
     ).one()
     by_status = dict(session.execute(  # type: ignore[arg-type]
         select(cohort.c.status, func.count()).group_by(cohort.c.status)
@@ -252,24 +267,24 @@ def journey_stats(
         for step in journey.steps:
             steps.setdefault(step.id, _step(step.id, step.kind))
 
-    trace = TraceEntry.__table__.c
-    for step_id, count in session.execute(
-        select(trace.step, func.count(distinct(trace.enrollment_id)))
-        .join(cohort, cohort.c.id == trace.enrollment_id)
-        .where(trace.step.is_not(None)).group_by(trace.step)
-    ):
-        steps.setdefault(step_id, _step(step_id, None))["entered"] = int(count)
-
-    for step_id, reason, status, count in session.execute(
-        select(trace.step, trace.detail, cast(trace.value, String), func.count())
-        .join(cohort, cohort.c.id == trace.enrollment_id)
-        .where(trace.what == "end").group_by(trace.step, trace.detail, cast(trace.value, String))
-    ):
-        row = steps.setdefault(step_id or "-", _step(step_id or "-", None))
-        key = reason or _unquote(status) or "unknown"
-        row["exited"][key] = row["exited"].get(key, 0) + int(count)
-        if _unquote(status) == "converted":
-            row["converted"] += int(count)
+    branches, splits = _choosers(definitions)
+    edges_rows, variant_rows = _trace_pass(session, cohort, converted, branches, splits)
+    kinds = {step.id: step.kind for journey in definitions.values() for step in journey.steps}
+    for step_id, what, detail, status, count in edges_rows:
+        row = steps.setdefault(step_id, _step(step_id, None))
+        kind = kinds.get(step_id)
+        if what == "end":
+            key = detail or _unquote(status) or "unknown"
+            row["exited"][key] = row["exited"].get(key, 0) + int(count)
+            if _unquote(status) == "converted":
+                row["converted"] += int(count)
+            visit = kind == "exit"
+        elif what == "run":
+            visit = kind in ("send", "update", "reward", "referral") or (detail or "").startswith(_CLEAN_UP)
+        else:  # wait, choose, a branch's true condition
+            visit = True
+        if visit:
+            row["entered"] += int(count)
 
     for step_id, count, oldest, median in _waiting(session, cohort):
         row = steps.setdefault(step_id, _step(step_id, None))
@@ -289,7 +304,7 @@ def journey_stats(
             short = held_kind(reason)
             row["held"][short] = row["held"].get(short, 0) + int(count)
 
-    edges, variants = _choices(session, cohort, converted, definitions, steps, min_sample)
+    edges, variants = _choices(edges_rows, variant_rows, branches, splits, steps, min_sample)
     return {
         "journey": journey_id,
         "version": version,
@@ -340,16 +355,20 @@ def _cohort(journey_id: str, window: Window, version: int | None) -> Any:
         where.append(Enrollment.version == version)
     return (
         select(Enrollment.id, Enrollment.customer_id, Enrollment.status, Enrollment.step,
-               Enrollment.started_at, Enrollment.updated_at)
+               Enrollment.started_at, Enrollment.updated_at, Enrollment.state)
         .where(*where).subquery("cohort")
     )
 
 
-def _converted(session: Session, cohort: Any, goals: set[str], window: timedelta) -> ColumnElement[bool]:
-    """True for a cohort row that converted, or whose customer reached a goal within ``window``."""
+def _converted(session: Session, cohort: Any, goals: set[str], window: timedelta) -> ColumnElement[int]:
+    """1 for a cohort row that converted, or that ended and whose customer reached a goal within ``window``.
+
+    A CASE, so the goal events are looked up only for enrollments that ended without
+    converting (holdouts, completions, exits): an active one would have converted on its goal.
+    """
     recorded = cohort.c.status == "converted"
     if not goals:
-        return recorded
+        return case((recorded, 1), else_=0)
     reached = exists(
         select(literal(1)).where(
             Event.customer_id == cohort.c.customer_id,
@@ -359,7 +378,7 @@ def _converted(session: Session, cohort: Any, goals: set[str], window: timedelta
             Event.timestamp <= _plus(session, cohort.c.started_at, window),
         )
     )
-    return or_(recorded, reached)
+    return case((recorded, 1), (cohort.c.status == "active", 0), (reached, 1), else_=0)
 
 
 def _plus(session: Session, moment: Any, delta: timedelta) -> Any:
@@ -392,51 +411,96 @@ def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | N
     return [tuple(v) for v in out.values()]  # type: ignore[misc]
 
 
-def _choices(session: Session, cohort: Any, converted: ColumnElement[bool], definitions: Mapping[int, Journey],
-             steps: dict[str, dict[str, Any]], min_sample: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The edges out of branches and splits, and each split's variants compared."""
+def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep], dict[str, SplitStep]]:
+    """The branch and split steps of ``definitions`` by id (the newest version's wins)."""
     branches: dict[str, BranchStep] = {}
     splits: dict[str, SplitStep] = {}
-    for version in sorted(definitions):  # the newest version's definition wins
+    for version in sorted(definitions):
         for step in definitions[version].steps:
             if isinstance(step, BranchStep):
                 branches[step.id] = step
             elif isinstance(step, SplitStep):
                 splits[step.id] = step
-    if not branches and not splits:
-        return [], []
+    return branches, splits
+
+
+def _trace_pass(session: Session, cohort: Any, converted: ColumnElement[int], branches: Mapping[str, BranchStep],
+                splits: Mapping[str, SplitStep]) -> tuple[list[Any], list[Any]]:
+    """The cohort's step visits, ends and choices from the trace; each split's variants from the state.
+
+    Every step visit writes one row that marks it (a send, update, reward or referral its
+    ``run``, a wait its ``wait``, a split its ``choose``, a branch its true ``condition`` or
+    its ``else`` ``choose``, an exit step its ``end``), so counting those rows, grouped by
+    step and kind, counts visits without grouping per enrollment (which would sort every row).
+
+    Returns ``(step, what, detail, end status, rows)`` and ``(split, variant, customers,
+    converted customers)``.
+    """
     trace = TraceEntry.__table__.c
-    picked = or_(trace.what == "choose", and_(trace.what == "condition", cast(trace.value, String) == "true"))
-    rows = session.execute(
-        select(trace.step, trace.what, trace.detail, func.count(distinct(trace.enrollment_id)),
-               func.count(distinct(cohort.c.customer_id)),
-               func.count(distinct(case((converted, cohort.c.customer_id)))))
+    value = cast(trace.value, String)
+    marks = or_(trace.what.in_(("run", "wait", "choose", "end")),
+                and_(trace.what == "condition", trace.step.in_(sorted(branches)) if branches else literal(False),
+                     value == "true"))
+    detail = case((or_(trace.what.in_(("end", "choose", "condition")),
+                       and_(trace.what == "run", trace.detail.like(_CLEAN_UP + "%"))), trace.detail))
+    status = case((trace.what == "end", value))
+    edge_rows = session.execute(
+        select(trace.step, trace.what, detail, status, func.count())
         .join(cohort, cohort.c.id == trace.enrollment_id)
-        .where(trace.step.in_(sorted(set(branches) | set(splits))), picked)
-        .group_by(trace.step, trace.what, trace.detail)
+        .where(trace.step.is_not(None), marks)
+        .group_by(trace.step, trace.what, detail, status)
     ).all()
+    variant_rows: list[Any] = []
+    for split_id in sorted(splits):
+        # The runtime's own record of the path taken (``control`` for the holdout).
+        path = cohort.c.state["variant"][split_id].as_string()
+        per_customer = (
+            select(path.label("variant"), func.max(converted).label("converted"))
+            .where(path.is_not(None)).group_by(cohort.c.customer_id, path).subquery("per_customer")
+        )
+        for variant, customers, conversions in session.execute(
+            select(per_customer.c.variant, func.count(), func.sum(per_customer.c.converted))
+            .group_by(per_customer.c.variant)
+        ):
+            variant_rows.append((split_id, variant, customers, conversions))
+    return edge_rows, variant_rows
+
+
+#: The ``run`` row of a goal's clean-up path that stops at a wait step (the wait's visit).
+_CLEAN_UP = "a clean-up path stops"
+
+
+def _choices(edge_rows: Sequence[Any], variant_rows: Sequence[Any], branches: Mapping[str, BranchStep],
+             splits: Mapping[str, SplitStep], steps: dict[str, dict[str, Any]],
+             min_sample: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The edges out of branches and splits, and each split's variants compared."""
+    taken: dict[tuple[str, str], int] = defaultdict(int)
+    for step_id, what, detail, _status, count in edge_rows:
+        if what in ("choose", "condition") and (step_id in splits or step_id in branches):
+            taken[(step_id, f"{what}:{detail or ''}")] += int(count)
     edges: list[dict[str, Any]] = []
-    groups: dict[str, list[Group]] = defaultdict(list)
-    for step_id, what, detail, enrollments, customers, conversions in rows:
-        detail = detail or ""
+    for (step_id, choice), count in sorted(taken.items()):
+        what, _, detail = choice.partition(":")
         reached = steps.get(step_id, {}).get("entered") or 0
         if step_id in splits:
             name = detail.removeprefix("split path ")
             path = next((p for p in splits[step_id].paths if p.name == name), None)
             to = ("holdout" if path.holdout else path.goto) if path is not None else None
-            edges.append({"step": step_id, "path": name, "to": to, "customers": int(enrollments),
-                          "share": _rate(int(enrollments), reached)})
-            groups[step_id].append(Group(name, int(customers), int(conversions),
-                                         holdout=bool(path is not None and path.holdout)))
         else:
             branch = branches[step_id]
             if what == "choose":
-                when, to = "else", branch.next
+                name, to = "else", branch.next
             else:
-                when = detail
-                to = next((c.goto for c in branch.cases if c.when.source == detail), None)
-            edges.append({"step": step_id, "path": when, "to": to, "customers": int(enrollments),
-                          "share": _rate(int(enrollments), reached)})
+                name, to = detail, next((c.goto for c in branch.cases if c.when.source == detail), None)
+        edges.append({"step": step_id, "path": name, "to": to, "customers": count, "share": _rate(count, reached)})
+    groups: dict[str, list[Group]] = defaultdict(list)
+    for step_id, name, customers, conversions in variant_rows:
+        holdout = next((p for p in splits[step_id].paths if p.holdout), None)
+        path = holdout if name == "control" and holdout is not None else next(
+            (p for p in splits[step_id].paths if p.name == name), None)
+        name = path.name if path is not None else name
+        groups[step_id].append(Group(name, int(customers), int(conversions or 0),
+                                     holdout=bool(path is not None and path.holdout)))
     variants: list[dict[str, Any]] = []
     for step_id, split in splits.items():
         seen = {g.variant: g for g in groups.get(step_id, [])}
