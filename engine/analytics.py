@@ -390,24 +390,31 @@ def _plus(session: Session, moment: Any, delta: timedelta) -> Any:
 
 def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | None, datetime | None]]:
     """Per step: active enrollments there, the oldest and the median ``updated_at``."""
-    active = (
+    active = and_(cohort.c.status == "active", cohort.c.step.is_not(None))
+    if session.get_bind().dialect.name == "postgresql":
+        rows = session.execute(
+            select(cohort.c.step, func.count(), func.min(cohort.c.updated_at),
+                   func.percentile_disc(0.5).within_group(cohort.c.updated_at))
+            .where(active).group_by(cohort.c.step)
+        ).all()
+        return [(step, int(n), _aware(oldest), _aware(median)) for step, n, oldest, median in rows]
+    # SQLite has no percentiles: the middle row by row_number.
+    ranked = (
         select(cohort.c.step, cohort.c.updated_at,
                func.row_number().over(partition_by=cohort.c.step, order_by=cohort.c.updated_at).label("n"),
                func.count().over(partition_by=cohort.c.step).label("total"))
-        .where(cohort.c.status == "active", cohort.c.step.is_not(None)).subquery("active")
+        .where(active).subquery("ranked")
     )
-    rows = session.execute(
-        select(active.c.step, active.c.total, active.c.updated_at, active.c.n)
-        .where(or_(active.c.n == 1, active.c.n == (active.c.total + 1) / 2))
-    ).all()
     out: dict[str, list[Any]] = {}
-    for step, total, at, n in rows:
+    for step, total, at, n in session.execute(
+        select(ranked.c.step, ranked.c.total, ranked.c.updated_at, ranked.c.n)
+        .where(or_(ranked.c.n == 1, ranked.c.n == (ranked.c.total + 1) / 2))
+    ):
         entry = out.setdefault(step, [step, int(total), None, None])
-        at = _aware(at)
         if n == 1:
-            entry[2] = at
+            entry[2] = _aware(at)
         if n == (int(total) + 1) // 2:
-            entry[3] = at
+            entry[3] = _aware(at)
     return [tuple(v) for v in out.values()]  # type: ignore[misc]
 
 
