@@ -246,29 +246,47 @@ def journey_stats(
     goals = {j.goal.event for j in definitions.values() if j.goal is not None}
     converted = _converted(session, cohort, goals, conversion_window)
 
-    # Distinct counts as a GROUP BY in a subquery: PostgreSQL hashes it, where count(DISTINCT)
-    # would sort every row.
-    per_customer = (
-        select(cohort.c.customer_id, func.count().label("enrollments"),
-               func.sum(converted).label("conversions"))
-        .group_by(cohort.c.customer_id).subquery("per_customer")
-    )
-    entered, customers, conversions, converted_customers = session.execute(
-        select(func.coalesce(func.sum(per_customer.c.enrollments), 0), func.count(),
-               func.coalesce(func.sum(per_customer.c.conversions), 0),
-               func.coalesce(func.sum(case((per_customer.c.conversions > 0, 1), else_=0)), 0))
-    ).one()
-    by_status = dict(session.execute(  # type: ignore[arg-type]
-        select(cohort.c.status, func.count()).group_by(cohort.c.status)
-    ).all())
+    branches, splits = _choosers(definitions)
+    split_ids = sorted(splits)
+    # One pass over the cohort: enrollments and conversions by status and by the path taken
+    # at each split (the runtime's own record, ``control`` for the holdout).
+    paths = [cohort.c.state["variant"][split_id].as_string() for split_id in split_ids]
+    groups = session.execute(
+        select(cohort.c.status, *paths, func.count(), func.sum(converted)).group_by(cohort.c.status, *paths)
+    ).all()
+    entered = sum(int(g[-2]) for g in groups)
+    conversions = sum(int(g[-1] or 0) for g in groups)
+    by_status: dict[str, int] = defaultdict(int)
+    for g in groups:
+        by_status[g[0]] += int(g[-2])
+    # Re-entry ``never`` (in every version counted) lets a customer in once: customers are
+    # enrollments. Otherwise count them, per variant too (a customer re-enters the same variant).
+    once = all(j.entry.reentry == "never" for j in definitions.values())
+    if once:
+        customers, converted_customers = entered, conversions
+        variant_rows = []
+        for index, split_id in enumerate(split_ids):
+            totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+            for g in groups:
+                if g[1 + index] is not None:
+                    totals[g[1 + index]][0] += int(g[-2])
+                    totals[g[1 + index]][1] += int(g[-1] or 0)
+            variant_rows += [(split_id, name, n, c) for name, (n, c) in totals.items()]
+    else:
+        per_customer = (
+            select(func.max(converted).label("converted")).group_by(cohort.c.customer_id).subquery("per_customer")
+        )
+        customers, converted_customers = session.execute(
+            select(func.count(), func.coalesce(func.sum(per_customer.c.converted), 0))
+        ).one()
+        variant_rows = _variant_customers(session, cohort, converted, split_ids)
 
     steps: dict[str, dict[str, Any]] = {}
     for journey in [definitions[v] for v in sorted(definitions, reverse=True)]:
         for step in journey.steps:
             steps.setdefault(step.id, _step(step.id, step.kind))
 
-    branches, splits = _choosers(definitions)
-    edges_rows, variant_rows = _trace_pass(session, cohort, converted, branches, splits)
+    edges_rows = _trace_pass(session, cohort, branches)
     kinds = {step.id: step.kind for journey in definitions.values() for step in journey.steps}
     for step_id, what, detail, status, count in edges_rows:
         row = steps.setdefault(step_id, _step(step_id, None))
@@ -316,7 +334,7 @@ def journey_stats(
         "converted": int(converted_customers),
         "converted_enrollments": int(conversions),
         "rate": _rate(int(converted_customers), int(customers)),
-        "status": {k: int(v) for k, v in sorted(by_status.items())},
+        "status": dict(sorted(by_status.items())),
         "steps": list(steps.values()),
         "edges": edges,
         "variants": variants,
@@ -431,17 +449,15 @@ def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep]
     return branches, splits
 
 
-def _trace_pass(session: Session, cohort: Any, converted: ColumnElement[int], branches: Mapping[str, BranchStep],
-                splits: Mapping[str, SplitStep]) -> tuple[list[Any], list[Any]]:
-    """The cohort's step visits, ends and choices from the trace; each split's variants from the state.
+def _trace_pass(session: Session, cohort: Any, branches: Mapping[str, BranchStep]) -> list[Any]:
+    """The cohort's step visits, ends and choices, from the trace.
 
     Every step visit writes one row that marks it (a send, update, reward or referral its
     ``run``, a wait its ``wait``, a split its ``choose``, a branch its true ``condition`` or
     its ``else`` ``choose``, an exit step its ``end``), so counting those rows, grouped by
     step and kind, counts visits without grouping per enrollment (which would sort every row).
 
-    Returns ``(step, what, detail, end status, rows)`` and ``(split, variant, customers,
-    converted customers)``.
+    Returns ``(step, what, detail, end status, rows)``.
     """
     trace = TraceEntry.__table__.c
     value = cast(trace.value, String)
@@ -451,15 +467,19 @@ def _trace_pass(session: Session, cohort: Any, converted: ColumnElement[int], br
     detail = case((or_(trace.what.in_(("end", "choose", "condition")),
                        and_(trace.what == "run", trace.detail.like(_CLEAN_UP + "%"))), trace.detail))
     status = case((trace.what == "end", value))
-    edge_rows = session.execute(
+    return session.execute(
         select(trace.step, trace.what, detail, status, func.count())
         .join(cohort, cohort.c.id == trace.enrollment_id)
         .where(trace.step.is_not(None), marks)
         .group_by(trace.step, trace.what, detail, status)
     ).all()
-    variant_rows: list[Any] = []
-    for split_id in sorted(splits):
-        # The runtime's own record of the path taken (``control`` for the holdout).
+
+
+def _variant_customers(session: Session, cohort: Any, converted: ColumnElement[int],
+                       split_ids: Sequence[str]) -> list[tuple[str, str, int, int]]:
+    """``(split, variant, customers, converted customers)``, customers counted once each."""
+    rows: list[tuple[str, str, int, int]] = []
+    for split_id in split_ids:
         path = cohort.c.state["variant"][split_id].as_string()
         per_customer = (
             select(path.label("variant"), func.max(converted).label("converted"))
@@ -469,8 +489,8 @@ def _trace_pass(session: Session, cohort: Any, converted: ColumnElement[int], br
             select(per_customer.c.variant, func.count(), func.sum(per_customer.c.converted))
             .group_by(per_customer.c.variant)
         ):
-            variant_rows.append((split_id, variant, customers, conversions))
-    return edge_rows, variant_rows
+            rows.append((split_id, variant, int(customers), int(conversions or 0)))
+    return rows
 
 
 #: The ``run`` row of a goal's clean-up path that stops at a wait step (the wait's visit).

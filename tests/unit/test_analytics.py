@@ -194,3 +194,39 @@ def test_the_metrics_carry_the_variant(engine):
     variant = _variants(_services)
     count = Counter(variant.values())
     assert f'journey_variant_enrollments{{journey="trial",split="pick",status="active",variant="a"}} {count["a"]}.0' in body
+
+
+AGAIN = """
+id: again
+name: Again
+stage: consideration
+trigger: {event: visited}
+entry: {reentry: always}
+goal: {event: order_completed}
+policy: {kind: transactional}
+steps:
+  - id: pick
+    split:
+      - {name: a, weight: 50, goto: offer_a}
+      - {name: b, weight: 50, goto: offer_b}
+  - id: offer_a
+    send: {channel: log, text: "offer a"}
+  - id: offer_b
+    send: {channel: log, text: "offer b"}
+"""
+
+
+def test_customers_who_re_enter_are_counted_once_per_variant(engine, tmp_path: Path):
+    services, client, write, admin = engine
+    path = tmp_path / "again.yaml"
+    path.write_text(AGAIN)
+    with services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(path)], services.clock())
+    services.deployed.invalidate()
+    users = USERS[:30]
+    visits = [{"type": "track", "event": "visited", "userId": u, "messageId": f"v{n}-{u}"} for n in (1, 2) for u in users]
+    assert client.post("/v1/batch", json={"batch": visits}, headers=write).status_code == 200
+    drain(services)
+    stats = client.get("/v1/journeys/again/stats", params={"since": "1h"}, headers=admin).json()
+    assert (stats["entered"], stats["customers"], sum(v["customers"] for v in stats["variants"]),
+            {s["id"]: s["entered"] for s in stats["steps"]}["pick"]) == (60, 30, 30, 60)
