@@ -426,7 +426,7 @@ def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | N
     out: dict[str, list[Any]] = {}
     for step, total, at, n in session.execute(
         select(ranked.c.step, ranked.c.total, ranked.c.updated_at, ranked.c.n)
-        .where(or_(ranked.c.n == 1, ranked.c.n == (ranked.c.total + 1) / 2))
+        .where(or_(ranked.c.n == 1, ranked.c.n == (ranked.c.total + 1) // 2))
     ):
         entry = out.setdefault(step, [step, int(total), None, None])
         if n == 1:
@@ -696,10 +696,10 @@ def stage_funnel(session: Session, window: Window, now: datetime) -> dict[str, A
     medians: dict[str, list[float]] = defaultdict(list)
     for stage, seconds, n, total in session.execute(
         select(ended.c.stage, ended.c.seconds, ended.c.n, ended.c.total)
-        .where(or_(ended.c.n == (ended.c.total + 1) / 2, ended.c.n == ended.c.total / 2 + 1))
+        .where(or_(ended.c.n == (ended.c.total + 1) // 2, ended.c.n == ended.c.total // 2 + 1))
     ):
         if n in ((total + 1) // 2, total // 2 + 1):
-            medians[stage].append(float(seconds))
+            medians[stage].append(round(float(seconds), 3))  # julianday arithmetic on SQLite is not exact
     stages = []
     for stage in STAGES:
         entered, moved, advanced = flows.get(stage, (0, 0, 0))

@@ -50,7 +50,7 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines = [
         f"{stats['journey']}{version}: entered {stats['since'][:16]} .. {stats['until'][:16]} UTC",
         f"  {stats['entered']} enrollments, {stats['customers']} customers, {stats['converted']} converted"
-        f" ({_pct(stats['rate'])}) within {format_duration(_td(stats['conversion_window']))}",
+        f" ({_pct(stats['rate'])}) within {_days(stats['conversion_window'])} of entering",
         "",
         f"{'STEP':<22} {'ENTERED':>8} {'WAITING':>8} {'MEDIAN WAIT':>11}  EXITED / DELIVERIES",
     ]
@@ -110,6 +110,10 @@ def _td(seconds: float) -> Any:
     from datetime import timedelta
 
     return timedelta(seconds=seconds)
+
+
+def _days(seconds: float) -> str:
+    return f"{int(seconds // 86400)}d" if seconds % 86400 == 0 else format_duration(_td(seconds))
 
 
 def _ago(seconds: float | None) -> str:
