@@ -50,3 +50,33 @@ def test_the_median_time_in_a_stage_and_the_drop_off(any_services):
     consideration = next(s for s in funnel["stages"] if s["stage"] == "consideration")
     assert (consideration["customers"], consideration["entered"], consideration["advanced"],
             consideration["drop_off"], consideration["median_seconds_in_stage"]) == (1, 5, 4, 0.2, 4 * 3600.0)
+
+
+def test_deliveries_by_status_and_held_by_reason(any_services, tmp_path: Path):
+    from engine.storage.models import Delivery
+
+    path = tmp_path / "trial.yaml"
+    path.write_text(JOURNEY)
+    at = NOW - timedelta(hours=1)
+    outcomes = [("sent", None), ("sent", None), ("failed", "550 no such mailbox"),
+                ("held", "frequency cap: 3 log messages in the last 7d (cap 3)"),
+                ("held", "frequency cap: 4 log messages in the last 7d (cap 3)"),
+                ("held", "suppressed: hard bounce on log")]
+    with any_services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(path)], NOW - timedelta(days=1))
+        for i, (status, error) in enumerate(outcomes):
+            session.add(Customer(id=i + 1, first_seen_at=at, last_seen_at=at, updated_at=at))
+            session.flush()
+            session.add(Enrollment(id=f"trial:{i}", journey_id="trial", version=1, customer_id=i + 1,
+                                   status="completed", state={}, started_at=at, updated_at=at))
+            session.flush()
+            session.add(Delivery(key=f"trial:{i}:vip:1", enrollment_id=f"trial:{i}", customer_id=i + 1,
+                                 journey_id="trial", version=1, step="vip", channel="log", status=status,
+                                 error=error, created_at=at, updated_at=at))
+    with any_services.sessions() as session:
+        definitions = analytics.definitions_for(session, any_services.deployed, "trial", None)
+        stats = analytics.journey_stats(session, "trial", definitions,
+                                        analytics.Window(NOW - timedelta(days=1), NOW), NOW)
+    vip = next(s for s in stats["steps"] if s["id"] == "vip")
+    assert (vip["deliveries"], vip["held"]) == (
+        {"sent": 2, "failed": 1, "held": 3}, {"frequency cap": 2, "suppressed": 1})
