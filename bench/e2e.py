@@ -182,7 +182,8 @@ def main() -> None:
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=REDIS_URL, JOURNEY_NAMESPACE=namespace,
                LOG_LEVEL="WARNING")
     print(f"e2e bench: {args.events} events in batches of {BATCH} from {args.connections} connections, "
-          f"{args.customers} customers{f', paced at {args.rate:.0f} events/s' if args.rate else ''}; journey serve --workers {args.web_workers}, journey worker --processes "
+          f"{args.customers} customers{f', paced at {args.rate:.0f} events/s' if args.rate else ''}; "
+          f"journey serve --workers {args.web_workers}, journey worker --processes "
           f"{args.processes} --threads {args.threads}; no scheduler (no timers); {os.cpu_count()} cores", flush=True)
     client = redis.Redis.from_url(REDIS_URL)
     try:

@@ -148,7 +148,9 @@ def _settle(services: Services, timeout: float = 60.0) -> None:
                     (Delivery.not_before.is_(None)) | (Delivery.not_before <= now),  # deferred ones wait
                 )
             ).scalar_one()
-            busy += session.execute(select(func.count()).select_from(Timer).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None), Timer.due_at <= now)).scalar_one()
+            busy += session.execute(
+                select(func.count()).select_from(Timer).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None), Timer.due_at <= now)
+            ).scalar_one()
         if not busy:
             return
         time.sleep(0.1)

@@ -150,12 +150,12 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
 
 def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> list[Change]:
     """Store every new or changed journey as a new version; return the plan applied."""
-    snapshots = {snap.id: snap for snap in snapshots}
-    changes = plan(session, snapshots.values())
+    by_id = {snap.id: snap for snap in snapshots}
+    changes = plan(session, by_id.values())
     for change in changes:
         if change.kind not in ("new", "changed"):
             continue
-        snap = snapshots[change.journey_id]
+        snap = by_id[change.journey_id]
         record = session.get(JourneyRecord, change.journey_id)
         if record is None:
             record = JourneyRecord(id=change.journey_id, current_version=0, status="active", updated_at=now)
