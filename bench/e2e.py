@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,7 +57,7 @@ TIMES = sa.text("""
 """)
 
 
-def wait_until(probe, target: int, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_until(probe: Callable[[], int], target: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     value = probe()
     while value < target:

@@ -37,7 +37,7 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-async def plain_app(scope, receive, send):  # type: ignore[no-untyped-def]
+async def plain_app(scope, receive, send):
     """The baseline: read the body, answer 202, do nothing else."""
     if scope["type"] != "http":
         return
