@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ def bench_condition(evaluations: int) -> tuple[float, float, float]:
     data: dict[str, dict[str, Any]] = {"event": {"properties": {"cart_value": 250}}, "customer": {"tier": "silver"}}
     activation = make_activation(data)
 
-    def per_call(function) -> float:
+    def per_call(function: Callable[[], object]) -> float:
         start = time.perf_counter()
         for _ in range(evaluations):
             function()
