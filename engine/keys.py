@@ -10,8 +10,8 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass
-from typing import cast
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
