@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from channels.settings import _VARIABLES as CHANNEL_VARIABLES
 from engine.cli import main
+from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.storage.models import Base
 from engine.storage.types import UTCDateTime
 from tests.conftest import free_port
@@ -188,3 +189,22 @@ def test_dev_demo_leaves_nothing_stamped_after_now(dev_twice):
 
     assert {"journey_versions.deployed_at", "api_keys.created_at"} <= set(stamped), latest  # the deploy and the key
     assert not {where: at for where, at in stamped.items() if at > now}
+
+
+def test_a_bad_sample_line_names_its_file_and_line(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "journeys", tmp_path / "journeys")
+    sample = tmp_path / "journeys" / "samples" / "winback.jsonl"
+    sample.write_text(sample.read_text(encoding="utf-8") + '{"type": "track", "userId": "ada", \n', encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'journey.db'}")
+
+    result = CliRunner().invoke(main, ["demo", "--journeys", str(tmp_path / "journeys")])
+
+    assert result.exit_code == RET_INVALID
+    assert f"Error: {sample}:7: not JSON" in result.stderr, result.output
+
+
+def test_a_directory_that_is_not_there_is_named(tmp_path):
+    result = CliRunner().invoke(main, ["demo", "--journeys", str(tmp_path / "nowhere")])
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert f"no such directory: {tmp_path / 'nowhere'}" in result.stderr
