@@ -23,7 +23,7 @@ same instant (docs/runtime.md).
 The outputs are the database rows themselves, read by the small query functions below:
 deliveries with their statuses and reasons, trace rows, enrollments, stage history,
 points, referral codes. ``journey simulate``, :class:`engine.testing.JourneyTest` and
-``journey dev --demo`` (which drives real processes with the same loop) are built on it.
+the demo (:mod:`engine.demo`, a twin per sample scene) are built on it.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class TwinStuck(RuntimeError):
     """The driver loop made no progress at one instant (a timer held back for good)."""
 
 
-# -- the driver loop's steps, shared with ``journey dev --demo`` --------------------------------
+# -- the driver loop's steps, shared with the differential test ----------------------------
 
 
 def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None]:
@@ -163,7 +163,7 @@ def fast_forward(
         settle: called after each step, until the work it caused is done.
         also: another source of due moments (the twin's delayed queue messages), which
             ``settle`` runs.
-        max_rounds: stop after that many rounds (the demo bounds itself).
+        max_rounds: stop after that many rounds (a driver of real workers may bound itself).
 
     Raises:
         TwinStuck: the same instant came round ``MAX_ROUNDS_AT_ONE_INSTANT`` times.
