@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import or_, select, text, update
 from sqlalchemy.orm import Session
 
+from channels.base import customer_label
 from engine.storage.models import AnonymousId, Customer, Event, ReferralCode, StageChange
 from engine.storage.upsert import insert_ignore
 
@@ -312,6 +313,21 @@ def anonymous_ids(session: Session, customer: Customer) -> list[str]:
             .order_by(AnonymousId.created_at, AnonymousId.anonymous_id)
         ).scalars()
     )
+
+
+def public_id(session: Session, customer: Customer) -> tuple[str, bool]:
+    """How the customer is named to people and providers: (user id, False), else
+    (their first anonymous id, True); a row id only for a profile with neither."""
+    if customer.external_id:
+        return customer.external_id, False
+    anonymous = anonymous_ids(session, customer)
+    return (anonymous[0] if anonymous else f"#{customer.id}"), True
+
+
+def describe(session: Session, customer: Customer) -> str:
+    """The customer as errors and notes name them: ``customer 'ada'``, ``anonymous customer 'anon-123'``."""
+    ident, anonymous = public_id(session, customer)
+    return customer_label(ident, anonymous=anonymous)
 
 
 def _follow(session: Session, customer: Customer | None) -> Customer | None:

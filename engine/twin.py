@@ -725,10 +725,7 @@ def _live(customers_by_id: Mapping[int, Customer], customer_id: int) -> int:
 
 
 def _name(session: Session, customer: Customer) -> str:
-    if customer.external_id:
-        return customer.external_id
-    anonymous = profiles.anonymous_ids(session, customer)
-    return anonymous[0] if anonymous else f"customer {customer.id}"
+    return profiles.public_id(session, customer)[0]
 
 
 def _moment(value: Any) -> dt.datetime:

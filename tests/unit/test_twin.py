@@ -53,3 +53,10 @@ def test_twins_share_nothing():
     with Twin([], start=START) as one, Twin([], start=START) as other:
         identified(one)
         assert one.customers() == ["ada"] and other.customers() == []
+
+
+def test_an_anonymous_customer_is_named_by_their_anonymous_id_when_a_send_fails():
+    with Twin([ROOT / "journeys" / "order_followup.yaml"], start=START) as twin:
+        twin.send({**ORDER, "userId": None, "anonymousId": "anon-123"})
+        [thanks] = twin.read(deliveries, "anon-123")
+        assert thanks.error == "anonymous customer 'anon-123' has no email; a email message needs one"
