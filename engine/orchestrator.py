@@ -346,7 +346,7 @@ class Orchestrator:
             row = rows[timer.enrollment_id]
             if row.status != "active":
                 timer.fired_at = now
-            elif self._is_running(row.journey_id, session):  # paused: stays due, fires after a resume
+            elif self._is_running(row.journey_id, session):  # paused: stays claimed; the resume releases it
                 due.append((timer, row, self.deployed.get(row.journey_id, row.version, session)))
         held = waits_for_earlier_events(session, [(t, customers[r.customer_id], _events_of(j)) for t, r, j in due])
         followups = Followups()
