@@ -48,7 +48,15 @@ def test_human_output_is_a_timeline_per_customer():
     assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder (marketing): 'Ada, your cart is waiting'" in out
     assert "converted: goal:order_completed" in out
     # grace was never in the audience: no removal for her
-    assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 7 sends, 1 held"
+    assert out.rstrip().splitlines()[-2] == "4 customers, 4 enrollments (1 completed, 3 converted), 7 sends, 1 held"
+
+
+def test_the_samples_anonymous_checkout_then_identify_is_one_customer_converted_without_a_reminder():
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"),
+                    "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"), "--json")
+    margaret = [json.loads(line) for line in result.output.splitlines() if json.loads(line)["customer"] == "margaret"]
+    assert [(e["effect"], e.get("status")) for e in margaret if e["effect"] in ("enter", "send", "hold", "exit")] == [
+        ("enter", None), ("exit", "converted")]
 
 
 def test_quiet_hours_defer_graces_reminder_and_her_order_then_holds_it():
