@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import click
 from sqlalchemy import func, select
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 from engine import deploy as deploying
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.cli.common import fail, services_for
-from engine.definitions import journey_files
+from engine.cli.journeys import _files_or_fail
 from engine.errors import DefinitionError
 from engine.storage.db import check_current
 from engine.storage.models import Enrollment, JourneyRecord
@@ -18,7 +19,7 @@ _PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True))
 
 
 def _snapshots(paths: tuple[str, ...]) -> list[deploying.Snapshot]:
-    files = journey_files(paths or ("journeys",))
+    files = _files_or_fail(tuple(Path(p) for p in paths))
     snapshots, errors = [], []
     for file in files:
         try:

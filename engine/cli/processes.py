@@ -76,7 +76,8 @@ def scheduler() -> None:
 @click.option("--demo", is_flag=True, help="Deploy journeys/, feed it journeys/samples/*.jsonl, "
               "fast-forward the waits and print what each customer received.")
 @click.option("--journeys", "journeys_dir", default="journeys", show_default=True,
-              type=click.Path(file_okay=False), help="The journeys the demo deploys.")
+              callback=lambda ctx, param, value: _directory(value, "--journeys"),
+              help="The journeys the demo deploys.")
 def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
     """Run API, worker and scheduler in one process, migrating the database first.
 
@@ -124,6 +125,17 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
         finally:
             stop.set()
             worker.stop()
+
+
+def _directory(value: str, option: str) -> str:
+    """``value`` if it is not a file; a file where a directory belongs is a usage error that says what to give."""
+    from pathlib import Path
+
+    path = Path(value)
+    if path.is_file():
+        raise click.BadParameter(f"{value} is a file; give the directory that holds it, such as {option} {path.parent}",
+                                 param_hint=option)
+    return value
 
 
 def _check_database() -> None:

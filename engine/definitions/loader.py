@@ -48,6 +48,11 @@ def load_journey(path: str | Path, *, engine: TemplateEngine | None = None) -> m
         DefinitionError: the file is invalid; ``problems`` lists every problem found.
     """
     path = Path(path)
+    if path.is_dir():
+        files = journey_files([path])
+        example = f", such as {files[0]}" if files else ""
+        message = f"{path} is a directory, not a journey file; give one of its journey files{example}"
+        raise DefinitionError(str(path), [Problem("", message)])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
