@@ -72,7 +72,8 @@ def compile_version(journey_id: str, version: int, source: str, templates: dict[
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in templates.items():
         (folder / name).write_text(text, encoding="utf-8")
-    return load_text(source, filename=f"{journey_id}@{version}", templates=folder)
+    return load_text(source, filename=f"{journey_id}@{version}", templates=folder,
+                     templates_shown_as=f"{journey_id} v{version} templates")
 
 
 @dataclass

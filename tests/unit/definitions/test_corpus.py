@@ -136,8 +136,11 @@ EXPECTED: dict[str, list[str]] = {
     'template_missing_part': [
         "line 13, col 38, steps[0].send.template: template 'only_text' has no 'subject' part; add only_text.subject.j2 to tests/corpus/templates",
     ],
+    'template_render_error': [
+        "line 13, col 38, steps[0].send.template: template points_by_zero.text (tests/corpus/templates/points_by_zero.text.j2 line 3): ZeroDivisionError: integer division or modulo by zero (rendering the journey's sample)",
+    ],
     'template_variable_absent': [
-        "line 13, col 38, steps[0].send.template: template needs_last_name.text: no field 'last_name'. Did you mean 'first_name'? (has: email, first_name, id, phone, points, stage, timezone); add it to the journey's sample (sample.customer or sample.events) or fix the name",
+        "line 13, col 38, steps[0].send.template: template needs_last_name.text (tests/corpus/templates/needs_last_name.text.j2 line 1): no field 'last_name'. Did you mean 'first_name'? (has: email, first_name, id, phone, points, stage, timezone); add it to the journey's sample (sample.customer or sample.events) or fix the name",
     ],
     'trigger_kind': [
         "line 5, col 3, trigger: unknown key 'evnt'. Did you mean 'event'? (needs either 'event' or 'segment')",
@@ -158,7 +161,7 @@ EXPECTED: dict[str, list[str]] = {
         "line 12, col 5, steps[0]: unknown key 'sned'. Did you mean 'send'? (a step needs exactly one of send, wait, wait_until, branch, split, update, reward, referral, exit)",
     ],
     'unknown_template': [
-        "line 13, col 38, steps[0].send.template: unknown template 'greetng'. Did you mean 'greeting'? (in tests/corpus/templates: broken_syntax, greeting, needs_last_name, only_text)",
+        "line 13, col 38, steps[0].send.template: unknown template 'greetng'. Did you mean 'greeting'? (in tests/corpus/templates: broken_syntax, greeting, needs_last_name, only_text, points_by_zero)",
     ],
     'unknown_top_key': [
         "line 1, col 1, missing key 'stage'",
