@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import sys
 import threading
 
 import click
 
-from engine.cli.codes import RET_SERVICE
+from engine.cli.codes import RET_CONFIG, RET_SERVICE
 from engine.cli.common import fail, load_settings, services_for
 from engine.errors import StorageError
 from engine.storage.db import check_current, upgrade
@@ -24,6 +26,7 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     settings = load_settings()
+    _check_port(host, port)
     _check_database()
     uvicorn.run(
         "engine.api.asgi:build",
@@ -95,6 +98,7 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str) -> None:
     from pathlib import Path
 
     settings = load_settings()
+    _check_port(host, port)
     with services_for(process="journey dev", preview_unconfigured=True) as services:
         upgrade(services.engine)
         with services.sessions.begin() as session:
@@ -136,6 +140,46 @@ def _directory(value: str, option: str) -> str:
         raise click.BadParameter(f"{value} is a file; give the directory that holds it, such as {option} {path.parent}",
                                  param_hint=option)
     return value
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit with a clear line if the API cannot listen on ``host:port`` (uvicorn would only log it).
+
+    The probe binds the way uvicorn does (SO_REUSEADDR), so a port held only by closing
+    connections is free, and one another process listens on is not.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"cannot listen on {host}:{port}: {host!r} is not an address of this machine ({exc}); "
+             "set JOURNEY_HOST (or --host) to one, such as 127.0.0.1 or 0.0.0.0", RET_CONFIG)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                free = _free_port_after(family, address, port)
+                instead = f"PORT={free}" if free else "PORT to a free port"
+                fail(f"port {port} is in use on {host}: stop the other process or set {instead} (or --port)", RET_CONFIG)
+            if exc.errno == errno.EACCES:
+                fail(f"cannot listen on port {port}: permission denied; ports below 1024 need privileges, "
+                     "so set PORT (or --port) to 1024 or above", RET_CONFIG)
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}; set JOURNEY_HOST and PORT "
+                 "(or --host and --port) to an address of this machine and a free port", RET_CONFIG)
+
+
+def _free_port_after(family: int, address: tuple, port: int) -> int | None:  # type: ignore[type-arg]
+    """The first of the next few ports that is free on the same address, to suggest."""
+    for candidate in range(port + 1, min(port + 20, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address[0], candidate, *address[2:]))
+            except OSError:
+                continue
+            return candidate
+    return None
 
 
 def _check_database() -> None:
