@@ -24,7 +24,9 @@ from sqlalchemy import func, select
 
 from engine import deploy, keys
 from engine.definitions import journey_files
+from engine.errors import PayloadError
 from engine.delivery import UNSETTLED
+from engine.segment import normalize
 from engine.services import Services
 from engine.storage.models import Customer, Delivery, Event, Timer
 from engine.twin import VirtualClock, fast_forward
@@ -35,13 +37,13 @@ MAX_ROUNDS = 200
 def run_demo(services: Services, base_url: str, directory: Path, say: Callable[[str], None]) -> None:
     """Run the demo against the engine serving at ``base_url``; report through ``say``."""
     now = datetime.now(timezone.utc)
+    events = _sample_events(directory / "samples", now)  # a broken sample fails before anything is deployed
     with services.sessions.begin() as session:
         snapshots = [deploy.snapshot(path) for path in journey_files([directory])]
         changes = deploy.deploy(session, snapshots, now)
         _, key = keys.create_key(session, "demo")
     services.deployed.invalidate()
     say(f"demo: {len(snapshots)} journeys deployed ({sum(c.kind != 'unchanged' for c in changes)} new versions)")
-    events = _sample_events(directory / "samples")
     run = uuid.uuid4().hex[:6]
     wait_for_http(f"{base_url}/health")
     # The samples' timeline, replayed from now on a virtual clock: the workers apply each
@@ -118,15 +120,27 @@ def _aware(value: datetime | str | None) -> datetime | None:
     return value
 
 
-def _sample_events(directory: Path) -> list[tuple[str, dict]]:
+def _sample_events(directory: Path, now: datetime) -> list[tuple[str, dict]]:
     """Every sample event once: the files repeat the same customers' history (one order in
-    several files has several messageIds), and the demo shows one history per customer."""
+    several files has several messageIds), and the demo shows one history per customer.
+
+    Raises:
+        ValueError: a line is not JSON or not a valid Segment message; the message names
+            its file and line, and what the API would say (``unknown type 'trak'. Did you mean 'track'?``).
+    """
     events, seen = [], set()
     for path in sorted(directory.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
-            event = orjson.loads(line)
+            try:
+                event = orjson.loads(line)
+                normalize(event, source="demo", received_at=now)
+            except orjson.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+            except PayloadError as exc:
+                reasons = "; ".join(str(problem) for problem in exc.problems)
+                raise ValueError(f"{path}:{number}: {reasons}") from None
             same = orjson.dumps({k: v for k, v in event.items() if k != "messageId"}, option=orjson.OPT_SORT_KEYS)
             if same not in seen:
                 seen.add(same)

@@ -7,8 +7,12 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
+from engine.demo import _sample_events
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,3 +50,20 @@ def test_dev_demo_shows_what_each_customer_received(tmp_path):
     assert any("welcome_series.welcome" in line and " sent " in line for line in received)
     assert any("order_followup.thank_you" in line and " sent " in line for line in received)
     assert not any(" failed " in line for line in received), text
+
+
+def test_a_misspelt_type_in_a_sample_file_names_the_line_and_the_type_meant(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    (samples / "cart.jsonl").write_text(
+        '{"type": "identify", "userId": "ada", "traits": {"first_name": "Ada"}}\n'
+        '{"type": "trak", "userId": "ada", "event": "checkout_started"}\n'
+    )
+
+    with pytest.raises(ValueError) as caught:
+        _sample_events(samples, datetime(2030, 1, 1, tzinfo=timezone.utc))
+
+    assert str(caught.value) == (
+        f"{samples / 'cart.jsonl'}:2: type: unknown type 'trak'. Did you mean 'track'? "
+        "(expected one of identify, track, page, screen, group, alias)"
+    )
