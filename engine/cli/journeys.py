@@ -20,15 +20,23 @@ _paths = click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 
 
 def _files_or_fail(paths: tuple[Path, ...]) -> list[Path]:
-    files = journey_files(paths or (Path(DEFAULT_DIRECTORY),))
-    missing = [str(p) for p in (paths or (Path(DEFAULT_DIRECTORY),)) if not p.exists()]
+    """The journey files PATHS name (default: journeys/), or exit naming what is missing and what is close."""
+    paths = paths or (Path(DEFAULT_DIRECTORY),)
+    missing = [p for p in paths if not p.exists()]
     if missing:
-        click.echo(f"Error: no such file or directory: {', '.join(missing)}", err=True)
-        sys.exit(RET_NOT_FOUND)
+        fail("; ".join(f"no such file or directory: {p}.{_close_name(p)}".removesuffix(".") for p in missing), RET_NOT_FOUND)
+    files = journey_files(paths)
     if not files:
-        where = ", ".join(f"{p}/" for p in (paths or (Path(DEFAULT_DIRECTORY),)))
+        where = ", ".join(f"{p}/" for p in paths)
         fail(f"no journey files (*.yaml, *.yml) in {where}; give a directory of journeys or journey files", RET_NOT_FOUND)
     return files
+
+
+def _close_name(path: Path) -> str:
+    """`` Did you mean 'journeys/cart_abandonment.yaml'?`` for a misspelt path whose directory exists."""
+    if not path.parent.is_dir():
+        return ""
+    return did_you_mean(str(path), sorted(str(path.parent / p.name) for p in path.parent.iterdir()))
 
 
 @click.command()

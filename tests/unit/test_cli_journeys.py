@@ -44,6 +44,15 @@ def test_validate_missing_path(run) -> None:
     assert result.output == "Error: no such file or directory: nowhere\n"
 
 
+def test_a_misspelt_journey_file_suggests_the_one_meant(run) -> None:
+    result = run("validate", "journeys/cart_abandonmnt.yaml")
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output == (
+        "Error: no such file or directory: journeys/cart_abandonmnt.yaml. Did you mean 'journeys/cart_abandonment.yaml'?\n"
+    )
+
+
 def test_lint_strict_passes_on_shipped_journeys(run) -> None:
     result = run("lint", "--strict")
 
