@@ -113,8 +113,8 @@ class Change:
             lines.append("    steps changed:")
             lines += [f"      {step}: {what}" for step in self.changed for what in self.step_fields.get(step, ["changed"])]
         if self.kind == "changed":
-            for key, what in self.fields.items():
-                lines += [f"    {key}: {line}" for line in what]
+            for key, values in self.fields.items():
+                lines += [f"    {key}: {line}" for line in values]
             same = [key for key in WATCHED if key not in self.fields]
             if same:
                 lines.append(f"    {_series(same)} unchanged")
@@ -167,12 +167,12 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
 
 def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> list[Change]:
     """Store every new or changed journey as a new version; return the plan applied."""
-    snapshots = {snap.id: snap for snap in snapshots}
-    changes = plan(session, snapshots.values())
+    by_id = {snap.id: snap for snap in snapshots}
+    changes = plan(session, by_id.values())
     for change in changes:
         if change.kind not in ("new", "changed"):
             continue
-        snap = snapshots[change.journey_id]
+        snap = by_id[change.journey_id]
         record = session.get(JourneyRecord, change.journey_id)
         if record is None:
             record = JourneyRecord(id=change.journey_id, current_version=0, status="active", updated_at=now)
@@ -287,7 +287,7 @@ def _differences(old: Any, new: Any, path: str = "", skip: tuple[str, ...] = ())
                 lines += _differences(old.get(key, _MISSING), new.get(key, _MISSING), f"{path}.{key}" if path else str(key))
         return lines
     if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        return [line for i, (a, b) in enumerate(zip(old, new)) for line in _differences(a, b, f"{path}[{i}]")]
+        return [line for i, (a, b) in enumerate(zip(old, new, strict=True)) for line in _differences(a, b, f"{path}[{i}]")]
     if old == new:
         return []
     return [f"{path} {_shown(old)} → {_shown(new)}" if path else f"{_shown(old)} → {_shown(new)}"]

@@ -21,7 +21,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import profiles
-from engine.definitions import Journey
+from engine.definitions import Journey, WaitUntilStep
 from engine.deployed import DeployedJourneys
 from engine.runtime import commands as cmd
 from engine.runtime.entry import TriggerIndex, may_enter, route
@@ -403,12 +403,13 @@ class Orchestrator:
                          customer: Customer, now: datetime, followups: Followups) -> None:
         owner = customer.id
         if command.to == "referrer":
-            owner = _referrer(session, customer, command.referral_code, now)
-            if owner is None:
+            referrer = _referrer(session, customer, command.referral_code, now)
+            if referrer is None:
                 session.add(TraceEntry(enrollment_id=row.id, at=now, step=command.step, what="no referrer",
                                        detail="no known referral code; nobody was awarded points",
                                        value={"referral_code": command.referral_code}))
                 return
+            owner = referrer
         batch = _batch(session)
         if batch is not None:
             batch.points.pop(owner, None)
@@ -521,7 +522,7 @@ def _lock_active(session: Session, customer_ids: Collection[int]) -> list[Enroll
 def _events_of(journey: Journey) -> set[str]:
     names = {journey.goal.event} if journey.goal is not None and journey.goal.event else set()
     names |= {outcome.event for outcome in journey.exit_on if outcome.event}
-    names |= {step.event for step in journey.steps if getattr(step, "event", None) and step.kind == "wait_until"}
+    names |= {step.event for step in journey.steps if isinstance(step, WaitUntilStep) and step.event}
     return names
 
 

@@ -243,11 +243,13 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
     targets = {target for _, target in found if target is not None} - ids
     while targets:  # merged-away customers lead to the ones they were merged into
         ids |= targets
-        targets = set(
-            session.execute(
+        targets = {
+            target
+            for target in session.execute(
                 select(Customer.merged_into_id).where(Customer.id.in_(targets), Customer.merged_into_id.is_not(None))
             ).scalars()
-        ) - ids
+            if target is not None
+        } - ids
     customers = lock_customers(session, ids)
     cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
     cache.update({customer.external_id: customer for customer in customers if customer.external_id in user_ids})

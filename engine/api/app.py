@@ -20,6 +20,7 @@ import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -91,7 +92,7 @@ def create_app(services: Services) -> FastAPI:
         if exc.status_code == 404 and request.method == "POST" and request.url.path.startswith("/v1/"):
             # No route: most often a misspelt type, as in POST /v1/trak.
             endpoints = [route.path for route in app.routes
-                         if "POST" in getattr(route, "methods", ()) and "{" not in route.path]
+                         if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and "{" not in route.path]
             hint = did_you_mean(request.url.path, endpoints)
             message = f"no endpoint POST {request.url.path}.{hint} (endpoints: {', '.join(endpoints)})".replace(". (", " (")
         return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code)

@@ -7,6 +7,8 @@ indented to no level above it; a person needs to hear that ``template`` is inden
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import yaml
 
 _EXCERPT = 3  # lines shown, ending with the one at fault
@@ -89,7 +91,7 @@ def _value_or_continuation(lines: list[str], number: int, column: int) -> str | 
             f"so it reads as more of {above}'s value; indent it {_indent(lines[nearest])} spaces, like '{above}'")
 
 
-def _content_lines(lines: list[str], number: int):  # type: ignore[no-untyped-def]
+def _content_lines(lines: list[str], number: int) -> Iterator[int]:
     """The numbers of the lines before ``number`` that hold a key or item (not blank, not a comment), nearest first."""
     for before in range(number - 1, -1, -1):
         stripped = lines[before].strip()

@@ -51,7 +51,7 @@ def _problem(error: ErrorDetails, source: Source) -> Problem:
         if moved:
             return source.problem(path, moved, key=True)
         allowed = _keys(parent)
-        hint = did_you_mean(path[-1], allowed)
+        hint = did_you_mean(str(path[-1]), allowed)
         return source.problem(path, f"unknown key '{path[-1]}'.{hint} (allowed: {', '.join(allowed)})".replace(". (", " ("), key=True)
     if kind in _KIND_KEYS:
         return source.problem(path, _kind_message(kind, value, error["msg"]))
@@ -92,7 +92,8 @@ def _misplaced(path: Path, levels: list[tuple[Path, Any]], source: Source) -> st
             return (f"unknown key '{key}' in {_level(here)}: move it up {steps}{beside}; "
                     f"it belongs to {_level(at)}, not to {_level(here)}")
     owner = next((model for at, model in levels if at == here), None)
-    for name, info in (owner.model_fields.items() if _is_model(owner) else ()):
+    fields = owner.model_fields.items() if owner is not None and _is_model(owner) else ()
+    for name, info in fields:
         child = _unwrap(info.annotation)
         field = info.alias or name
         if _is_model(child) and key in _keys(child) and isinstance(source.data, dict) and _has_key(source, here, field):
@@ -204,7 +205,7 @@ def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any, list[tuple[Pat
             if field is None:
                 annotation = None
             elif field.metadata:
-                annotation = typing.Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+                annotation = typing.Annotated[(field.annotation, *field.metadata)]
             else:
                 annotation = field.annotation
         elif typing.get_origin(annotation) in (list, dict):

@@ -159,7 +159,8 @@ def test_a_send_may_override_the_journeys_kind(load) -> None:
 
 
 def test_a_wrong_send_kind_is_located_with_the_choices(load) -> None:
-    text = "steps:\n  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactionl}\n  - id: b\n    send: {channel: sms, text: Hi, kind: 1}\n"
+    text = ("steps:\n  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactionl}\n"
+            "  - id: b\n    send: {channel: sms, text: Hi, kind: 1}\n")
 
     with pytest.raises(DefinitionError) as caught:
         load(text)
