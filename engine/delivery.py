@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select,
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
+from engine import profiles
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError, TemplateError
 from engine.orchestrator import customer_views
@@ -418,8 +419,10 @@ class Deliverer:
         if delivery.content.get("url"):
             content["url"] = delivery.content["url"]
         traits = customer.traits or {}
+        ident, anonymous = profiles.public_id(session, customer)
         recipient = Recipient(
-            customer_id=customer.external_id or str(customer.id),
+            customer_id=ident,
+            anonymous=anonymous,
             email=_text(traits.get("email")),
             phone=_text(traits.get("phone")),
             push_token=_text(traits.get("push_token")),

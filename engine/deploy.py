@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from engine.definitions import Journey, SendStep, load_journey, load_text
 from engine.definitions.source import read_yaml
-from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion
+from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion, Timer
 
 STATUSES = ("active", "paused", "archived")
 
@@ -191,6 +191,7 @@ def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> li
         )
         record.current_version = change.to_version or record.current_version
         if record.status == "archived":
+            release_timers(session, record.id)
             record.status = "active"
         record.updated_at = now
     session.flush()
@@ -212,8 +213,26 @@ def set_status(session: Session, journey_id: str, status: str, now: datetime) ->
     record = session.get(JourneyRecord, journey_id)
     if record is None:
         raise KeyError(journey_id)
+    if status == "active" and record.status != "active":
+        release_timers(session, journey_id)
     record.status, record.updated_at = status, now
     return record
+
+
+def release_timers(session: Session, journey_id: str) -> None:
+    """Let the scheduler claim again the unfired timers of a journey that runs again.
+
+    While it was paused or archived, a due timer was claimed once and left alone by the
+    worker, and the sweep leaves it be (:func:`engine.scheduler.not_held_by_a_pause`):
+    unclaimed now, the scheduler's next tick fires it.
+    """
+    session.execute(
+        update(Timer)
+        .where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+               Timer.enrollment_id.in_(select(Enrollment.id).where(Enrollment.journey_id == journey_id,
+                                                                   Enrollment.status == "active")))
+        .values(enqueued_at=None)
+    )
 
 
 def _latest_versions(session: Session) -> dict[str, tuple[JourneyRecord, JourneyVersion]]:

@@ -52,7 +52,7 @@ from engine import deploy, ingest, profiles
 from engine.definitions import Journey
 from engine.runtime import Enrollment as State
 from engine.runtime import Trace
-from engine.scheduler import Scheduler
+from engine.scheduler import Scheduler, not_held_by_a_pause
 from engine.segment import parse_time
 from engine.services import Services
 from engine.settings import Settings
@@ -105,15 +105,18 @@ class TwinStuck(RuntimeError):
 def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None]:
     """When the scheduler has work next: (a timer to fire, a deferred send to release).
 
-    A timer is due at ``due_at``; one enqueued and not fired (its journey paused) again
-    ``JOURNEY_SWEEP_AFTER`` after that enqueue, as :meth:`Scheduler.fire_due` claims it. A
-    deferred send is due at its ``not_before``.
+    A timer is due at ``due_at``, as :meth:`Scheduler.fire_due` claims it; one enqueued and
+    not fired (its message lost) again ``JOURNEY_SWEEP_AFTER`` after that enqueue, as
+    the sweep claims it, unless its journey is paused: then it waits for the resume
+    (:func:`~engine.scheduler.not_held_by_a_pause`, the sweep's rule). A deferred send is
+    due at its ``not_before``.
     """
     with services.sessions() as session:  # one statement: the loop asks before every step
         timer, again, deferred = session.execute(select(
             select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_(None))
             .scalar_subquery(),
-            select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None))
+            select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+                                                      not_held_by_a_pause())
             .scalar_subquery(),
             select(func.min(Delivery.not_before)).where(
                 Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.enqueued_at.is_(None)
@@ -445,6 +448,12 @@ class Twin:
                 self.services.deployed.add(snap.id, versions[snap.id], snap.journey)
         self.services.deployed.invalidate()
 
+    def set_status(self, journey_id: str, status: str) -> None:
+        """Pause (``paused``), resume (``active``) or archive a journey now, as ``journey pause`` and friends do."""
+        with self.services.sessions.begin() as session:
+            deploy.set_status(session, journey_id, status, self.now)
+        self.services.deployed.invalidate()
+
     def send(self, event: Mapping[str, Any]) -> None:
         """Take one Segment event at its ``timestamp`` (now, if it has none; never in the past).
 
@@ -725,10 +734,7 @@ def _live(customers_by_id: Mapping[int, Customer], customer_id: int) -> int:
 
 
 def _name(session: Session, customer: Customer) -> str:
-    if customer.external_id:
-        return customer.external_id
-    anonymous = profiles.anonymous_ids(session, customer)
-    return anonymous[0] if anonymous else f"customer {customer.id}"
+    return profiles.public_id(session, customer)[0]
 
 
 def _moment(value: Any) -> dt.datetime:
