@@ -49,12 +49,15 @@ def _out_of_line(lines: list[str], number: int, column: int) -> str | None:
     """A key or list item indented to no level above it: say the levels it could join."""
     line = lines[number]
     if line[column:].startswith("-"):
-        for before in range(number - 1, -1, -1):
+        for before in _content_lines(lines, number):
             dash = _dash(lines[before])
             if dash is not None and dash != column:
                 return (f"this list item is indented {column} spaces, but the items before it are at {dash} "
                         f"('{lines[before].strip()}', line {before + 1}); indent every item of a list alike")
-        return None
+            if _indent(lines[before]) <= column:
+                break
+        return ("a list item ('- ') where a key is expected; remove the '- ', or indent the item "
+                "under the key whose list it is")
     key = _key(line)
     previous = _content_lines(lines, number)
     options = []
@@ -81,6 +84,8 @@ def _value_or_continuation(lines: list[str], number: int, column: int) -> str | 
     first_colon = line.find(":", _indent(line))
     if first_colon != column:
         value = line[first_colon + 1:].strip()
+        if value.startswith(("{", "[", "'", '"')):  # text after a closed mapping, list or quote
+            return None
         return (f"YAML syntax error: the value of '{key}' contains ': '; put it in quotes: "
                 f"{key}: \"{value.replace(chr(34), chr(92) + chr(34))}\"")
     nearest = next(_content_lines(lines, number), None)

@@ -182,6 +182,9 @@ EXPECTED: dict[str, list[str]] = {
     'yaml_indentation_too_deep': [
         "line 15, col 17, YAML indentation error: 'template' is indented more than 'channel' (line 14), so it reads as more of channel's value; indent it 6 spaces, like 'channel'\n       13 |     send:\n       14 |       channel: email\n    >  15 |         template: greeting",
     ],
+    'yaml_list_item_for_key': [
+        "line 11, col 1, YAML indentation error: a list item ('- ') where a key is expected; remove the '- ', or indent the item under the key whose list it is\n        9 |     checkout_started:\n       10 |       properties: {cart_value: 120, order_id: o-1}\n    >  11 | - steps:",
+    ],
     'yaml_syntax': [
         "line 5, col 6, YAML syntax error: the '{' on line 4, col 10 is never closed; end it with '}' on that line\n        3 | stage: consideration\n        4 | trigger: {event: checkout_started\n    >   5 | steps:",
     ],
