@@ -20,6 +20,7 @@ import orjson
 from fastapi import FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from engine import deliveries, ingest, keys, metrics, preferences
 from engine.api.views import customer_view
-from engine.errors import AuthError, NotFoundError, PayloadError, Problem
+from engine.errors import AuthError, NotFoundError, PayloadError, Problem, did_you_mean
 from engine.segment import MAX_BATCH_BYTES, TYPES
 from engine.services import Services
 from engine.trace import explain
@@ -85,9 +86,16 @@ def create_app(services: Services) -> FastAPI:
         return _invalid(problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
-        return JSONResponse({"success": False, "code": code, "message": str(exc.detail)}, exc.status_code)
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.method == "POST" and request.url.path.startswith("/v1/"):
+            # No route: most often a misspelt type, as in POST /v1/trak.
+            endpoints = [route.path for route in app.routes
+                         if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and "{" not in route.path]
+            hint = did_you_mean(request.url.path, endpoints)
+            message = f"no endpoint POST {request.url.path}.{hint} (endpoints: {', '.join(endpoints)})".replace(". (", " (")
+        return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code)
 
 
     @app.exception_handler(OperationalError)

@@ -14,7 +14,7 @@ import click
 
 from channels.base import Channel
 from engine.cli.codes import RET_NOT_FOUND
-from engine.cli.common import fail, services_for
+from engine.cli.common import a_directory, fail, services_for
 from engine.cli.simulate import describe, read_events, timelines
 from engine.definitions import journey_files, load_journeys
 from engine.demo import play, scenes, start
@@ -86,7 +86,7 @@ def quiet(verbose: bool) -> Iterator[None]:
 
 @click.command("demo")
 @click.option("--journeys", "journeys_dir", default="journeys", show_default=True,
-              type=click.Path(file_okay=False, path_type=Path),
+              type=click.Path(path_type=Path), callback=a_directory,
               help="The journeys to run; their scenes are DIR/samples/*.jsonl.")
 @click.option("--verbose", "-v", is_flag=True, help="Show the engine's logs too.")
 def demo(journeys_dir: Path, verbose: bool) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import click
 
-from engine.cli.codes import RET_SERVICE
-from engine.cli.common import fail, load_settings, services_for
+from engine.cli.codes import RET_CONFIG, RET_SERVICE
+from engine.cli.common import a_directory, fail, load_settings, services_for
 from engine.errors import JourneyError, StorageError
 from engine.services import Services
 from engine.storage.db import check_current, upgrade
@@ -26,6 +29,7 @@ def serve(host: str, port: int, workers: int) -> None:
     import uvicorn
 
     settings = load_settings()
+    _check_port(host, port)
     _check_database()
     uvicorn.run(
         "engine.api.asgi:build",
@@ -78,7 +82,7 @@ def scheduler() -> None:
 @click.option("--demo", is_flag=True, help="First deploy journeys/ and tell each customer's story in the "
               "journeys/samples/*.jsonl scenes (as `journey demo` does), then serve.")
 @click.option("--journeys", "journeys_dir", default="journeys", show_default=True,
-              type=click.Path(file_okay=False), help="The journeys the demo deploys.")
+              callback=a_directory, help="The journeys the demo deploys.")
 @click.option("--verbose", "-v", is_flag=True, help="With --demo: show the engine's logs while the story is told.")
 def dev(host: str, port: int, demo: bool, journeys_dir: str, verbose: bool) -> None:
     """Run API, worker and scheduler in one process, migrating the database first.
@@ -95,6 +99,7 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str, verbose: bool) -> N
     from engine.scheduler import Scheduler
 
     settings = load_settings()
+    _check_port(host, port)
     quiet = demo and not verbose  # the channels are named after the story, which says what each did
     with services_for(process=None if quiet else "journey dev", preview_unconfigured=True) as services:
         upgrade(services.engine)
@@ -146,6 +151,46 @@ def _demo(services: Services, directory: Path, verbose: bool) -> None:
     except (click.ClickException, JourneyError) as exc:
         message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
         click.echo(f"Error: the demo failed: {message}", err=True)
+
+
+def _check_port(host: str, port: int) -> None:
+    """Exit with a clear line if the API cannot listen on ``host:port`` (uvicorn would only log it).
+
+    The probe binds the way uvicorn does (SO_REUSEADDR), so a port held only by closing
+    connections is free, and one another process listens on is not.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        fail(f"cannot listen on {host}:{port}: {host!r} is not an address of this machine ({exc}); "
+             "set JOURNEY_HOST (or --host) to one, such as 127.0.0.1 or 0.0.0.0", RET_CONFIG)
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                free = _free_port_after(family, address, port)
+                instead = f"PORT={free}" if free else "PORT to a free port"
+                fail(f"port {port} is in use on {host}: stop the other process or set {instead} (or --port)", RET_CONFIG)
+            if exc.errno == errno.EACCES:
+                fail(f"cannot listen on port {port}: permission denied; ports below 1024 need privileges, "
+                     "so set PORT (or --port) to 1024 or above", RET_CONFIG)
+            fail(f"cannot listen on {host}:{port}: {exc.strerror}; set JOURNEY_HOST and PORT "
+                 "(or --host and --port) to an address of this machine and a free port", RET_CONFIG)
+
+
+def _free_port_after(family: int, address: tuple[Any, ...], port: int) -> int | None:
+    """The first of the next few ports that is free on the same address, to suggest."""
+    for candidate in range(port + 1, min(port + 20, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((address[0], candidate, *address[2:]))
+            except OSError:
+                continue
+            return candidate
+    return None
 
 
 def _check_database() -> None:

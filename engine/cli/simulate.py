@@ -80,6 +80,11 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
     if not events_path.exists():
         click.echo(f"Error: no such file or directory: {events_path}", err=True)
         sys.exit(RET_NOT_FOUND)
+    if events_path.is_dir():
+        files = sorted(events_path.glob("*.jsonl"))
+        example = f", such as --events {files[0]}" if files else ""
+        click.echo(f"Error: --events {events_path} is a directory; give one file of events (JSON lines){example}", err=True)
+        sys.exit(RET_INVALID)
     result = load_journeys(_files_or_fail(paths))
     if result.errors:
         for error in result.errors:

@@ -48,6 +48,11 @@ def load_journey(path: str | Path, *, engine: TemplateEngine | None = None) -> m
         DefinitionError: the file is invalid; ``problems`` lists every problem found.
     """
     path = Path(path)
+    if path.is_dir():
+        files = journey_files([path])
+        example = f", such as {files[0]}" if files else ""
+        message = f"{path} is a directory, not a journey file; give one of its journey files{example}"
+        raise DefinitionError(str(path), [Problem("", message)])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -62,9 +67,15 @@ def load_text(
     templates: Path | None = None,
     engine: TemplateEngine | None = None,
     path: Path | None = None,
+    templates_shown_as: str | None = None,
 ) -> model.Journey:
-    """Load and check a journey from YAML text (see :func:`load_journey`)."""
-    checker = _Checker(read_yaml(text), TemplateStore(templates or Path("templates")), engine or _ENGINE)
+    """Load and check a journey from YAML text (see :func:`load_journey`).
+
+    ``templates_shown_as`` names the templates' directory in messages when ``templates``
+    is a private copy (a deployed version's), e.g. ``cart_abandonment v2 templates``.
+    """
+    store = TemplateStore(templates or Path("templates"), shown_as=templates_shown_as)
+    checker = _Checker(read_yaml(text), store, engine or _ENGINE)
     journey = checker.run(path)
     if checker.problems or journey is None:
         raise DefinitionError(filename, _ordered(checker.problems))
@@ -467,11 +478,11 @@ class _Checker:
         compiled = {}
         for part, (text, where, shift) in sources.items():
             label = f"{send.template}.{part}" if send.template else f"{format_path(at)}.{part}"
+            file = self.store.parts(send.template)[part] if shift < 0 and send.template else None
             try:
-                compiled[part] = self.engine.compile(text, label, PARTS[part])
+                compiled[part] = self.engine.compile(text, label, PARTS[part], file=self.store.shown(file) if file else None)
             except TemplateSyntaxProblem as exc:
-                if shift < 0:  # a file: say which file and line
-                    file = self.store.parts(send.template or "")[part]
+                if file is not None:  # a file: say which file and line
                     self.add(where, f"Jinja syntax error in {file} line {exc.line}: {exc.reason}")
                 else:
                     self._inline_syntax_problem(where, exc)

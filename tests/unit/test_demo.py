@@ -208,3 +208,21 @@ def test_a_directory_that_is_not_there_is_named(tmp_path):
 
     assert result.exit_code == RET_NOT_FOUND
     assert f"no such directory: {tmp_path / 'nowhere'}" in result.stderr
+
+
+def test_a_misspelt_type_in_a_sample_file_names_its_line_and_the_type_meant(tmp_path, monkeypatch):
+    shutil.copytree(ROOT / "journeys", tmp_path / "journeys")
+    sample = tmp_path / "journeys" / "samples" / "winback.jsonl"
+    sample.write_text(sample.read_text(encoding="utf-8").replace('"type": "track"', '"type": "trak"', 1), encoding="utf-8")
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'journey.db'}")
+
+    result = CliRunner().invoke(main, ["demo", "--journeys", str(tmp_path / "journeys")])
+
+    assert "unknown type 'trak'. Did you mean 'track'?" in result.stderr, result.output
+
+
+def test_a_file_where_the_journeys_directory_belongs_says_what_to_give():
+    result = CliRunner().invoke(main, ["demo", "--journeys", str(ROOT / "journeys" / "winback.yaml")])
+
+    assert result.exit_code == 2
+    assert f"winback.yaml is a file; give the directory that holds it, such as --journeys {ROOT / 'journeys'}" in result.stderr

@@ -162,7 +162,10 @@ def test_a_template_that_cannot_render_fails_its_delivery_with_the_reason(engine
     with services.sessions() as session:
         delivery = session.execute(select(Delivery).where(Delivery.step == "reminder")).scalar_one()
     assert delivery.status == "failed"
-    assert delivery.error == "template: template cart_reminder.text: no field 'item_count' (has: cart_value, order_id)"
+    assert delivery.error == (
+        "template: template cart_reminder.text (cart_abandonment v1 templates/cart_reminder.text.j2 line 3): "
+        "no field 'item_count' (has: cart_value, order_id)"
+    )
     assert ("email", "reminder") not in sent(recorder)  # never a half-blank message
 
 

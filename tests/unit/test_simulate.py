@@ -136,6 +136,28 @@ def test_bad_input_is_reported_with_its_line(tmp_path):
     assert bad_until.exit_code == 2 and "not a duration" in bad_until.output
 
 
+def test_a_misspelt_type_in_an_events_file_gets_a_suggestion_and_its_line(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "trak", "event": "checkout_started", "userId": "u", "timestamp": "2024-05-06T10:00:00Z"}\n')
+
+    result = CliRunner().invoke(main, ["simulate", str(ROOT / "journeys"), "--events", str(events)])
+
+    assert result.exit_code == 1
+    assert f"{events}:1: " in result.output
+    assert "unknown type 'trak'. Did you mean 'track'?" in result.output
+
+
+def test_a_directory_of_events_says_to_give_one_file(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["simulate", "journeys", "--events", "journeys/samples"])
+
+    assert result.exit_code == RET_INVALID
+    assert result.output == (
+        "Error: --events journeys/samples is a directory; give one file of events (JSON lines), "
+        "such as --events journeys/samples/cart_abandonment.jsonl\n"
+    )
+
+
 def test_a_whole_directory_routes_one_event_to_every_journey_it_triggers():
     journeys = [load_journey(ROOT / "journeys" / f"{n}.yaml") for n in SHIPPED]
     at = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)

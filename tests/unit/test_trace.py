@@ -88,7 +88,10 @@ def test_text_is_a_timeline_people_can_read(abandoned_then_bought):
     assert "  bought  end converted  (goal:order_completed)\n" in text
     assert "delivery sent" not in text  # the outcome is on the send line, once
     assert "condition customer.points >= 1000 && (!has(customer.tier) || customer.tier != \"gold\") -> false\n" in text
-    assert "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text: no field 'item_count'" in text
+    assert (
+        "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text "
+        "(order_followup v1 templates/order_thanks.text.j2 line 3): no field 'item_count'"
+    ) in text
     assert "\norder_followup v1  active at delivered  started " in text
     assert "  now at delivered, waiting for order_delivered until " in text
 
