@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
@@ -100,7 +101,7 @@ class DeliveryFilter(actions.Strict):
     def _window(self) -> DeliveryFilter:
         problem = actions.window_problem(self.since, self.until)
         if problem:
-            raise ValueError(problem)
+            raise PydanticCustomError("window", problem)
         return self
 
     def where(self) -> list[ColumnElement[bool]]:
@@ -136,7 +137,7 @@ class DeliveryAction(actions.Strict):
     def _one(self) -> DeliveryAction:
         given = [name for name in ("ids", "filter", "all") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError("give the deliveries as ids, a filter, or all: true (one of them)"
+            raise PydanticCustomError("selection", "give the deliveries as ids, a filter, or all: true (one of them)"
                              + (f", not {' and '.join(given)}" if given else ""))
         return self
 

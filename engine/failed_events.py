@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
@@ -87,7 +88,7 @@ class EventFilter(actions.Strict):
     def _window(self) -> EventFilter:
         problem = actions.window_problem(self.since, self.until)
         if problem:
-            raise ValueError(problem)
+            raise PydanticCustomError("window", problem)
         return self
 
     def where(self) -> list[ColumnElement[bool]]:
@@ -114,7 +115,7 @@ class EventAction(actions.Strict):
     @model_validator(mode="after")
     def _one(self) -> EventAction:
         if (self.ids is None) == (self.filter is None):
-            raise ValueError("give the events as ids or a filter (one of them)"
+            raise PydanticCustomError("selection", "give the events as ids or a filter (one of them)"
                              + (", not both" if self.ids is not None else ""))
         return self
 
