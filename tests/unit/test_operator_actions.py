@@ -30,13 +30,14 @@ ME = f"cli:{getpass.getuser()}"
 
 
 @pytest.fixture
-def world(services: Services):  # type: ignore[no-untyped-def]
-    return make_world(services, "UTC")
+def world(any_services: Services):  # type: ignore[no-untyped-def]
+    return make_world(any_services, "UTC")
 
 
 @pytest.fixture
-def run(services: Services, sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Run:
-    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+def run(any_services: Services, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Run:
+    url = request.getfixturevalue("sqlite_url" if any_services.engine.dialect.name == "sqlite" else "pg_url")
+    monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.delenv("REDIS_URL", raising=False)
     runner = CliRunner()
     return lambda *args: runner.invoke(main, list(args), catch_exceptions=False)
@@ -223,7 +224,8 @@ def test_a_bad_time_is_a_usage_error_naming_it(world, run: Run):
 # Events
 
 
-def test_events_failed_lists_failing_and_failed_events_with_their_error(services: Services, run: Run):
+def test_events_failed_lists_failing_and_failed_events_with_their_error(any_services: Services, run: Run):
+    services = any_services
     [failed] = failed_events(services, 1)
     [failing] = failed_events(services, 1, attempts=2)
     failed_events(services, 1, attempts=0)  # pending, never failed
@@ -261,7 +263,8 @@ def test_dropping_an_event_keeps_it_and_no_worker_applies_it(world, run: Run):
         [(failed, "dropped", ME, 5)], None)
 
 
-def test_events_retry_refuses_an_applied_event_with_its_reason(services: Services, run: Run):
+def test_events_retry_refuses_an_applied_event_with_its_reason(any_services: Services, run: Run):
+    services = any_services
     [applied] = failed_events(services, 1, applied=True, attempts=1)
     [pending] = failed_events(services, 1, attempts=0)
     done = run("events", "retry", str(applied), str(pending))
@@ -342,7 +345,8 @@ def test_the_openapi_document_describes_the_actions(api):
         True, "#/components/schemas/DeliveryAction", True)
 
 
-def test_keys_create_read_makes_a_read_key_and_the_list_never_shows_it(services: Services, run: Run):
+def test_keys_create_read_makes_a_read_key_and_the_list_never_shows_it(any_services: Services, run: Run):
+    services = any_services
     made = run("keys", "create", "watcher", "--read")
     secret = made.stdout.strip()
     listed = run("keys", "list").output
