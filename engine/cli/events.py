@@ -101,9 +101,14 @@ def _action(name: str, done: str, summary: str) -> click.Command:
                 selection = operations.EventAction(ids=list(dict.fromkeys(ids)))
             else:
                 selection = operations.EventAction(filter=_filter(services, options))
+            local.append(not services.settings.redis_url)
             return operations.act(services, name, selection, Actor.command_line())
 
+        local: list[bool] = []
         result = run(act)
+        if result.enqueued and result.acted and local[0]:
+            click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
+                       "within JOURNEY_SWEEP_AFTER)", err=True)
         report(done, result, result.events, "event", "events", as_json)
 
     command.__doc__ = summary

@@ -351,3 +351,26 @@ def test_keys_create_read_makes_a_read_key_and_the_list_never_shows_it(any_servi
     secret = made.stdout.strip()
     listed = run("keys", "list").output
     assert (secret.startswith("je_read_"), secret in listed, "read" in listed.splitlines()[1]) == (True, False, True)
+
+
+@pytest.mark.parametrize(("path", "problem"), [
+    ("/v1/deliveries?status=lost", "status"),
+    ("/v1/deliveries?since=2026-12-01T00:00:00", "since"),
+    ("/v1/deliveries?sort=id", "sort"),
+    ("/v1/events/failed?status=applied", "status"),
+    ("/v1/audit?cursor=abc", "cursor"),
+])
+def test_a_bad_listing_query_is_a_400_naming_the_parameter(api, path: str, problem: str):
+    client, services, _ = api
+    answer = client.get(path, headers=basic(create_key(services, "ops", admin=True)))
+    assert (answer.status_code, [e["path"] for e in answer.json()["errors"]]) == (400, [problem])
+
+
+@pytest.mark.parametrize("body", [{"ids": []}, {"ids": [0]}, {"ids": [2**63]}, {"filter": {"status": "lost"}},
+                                  {"filter": {"since": "soon"}}, {"everything": True}, [], "x"])
+def test_a_bad_action_body_is_a_400_and_changes_nothing(api, body: Any):
+    client, services, customer_id = api
+    [dead] = deliveries_in(services, customer_id, "dead")
+    answer = client.post("/v1/deliveries/drop", json=body, headers=basic(create_key(services, "ops", admin=True)))
+    assert (answer.status_code, answer.json()["code"], rows(services, [dead])[0].status, audit_rows(services)) == (
+        400, "invalid_request", "dead", [])
