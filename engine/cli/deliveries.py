@@ -120,10 +120,10 @@ def _action(name: str, done: str, summary: str) -> click.Command:
 
         local: list[bool] = []
         result = run(act)
+        report(done, result, result.deliveries, "delivery", "deliveries", as_json)
         if result.enqueued and result.acted and local[0]:
             click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
                        "within JOURNEY_SWEEP_AFTER)", err=True)
-        report(done, result, result.deliveries, "delivery", "deliveries", as_json)
 
     command.__doc__ = summary
     return deliveries.command(name)(command)

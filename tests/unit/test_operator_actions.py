@@ -89,7 +89,7 @@ def test_retry_makes_a_dead_delivery_pending_with_its_attempts_from_zero_and_tra
     [row] = rows(services, [dead])
     with services.sessions() as session:
         trace = session.execute(select(TraceEntry.detail).where(TraceEntry.what == "delivery retried")).scalar_one()
-    assert (done.output, row.status, row.attempts, row.error, trace) == (
+    assert (done.stdout, row.status, row.attempts, row.error, trace) == (
         f"retried 1 delivery: {dead}\n", "pending", 0, None,
         f"email nps_survey (by command line ({getpass.getuser()}), after 5 attempts)")
 
@@ -131,7 +131,7 @@ def test_retry_by_filter_goes_in_batches_takes_only_what_it_selects_and_counts_t
     other = deliveries_in(services, customer_id, "dead", 1, channel="sms")
     sent = deliveries_in(services, customer_id, "sent", 1, error=None)
     done = run("deliveries", "retry", "--channel", "email")
-    assert (done.output, [r.status for r in rows(services, dead + failed + other + sent)], audit_rows(services)) == (
+    assert (done.stdout, [r.status for r in rows(services, dead + failed + other + sent)], audit_rows(services)) == (
         "retried 6 deliveries\n", ["pending"] * 6 + ["dead", "sent"],
         [(ME, "deliveries.retry", {"filter": {"channel": "email"}}, 6, True)])
 
@@ -184,7 +184,7 @@ def test_mark_sent_takes_a_filter(world, run: Run):
     services, customer_id, _ = world
     unknown = deliveries_in(services, customer_id, "unknown", 2, attempts=1)
     done = run("deliveries", "mark-sent", "--status", "unknown")
-    assert (done.output, [r.status for r in rows(services, unknown)]) == ("marked sent 2 deliveries\n", ["sent"] * 2)
+    assert (done.stdout, [r.status for r in rows(services, unknown)]) == ("marked sent 2 deliveries\n", ["sent"] * 2)
 
 
 # Deliveries: list

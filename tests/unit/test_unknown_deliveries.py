@@ -146,7 +146,7 @@ def test_the_command_line_resends_an_unknown_delivery_and_the_trace_says_who(wor
     done = run("deliveries", "resend", str(ids[0]))
     with services.sessions() as session:
         trace = session.execute(select(TraceEntry.detail).where(TraceEntry.what == "delivery resent")).scalar_one()
-    assert (done.output, statuses(services, ids), trace.startswith("email nps_survey (by command line")) == (
+    assert (done.stdout, statuses(services, ids), trace.startswith("email nps_survey (by command line")) == (
         f"resent 1 delivery: {ids[0]}\n", ["pending", "unknown"], True)
 
 
@@ -171,7 +171,7 @@ def test_the_command_line_names_every_bad_id_and_changes_nothing(world, run: Run
 def test_resend_all_takes_every_unknown_delivery(world, run: Run):
     services, customer_id, _ = world
     ids = unknown_deliveries(services, customer_id, 3)
-    assert (run("deliveries", "resend", "--all").output, statuses(services, ids)) == (
+    assert (run("deliveries", "resend", "--all").stdout, statuses(services, ids)) == (
         "resent 3 deliveries\n", ["pending"] * 3)
 
 
