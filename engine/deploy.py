@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from engine.definitions import Journey, SendStep, load_journey, load_text
-from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion
+from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion, Timer
 
 STATUSES = ("active", "paused", "archived")
 
@@ -150,12 +150,12 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
 
 def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> list[Change]:
     """Store every new or changed journey as a new version; return the plan applied."""
-    snapshots = {snap.id: snap for snap in snapshots}
-    changes = plan(session, snapshots.values())
+    by_id = {snap.id: snap for snap in snapshots}
+    changes = plan(session, by_id.values())
     for change in changes:
         if change.kind not in ("new", "changed"):
             continue
-        snap = snapshots[change.journey_id]
+        snap = by_id[change.journey_id]
         record = session.get(JourneyRecord, change.journey_id)
         if record is None:
             record = JourneyRecord(id=change.journey_id, current_version=0, status="active", updated_at=now)
@@ -174,6 +174,7 @@ def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> li
         )
         record.current_version = change.to_version or record.current_version
         if record.status == "archived":
+            release_timers(session, record.id)
             record.status = "active"
         record.updated_at = now
     session.flush()
@@ -195,8 +196,26 @@ def set_status(session: Session, journey_id: str, status: str, now: datetime) ->
     record = session.get(JourneyRecord, journey_id)
     if record is None:
         raise KeyError(journey_id)
+    if status == "active" and record.status != "active":
+        release_timers(session, journey_id)
     record.status, record.updated_at = status, now
     return record
+
+
+def release_timers(session: Session, journey_id: str) -> None:
+    """Let the scheduler claim again the unfired timers of a journey that runs again.
+
+    While it was paused or archived, a due timer was claimed once and left alone by the
+    worker, and the sweep leaves it be (:func:`engine.scheduler.not_held_by_a_pause`):
+    unclaimed now, the scheduler's next tick fires it.
+    """
+    session.execute(
+        update(Timer)
+        .where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+               Timer.enrollment_id.in_(select(Enrollment.id).where(Enrollment.journey_id == journey_id,
+                                                                   Enrollment.status == "active")))
+        .values(enqueued_at=None)
+    )
 
 
 def _latest_versions(session: Session) -> dict[str, tuple[JourneyRecord, JourneyVersion]]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -215,6 +216,7 @@ def _nul_path(value: Any, path: str = "") -> str:
     """Return the path of the first string (or key) holding a NUL character."""
     if isinstance(value, str):
         return path if "\x00" in value else ""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

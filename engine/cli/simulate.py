@@ -66,7 +66,8 @@ def read_events(path: Path) -> list[tuple[str, dict[str, Any]]]:
 @click.command()
 @_paths
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path), help="Segment events, one JSON object a line.")
-@click.option("--until", callback=_duration, metavar="DURATION", help=f"How long to run after the last event ({DURATION_HELP}); default: until nothing is due (at most 365d).")
+@click.option("--until", callback=_duration, metavar="DURATION",
+              help=f"How long to run after the last event ({DURATION_HELP}); default: until nothing is due (at most 365d).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per effect instead of timelines.")
 def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bool) -> None:
     """Run the journeys in PATHS (files or directories; default journeys/) against recorded events.

@@ -48,7 +48,7 @@ def _problem(error: ErrorDetails, source: Source) -> Problem:
         return source.problem(path[:-1], f"missing key '{path[-1]}'")
     if kind == "extra_forbidden":
         allowed = _keys(parent)
-        hint = did_you_mean(path[-1], allowed)
+        hint = did_you_mean(str(path[-1]), allowed)
         return source.problem(path, f"unknown key '{path[-1]}'.{hint} (allowed: {', '.join(allowed)})".replace(". (", " ("), key=True)
     if kind in _KIND_KEYS:
         return source.problem(path, _kind_message(kind, value, error["msg"]))
@@ -151,7 +151,7 @@ def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any]:
             if field is None:
                 annotation = None
             elif field.metadata:
-                annotation = typing.Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+                annotation = typing.Annotated[(field.annotation, *field.metadata)]
             else:
                 annotation = field.annotation
         elif typing.get_origin(annotation) in (list, dict):

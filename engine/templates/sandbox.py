@@ -55,7 +55,7 @@ class _Undefined(jinja2.StrictUndefined):
             return f"'{name}' is not defined"
         if isinstance(owner, Mapping):
             keys = sorted(str(k) for k in owner)
-            hint = did_you_mean(name, keys)
+            hint = did_you_mean(name, keys) if name else ""
             return f"no field '{name}'{'.' + hint if hint else ''} (has: {', '.join(keys) or 'nothing'})"
         return f"{type(owner).__name__} value has no field '{name}'"
 

@@ -110,12 +110,15 @@ def test_cart_abandonment_converts_on_order_and_leaves_the_audience(engine):
          properties={"cart_value": 80.0, "order_id": "o-9", "currency": "EUR", "item_count": 1})
     time_passes(services, timedelta(hours=2))
     assert ("email", "reminder") in sent(recorder)
+    time_passes(services, timedelta(days=1))
+    assert ("retargeting", "retarget") in sent(recorder)
     send("track", userId="bob", event="order_completed", properties={"order_id": "o-9", "total": 80.0})
     with services.sessions() as session:
         cart = session.execute(select(Enrollment).where(Enrollment.journey_id == "cart_abandonment")).scalar_one()
         whats = set(session.execute(select(TraceEntry.what).where(TraceEntry.enrollment_id == cart.id)).scalars())
     assert cart.status == "converted"
-    assert ("retargeting", "leave_audience") in sent(recorder)
+    removal = [m for m in recorder.messages if m.channel == "retargeting" and m.content["action"] == "remove"]
+    assert [m.idempotency_key for m in removal] == [f"{cart.id}:leave:cart_abandoners"]
     assert "goal" in whats
 
 
