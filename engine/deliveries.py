@@ -7,7 +7,7 @@ or by filter work as :mod:`engine.actions` says.
 
 | action | applies to | makes it |
 |---|---|---|
-| retry | ``dead``, ``failed`` | ``pending``, enqueued; its attempts start again from 0 (the channel's full ``CHANNEL_MAX_ATTEMPTS``), the attempts before are in the trace |
+| retry | ``dead``, ``failed`` | ``pending``, enqueued, attempts from 0 (the full ``CHANNEL_MAX_ATTEMPTS``; the trace keeps the old count) |
 | drop | ``dead``, ``failed``, ``unknown``, ``pending`` | ``dropped``, with ``droppedAt`` and ``droppedBy``: given up, never sent, never deleted |
 | resend | ``unknown`` | ``pending``, enqueued (a second copy may arrive) |
 | mark-sent | ``unknown`` | ``sent`` (when is not known: ``sentAt`` stays empty) |
@@ -236,7 +236,7 @@ def delivery_view(delivery: Delivery, user_id: str | None) -> DeliveryView:
     return DeliveryView(
         id=delivery.id, customer=user_id if user_id is not None else f"customer {delivery.customer_id}",
         journey=delivery.journey_id, version=delivery.version, step=delivery.step, channel=delivery.channel,
-        kind=delivery.kind, status=delivery.status, attempts=delivery.attempts, error=delivery.error,  # type: ignore[arg-type]
+        kind=delivery.kind, status=delivery.status, attempts=delivery.attempts, error=delivery.error,
         created_at=delivery.created_at, updated_at=delivery.updated_at, dropped_at=delivery.dropped_at,
         dropped_by=delivery.dropped_by,
     )

@@ -12,7 +12,7 @@ the sweeper no longer enqueues it and timers no longer wait for it. Its status h
 
 | action | applies to | makes it |
 |---|---|---|
-| retry | ``failing``, ``failed`` | pending again, enqueued, with its attempts from 0 (the full ``MAX_EVENT_ATTEMPTS``); the last error stays until it applies |
+| retry | ``failing``, ``failed`` | pending, enqueued, attempts from 0 (the full ``MAX_EVENT_ATTEMPTS``); the last error stays |
 | drop | ``failing``, ``failed`` | ``dropped``: ``processed_at`` is set as well, so no worker or sweep applies it |
 
 Selections by ids or by filter, the audit log and the refusals work as
@@ -264,9 +264,9 @@ def _change_ids(session: Session, action: str, ids: list[int], now: datetime, ac
             continue
         status = status_of(event)
         if status == "dropped":
-            why = f"was dropped at {event.dropped_at:%Y-%m-%d %H:%M:%S} by {event.dropped_by}"  # type: ignore[str-format]
+            why = f"was dropped at {event.dropped_at:%Y-%m-%d %H:%M:%S} by {event.dropped_by}"
         elif status == "applied":
-            why = f"was applied at {event.processed_at:%Y-%m-%d %H:%M:%S}"  # type: ignore[str-format]
+            why = f"was applied at {event.processed_at:%Y-%m-%d %H:%M:%S}"
         else:
             why = "has not failed: it waits for a worker"
         wrong.append(Problem(f"ids[{index}]", f"event {i} {why}; only failing or failed events can be {verb}"))

@@ -213,8 +213,9 @@ def create_app(services: Services) -> FastAPI:
         return _model(deliveries.DeliveryPage(deliveries=entries, next_cursor=cursor))
 
     def delivery_action(action: str, summary: str) -> None:
-        async def act(selection: deliveries.DeliveryAction,
-                      principal: keys.Principal = Depends(acting(f"{action} of deliveries"))) -> JSONResponse:
+        admin_key = Depends(acting(f"{action} of deliveries"))
+
+        async def act(selection: deliveries.DeliveryAction, principal: keys.Principal = admin_key) -> JSONResponse:
             return _model(await run_in_threadpool(deliveries.act, services, action, selection,
                                                   audit.Actor.of_key(principal)))
 
@@ -240,8 +241,9 @@ def create_app(services: Services) -> FastAPI:
         return _model(failed_events.FailedEventPage(events=entries, next_cursor=cursor))
 
     def event_action(action: str, summary: str) -> None:
-        async def act(selection: failed_events.EventAction,
-                      principal: keys.Principal = Depends(acting(f"{action} of events"))) -> JSONResponse:
+        admin_key = Depends(acting(f"{action} of events"))
+
+        async def act(selection: failed_events.EventAction, principal: keys.Principal = admin_key) -> JSONResponse:
             return _model(await run_in_threadpool(failed_events.act, services, action, selection,
                                                   audit.Actor.of_key(principal)))
 

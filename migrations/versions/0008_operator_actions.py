@@ -1,4 +1,4 @@
-"""operator actions: audit_log; deliveries and events dropped_at/dropped_by; ix_deliveries_status_id; api_keys.scope (write, read, admin) instead of api_keys.admin
+"""operator actions: audit_log; dropped_at/by on deliveries and events; ix_deliveries_status_id; api_keys.scope for .admin
 
 Revision ID: 0008
 Revises: 0006

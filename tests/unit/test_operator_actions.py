@@ -346,7 +346,6 @@ def test_the_openapi_document_describes_the_actions(api):
 
 
 def test_keys_create_read_makes_a_read_key_and_the_list_never_shows_it(any_services: Services, run: Run):
-    services = any_services
     made = run("keys", "create", "watcher", "--read")
     secret = made.stdout.strip()
     listed = run("keys", "list").output
