@@ -66,7 +66,7 @@ class Defer:
 
 #: A policy's answer: None (send), a reason (hold it back) or a :class:`Defer`.
 Decision = str | Defer | None
-Policy = Callable[[Session, Delivery, Customer, datetime], Decision]
+PolicyCheck = Callable[[Session, Delivery, Customer, datetime], Decision]
 #: Where the deliverer reads the time: the services' clock.
 Clock = Callable[[], datetime]
 #: The one-click unsubscribe link of a delivery, if it has one.
@@ -76,7 +76,7 @@ Bounces = Callable[..., object]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """What became of one delivery attempt; ``retry_in`` (seconds) when it is to be tried again."""
 
     status: str
@@ -146,7 +146,7 @@ class Deliverer:
         sessions: sessionmaker[Session],
         deployed: DeployedJourneys,
         adapters: Callable[[str], Channel],
-        policy: Policy = no_policy,
+        policy: PolicyCheck = no_policy,
         unsubscribe_links: UnsubscribeLinks = no_links,
         limiter: RateLimiter | None = None,
         bounces: Bounces = no_bounces,
@@ -163,11 +163,11 @@ class Deliverer:
         self.sleep = sleep
         self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
 
-    def deliver(self, delivery_id: int, now: datetime | Clock) -> Outcome:
+    def deliver(self, delivery_id: int, now: datetime | Clock) -> DeliveryOutcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
         return self.deliver_many([delivery_id], now)[delivery_id]
 
-    def deliver_many(self, delivery_ids: Sequence[int], now: datetime | Clock) -> dict[int, Outcome]:
+    def deliver_many(self, delivery_ids: Sequence[int], now: datetime | Clock) -> dict[int, DeliveryOutcome]:
         """Attempt each delivery once, ``CLAIM_CHUNK`` at a time; return each one's outcome.
 
         ``now`` is the services' clock (the workers pass ``Services.clock``), read again
@@ -191,12 +191,12 @@ class Deliverer:
         """
         clock: Clock = now if callable(now) else (lambda: now)
         ids = sorted(set(delivery_ids))
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[int, DeliveryOutcome] = {}
         for start in range(0, len(ids), CLAIM_CHUNK):
             outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], clock))
         return outcomes
 
-    def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, Outcome]:
+    def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, DeliveryOutcome]:
         now = clock()
         with self.sessions.begin() as session:
             claimed = set(
@@ -211,11 +211,11 @@ class Deliverer:
                     .returning(Delivery.id)
                 ).scalars()
             )
-            outcomes: dict[int, Outcome] = {}
+            outcomes: dict[int, DeliveryOutcome] = {}
             others = [i for i in ids if i not in claimed]
             if others:  # already sent, held, failed, or being sent by another worker
                 found = dict(session.execute(select(Delivery.id, Delivery.status).where(Delivery.id.in_(others))).all())
-                outcomes.update({i: Outcome(found.get(i, "missing")) for i in others})
+                outcomes.update({i: DeliveryOutcome(found.get(i, "missing")) for i in others})
         if not claimed:
             return outcomes
         try:
@@ -228,9 +228,9 @@ class Deliverer:
         return outcomes
 
     def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime,
-                   clock: Clock) -> dict[int, Outcome]:
+                   clock: Clock) -> dict[int, DeliveryOutcome]:
         """Send the prepared ``messages`` one by one, one commit per send (step 3 of :meth:`deliver_many`)."""
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[int, DeliveryOutcome] = {}
         done: list[Sent] = []  # outcomes not recorded yet: they go in the next transaction
         left = list(messages)
         try:
@@ -248,7 +248,7 @@ class Deliverer:
                 if not marked:
                     # The sweeper gave the claim back (this chunk took longer than its
                     # threshold) and another worker may have it: not ours to send.
-                    outcomes[delivery.id] = Outcome("pending", "the claim expired before the send")
+                    outcomes[delivery.id] = DeliveryOutcome("pending", "the claim expired before the send")
                     continue
                 done = [(delivery, message, self._send(message), clock())]
         except BaseException:
@@ -275,8 +275,8 @@ class Deliverer:
             wait = self.limiter.acquire(channel)
         return max(wait, 0.0)
 
-    def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, Outcome]) -> list[tuple[Delivery, Message]]:
-        """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
+    def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, DeliveryOutcome]) -> list[tuple[Delivery, Message]]:
+        """PolicyCheck and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
         ready: list[tuple[Delivery, Message]] = []
         with self.sessions.begin() as session:
             deliveries = list(session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars())
@@ -300,7 +300,7 @@ class Deliverer:
                     delivery.not_before, delivery.enqueued_at = decision.until, None
                     delivery.attempts -= 1  # waiting is not a failed attempt
                     self._finish(session, delivery, now, "pending", decision.reason, what="deferred")
-                    outcomes[delivery.id] = Outcome("deferred", decision.reason)
+                    outcomes[delivery.id] = DeliveryOutcome("deferred", decision.reason)
                     continue
                 if decision is not None:
                     outcomes[delivery.id] = self._finish(session, delivery, now, "held", decision)
@@ -329,7 +329,7 @@ class Deliverer:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not release %d claimed deliveries; the sweeper will mark them", len(ids), exc_info=True)
 
-    def _commit(self, results: list[Sent], outcomes: dict[int, Outcome], now: datetime, *,
+    def _commit(self, results: list[Sent], outcomes: dict[int, DeliveryOutcome], now: datetime, *,
                 sending: Delivery | None = None, claimed_at: datetime | None = None) -> bool:
         """Record ``results`` and mark ``sending`` as being sent, in one transaction.
 
@@ -367,17 +367,17 @@ class Deliverer:
         return marked
 
     def _outcome(self, delivery: Delivery, result: Result | float, done: datetime,
-                 now: datetime) -> tuple[Outcome, dict[str, Any]]:
+                 now: datetime) -> tuple[DeliveryOutcome, dict[str, Any]]:
         """What a send's result makes of its delivery, and the row change (``_RECORD``'s parameters)."""
         change = {"b_id": delivery.id, "b_attempts": delivery.attempts, "b_now": now, "b_provider_id": None,
                   "b_sent_at": None, "b_enqueued_at": None, "b_refund": 0}
         if isinstance(result, float):
             # Not sent and not a failure: pending again, its attempt given back.
-            outcome = Outcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
+            outcome = DeliveryOutcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
                               delivery.channel)
             change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
         elif result.status == "sent":
-            outcome = Outcome("sent")
+            outcome = DeliveryOutcome("sent")
             change.update(b_provider_id=result.provider_id, b_sent_at=done)
         elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
             # Pending again (committed) before the retry is enqueued: if that message
@@ -385,10 +385,10 @@ class Deliverer:
             delay = backoff(delivery.attempts)
             if result.retry_after is not None:  # the provider said when: not sooner
                 delay = max(delay, result.retry_after.total_seconds())
-            outcome = Outcome("pending", result.error, delay, delivery.channel)
+            outcome = DeliveryOutcome("pending", result.error, delay, delivery.channel)
             change["b_enqueued_at"] = now + timedelta(seconds=delay)
         else:
-            outcome = Outcome("dead" if result.status == "retryable" else "failed", result.error)
+            outcome = DeliveryOutcome("dead" if result.status == "retryable" else "failed", result.error)
         change.update(b_status=outcome.status, b_error=outcome.error)
         return outcome, change
 
@@ -441,10 +441,10 @@ class Deliverer:
         )
 
     def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None,
-                *, what: str | None = None) -> Outcome:
+                *, what: str | None = None) -> DeliveryOutcome:
         delivery.status, delivery.error, delivery.updated_at = status, error, now
         self._trace(session, delivery, now, what or status, error)
-        return Outcome(status, error)
+        return DeliveryOutcome(status, error)
 
     @staticmethod
     def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:

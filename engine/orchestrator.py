@@ -27,8 +27,8 @@ from engine.runtime import commands as cmd
 from engine.runtime.entry import TriggerIndex, may_enter, route
 from engine.runtime.inputs import EventArrived, TimerFired
 from engine.runtime.commands import Trace
-from engine.runtime.machine import Outcome, advance, start, stop
-from engine.runtime.state import Enrollment as State
+from engine.runtime.machine import StepOutcome, advance, start, stop
+from engine.runtime.state import EnrollmentState
 from engine.storage.models import (
     AnonymousId,
     AppliedEffect,
@@ -232,7 +232,7 @@ class Orchestrator:
         active = []
         for row in rows.values():
             if self._is_running(row.journey_id, session):
-                active.append((State.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
+                active.append((EnrollmentState.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
         before = {**view, "traits": traits_before} if traits_before is not None else None
         stale = False  # the effects of a step may have changed the profile
         for step in route(self._index, data, view, active, now, before=before):
@@ -240,14 +240,14 @@ class Orchestrator:
                 view, stale = customer_view(session, customer), False
             if step.action == "advance" and step.enrollment is not None:
                 row = rows[step.enrollment.id]
-                outcome = advance(step.journey, State.from_dict(row.state), EventArrived(data), view, now)
+                outcome = advance(step.journey, EnrollmentState.from_dict(row.state), EventArrived(data), view, now)
                 followups.extend(self._persist(session, row, step.journey, outcome, customer, now))
             else:
                 enrollment_id = f"{step.journey.id}:{event.id}"
                 history = self._history(session, customer.id, step.journey.id, enrollment_id, batch)
                 if any(r.id == enrollment_id for r in history):
                     continue  # this event already enrolled them (it is being processed again)
-                allowed, reason = may_enter(step.journey, [State.from_dict(r.state) for r in history], now)
+                allowed, reason = may_enter(step.journey, [EnrollmentState.from_dict(r.state) for r in history], now)
                 if not allowed:
                     continue
                 outcome = start(step.journey, enrollment_id, view, data, now)
@@ -285,12 +285,12 @@ class Orchestrator:
             kept, extra = active[:allowed], active[allowed:]
             if not extra:
                 continue
-            keep = {audience for row in kept for audience in (State.from_dict(row.state).audiences or {})}
+            keep = {audience for row in kept for audience in (EnrollmentState.from_dict(row.state).audiences or {})}
             who = profiles.describe(session, customer)
             view = customer_view(session, customer)
             for row in extra:
                 journey = self.deployed.get(journey_id, row.version, session)
-                outcome = stop(journey, State.from_dict(row.state), view, now, MERGED, keep_audiences=keep)
+                outcome = stop(journey, EnrollmentState.from_dict(row.state), view, now, MERGED, keep_audiences=keep)
                 note = Trace(row.step, "merged", f"profile merged into {who}, in {journey_id} already "
                              f"(enrollment {kept[0].id}); this one ends", kept[0].id)
                 followups.extend(self._persist(session, row, journey, outcome, customer, now, (note,)))
@@ -356,14 +356,14 @@ class Orchestrator:
                 continue
             timer.fired_at = now
             customer = customers[row.customer_id]
-            outcome = advance(journey, State.from_dict(row.state), TimerFired(timer.key),
+            outcome = advance(journey, EnrollmentState.from_dict(row.state), TimerFired(timer.key),
                               customer_view(session, customer), now)
             followups.extend(self._persist(session, row, journey, outcome, customer, now))
         return followups
 
     # -- persistence --------------------------------------------------------------------
 
-    def _persist(self, session: Session, row: Enrollment, journey: Journey, outcome: Outcome,
+    def _persist(self, session: Session, row: Enrollment, journey: Journey, outcome: StepOutcome,
                  customer: Customer, now: datetime, extra_trace: tuple[Any, ...] = ()) -> Followups:
         state = outcome.state
         row.state = state.to_dict()

@@ -1,6 +1,6 @@
 """Policy across journeys: consent, suppression, frequency caps and quiet hours.
 
-The :class:`Policy` is the :class:`~engine.delivery.Deliverer`'s policy: it is called
+The :class:`PolicyLayer` is the :class:`~engine.delivery.Deliverer`'s policy: it is called
 inside the delivery's transaction once the row is claimed, and answers ``None`` (send),
 a reason (hold it back: the row becomes ``held`` with the reason as its error) or a
 :class:`~engine.delivery.Defer` (quiet hours: pending again, sent at the window's end).
@@ -51,14 +51,14 @@ from engine.storage.models import Consent, Customer, Delivery, Secret, Suppressi
 ALL_TOPICS = "*"
 #: Suppression reasons.
 REASONS = ("hard_bounce", "complaint", "manual")
-# session.info keys of Policy.prefetch's cache.
+# session.info keys of PolicyLayer.prefetch's cache.
 _SUPPRESSIONS = "policy.suppressions"
 _CONSENTS = "policy.consents"
 #: The trait holding each channel's address.
 ADDRESS_TRAITS = ADDRESS_FIELDS
 
 
-class Policy:
+class PolicyLayer:
     """The policy layer, built from the settings; call it as the Deliverer's policy."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], deployed: DeployedJourneys) -> None:
@@ -321,7 +321,7 @@ def suppression(session: Session, channel: str, customer: Customer) -> Suppressi
     address = _normal((customer.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))
     cached = session.info.get(_SUPPRESSIONS)
     if cached is not None and customer.id in cached[0] and channel in cached[1]:
-        # Policy.prefetch loaded the entries of this batch's customers
+        # PolicyLayer.prefetch loaded the entries of this batch's customers
         return next(
             (
                 entry for entry in cached[2]
@@ -436,7 +436,7 @@ __all__ = [
     "ADDRESS_TRAITS",
     "ALL_TOPICS",
     "REASONS",
-    "Policy",
+    "PolicyLayer",
     "customer_zone",
     "database_secret",
     "find_suppression",

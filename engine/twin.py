@@ -50,7 +50,7 @@ from sqlalchemy.util import LRUCache
 from channels.stub import StubChannel
 from engine import deploy, ingest, profiles
 from engine.definitions import Journey
-from engine.runtime import Enrollment as State
+from engine.runtime import EnrollmentState
 from engine.runtime import Trace
 from engine.scheduler import Scheduler, not_held_by_a_pause
 from engine.segment import parse_time
@@ -568,13 +568,13 @@ def customer_ids(session: Session, ident: str) -> list[int]:
     return ids
 
 
-def enrollments(session: Session, ident: str, journey_id: str | None = None) -> list[State]:
+def enrollments(session: Session, ident: str, journey_id: str | None = None) -> list[EnrollmentState]:
     """The customer's enrollments as the runtime sees them, oldest first."""
     query = select(Enrollment).where(Enrollment.customer_id.in_(customer_ids(session, ident)))
     if journey_id is not None:
         query = query.where(Enrollment.journey_id == journey_id)
     rows = session.execute(query.order_by(Enrollment.started_at, Enrollment.id)).scalars()
-    return [State.from_dict(row.state) for row in rows]
+    return [EnrollmentState.from_dict(row.state) for row in rows]
 
 
 def trace(session: Session, enrollment_id: str) -> list[Trace]:

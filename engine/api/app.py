@@ -383,7 +383,7 @@ def _customer(services: Services, ident: str, view_of: Callable[[Session, str], 
     return view
 
 
-def _ingested(outcome: ingest.Outcome) -> JSONResponse:
+def _ingested(outcome: ingest.IngestResult) -> JSONResponse:
     if not outcome.rejected:
         return JSONResponse({"success": True})
     rejected = [

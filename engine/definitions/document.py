@@ -121,7 +121,7 @@ class EventMatch(_Model):
     when: Cel | None = Field(None, description="a CEL condition over `event`, `trigger` and `customer`")
 
 
-class Outcome(EventMatch):
+class EndEventSpec(EventMatch):
     """A goal or exit event: ends the enrollment wherever the customer is."""
 
     goto: StepRef | None = Field(None, description="a step to run before ending (e.g. to clean up)")
@@ -166,7 +166,7 @@ class FrequencyCap(_Model):
     per: Duration
 
 
-class Policy(_Model):
+class PolicySpec(_Model):
     """How the policy layer treats this journey's messages."""
 
     kind: Kind = Field("marketing", description="marketing, or transactional (skips consent, quiet hours and caps)")
@@ -349,9 +349,9 @@ class JourneyDocument(_Model):
     stage: Stage
     trigger: Trigger
     entry: Entry = Entry()
-    goal: Outcome | None = Field(None, description="reaching it ends the journey as a conversion")
-    exit_on: list[Outcome] = Field(default_factory=list, description="events that end the journey")
-    policy: Policy = Policy()
+    goal: EndEventSpec | None = Field(None, description="reaching it ends the journey as a conversion")
+    exit_on: list[EndEventSpec] = Field(default_factory=list, description="events that end the journey")
+    policy: PolicySpec = PolicySpec()
     sample: Sample = Sample()
     steps: list[Step] = Field(min_length=1)
 

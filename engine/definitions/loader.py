@@ -539,7 +539,7 @@ class _Checker:
             entry=model.Entry(reentry, parse_duration(after.strip()) if after else None, entry.concurrent),
             goal=self._outcome(document.goal, ("goal",)),
             exit_on=tuple(self._outcome(o, ("exit_on", i)) for i, o in enumerate(document.exit_on)),  # type: ignore[misc]
-            policy=model.Policy(
+            policy=model.JourneyPolicy(
                 kind=policy.kind,
                 topic=policy.topic,
                 quiet_hours=model.QuietHours(_time(policy.quiet_hours.start), _time(policy.quiet_hours.end), policy.quiet_hours.action)
@@ -558,11 +558,11 @@ class _Checker:
     def _compiled(self, at: DocPath) -> Any:
         return self.compiled.get(at)
 
-    def _outcome(self, outcome: doc.Outcome | None, at: DocPath) -> model.Outcome | None:
+    def _outcome(self, outcome: doc.EndEventSpec | None, at: DocPath) -> model.EndEvent | None:
         if outcome is None:
             return None
         goto = None if outcome.goto in (None, doc.END) else outcome.goto
-        return model.Outcome(outcome.event, self._compiled((*at, "when")), goto)
+        return model.EndEvent(outcome.event, self._compiled((*at, "when")), goto)
 
     def _build_step(self, step: Any, index: int, target: Any) -> model.Step:
         at: DocPath = ("steps", index)

@@ -16,7 +16,7 @@ from engine import deploy, ingest, profiles
 from engine.api import create_app
 from engine.definitions.model import FrequencyCap
 from engine.delivery import Deliverer
-from engine.policy import Policy, record_consent, subscribed, suppress
+from engine.policy import PolicyLayer, record_consent, subscribed, suppress
 from engine.scheduler import Scheduler
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer, TraceEntry
 
@@ -47,7 +47,7 @@ def make_world(services, zone: str):  # type: ignore[no-untyped-def]
 
 
 def deliverer(services, **settings) -> Deliverer:  # type: ignore[no-untyped-def]
-    policy = Policy(services.settings.replace(**settings), services.sessions, services.deployed)
+    policy = PolicyLayer(services.settings.replace(**settings), services.sessions, services.deployed)
     return Deliverer(services.sessions, services.deployed, services.adapter, policy, unsubscribe_links=policy.unsubscribe_url)
 
 
@@ -182,7 +182,7 @@ def test_fifty_concurrent_sends_to_one_customer_with_a_cap_of_three_a_day(pg_ser
 
 # -- a transactional step in a marketing journey: order_followup, end to end ------------------
 # Events and timers are applied as the workers apply them, on a virtual clock; the
-# deliveries they make go through the Deliverer and the Policy at the times given.
+# deliveries they make go through the Deliverer and the PolicyLayer at the times given.
 
 PARIS_NIGHT = datetime(2026, 6, 15, 21, 30, tzinfo=timezone.utc)  # 23:30 in Paris (CEST)
 

@@ -13,7 +13,7 @@ from engine.runtime import (
     MAX_STEPS,
     AwardPoints,
     CancelTimer,
-    Enrollment,
+    EnrollmentState,
     EventArrived,
     Exit,
     IssueReferral,
@@ -507,7 +507,7 @@ def test_state_and_commands_round_trip_through_json():
     steps.append(advance(j, steps[-1].state, EventArrived(event("order_completed", T0 + hours(25), order_id="o-1")), customer(), T0 + hours(25)))
     for outcome in steps:
         text = json.dumps(outcome.state.to_dict())
-        assert Enrollment.from_dict(json.loads(text)) == outcome.state
+        assert EnrollmentState.from_dict(json.loads(text)) == outcome.state
         for command in outcome.commands:
             assert command_from_dict(json.loads(json.dumps(command_to_dict(command)))) == command
         json.dumps([t.to_dict() for t in outcome.trace])
