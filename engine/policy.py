@@ -39,12 +39,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Result
 from channels.retargeting import is_removal
-from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError
 from engine.profiles import describe, lock_customers
-from engine.settings import Settings
+from engine.settings import FrequencyCap, Settings
 from engine.storage.models import Consent, Customer, Delivery, Secret, Suppression
 
 #: Topic of a consent row that covers every topic of its channel.

@@ -18,6 +18,7 @@ from channels.base import Channel
 from channels.settings import ChannelSettings
 from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
+from engine.environment import read_settings
 from engine.orchestrator import Followups, Orchestrator
 from engine.policy import PolicyLayer, record_bounce
 from engine.ratelimit import RateLimiter, build_limiter, check_channels
@@ -110,7 +111,7 @@ class Services:
         # Every malformed variable is reported at once, the engine's and the channels'.
         problems = []
         try:
-            settings = Settings.from_env(environ)
+            settings = read_settings(environ)
         except ConfigError as exc:
             problems.append(str(exc))
         try:

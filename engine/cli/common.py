@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from engine.cli.codes import RET_CONFIG, RET_INVALID, RET_NOT_FOUND, RET_SERVICE
 from channels import registry
+from engine.environment import read_settings
 from engine.errors import ConfigError, NotFoundError, PayloadError, StorageError
 from engine.ratelimit import check_channels
 from engine.services import Services
@@ -40,7 +41,7 @@ def a_directory(ctx: click.Context, param: click.Parameter, value: T) -> T:
 def load_settings() -> Settings:
     """Read the settings from the environment, or exit with RET_CONFIG naming the bad variable."""
     try:
-        settings = Settings.from_env()
+        settings = read_settings()
         check_channels(settings.rate_limits, registry.available())
         check_channels(settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
     except ConfigError as exc:

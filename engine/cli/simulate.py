@@ -16,9 +16,9 @@ from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.cli.journeys import _files_or_fail, _paths
 from engine.definitions import load_journeys
 from engine.durations import DURATION_HELP, parse_duration
+from engine.environment import read_settings
 from engine.errors import ConfigError
 from engine.segment import parse_time
-from engine.settings import Settings
 from engine.twin import DEFAULT_HORIZON, Effect, Twin, TwinStuck, deliveries
 
 
@@ -94,7 +94,7 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
     try:
         # The engine's settings (frequency caps, sweep timing) as the workers read them;
         # the database and the broker are the twin's own.
-        settings = Settings.from_env()
+        settings = read_settings()
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     stamps = [parse_time(e["timestamp"]) for _, e in events if e.get("timestamp") is not None]

@@ -15,7 +15,6 @@ from engine.definitions.model import (
     EndEvent,
     Entry,
     ExitStep,
-    FrequencyCap,
     Journey,
     JourneyPolicy,
     QuietHours,
@@ -30,6 +29,7 @@ from engine.definitions.model import (
     WaitStep,
     WaitUntilStep,
 )
+from engine.settings import FrequencyCap
 
 __all__ = [
     "CHANNELS",

@@ -33,6 +33,7 @@ from engine.rules import (
     field_references,
     mismatched_comparisons,
 )
+from engine.settings import FrequencyCap
 from engine.templates import TemplateEngine, TemplateStore, TemplateSyntaxProblem, UndefinedVariable
 from engine.templates.store import PARTS, SUFFIX
 
@@ -545,7 +546,7 @@ class _Checker:
                 quiet_hours=model.QuietHours(_time(policy.quiet_hours.start), _time(policy.quiet_hours.end), policy.quiet_hours.action)
                 if policy.quiet_hours
                 else None,
-                frequency_cap=model.FrequencyCap(policy.frequency_cap.max, parse_duration(policy.frequency_cap.per))
+                frequency_cap=FrequencyCap(policy.frequency_cap.max, parse_duration(policy.frequency_cap.per))
                 if policy.frequency_cap
                 else None,
             ),

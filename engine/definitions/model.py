@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.rules import Condition, Expression, ExpressionResult, choose_weighted
+from engine.settings import FrequencyCap
 from engine.templates import Template
 
 
@@ -237,12 +238,6 @@ class QuietHours:
     start: dt.time
     end: dt.time
     action: str = "defer"
-
-
-@dataclass(frozen=True)
-class FrequencyCap:
-    max: int
-    per: dt.timedelta
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from starlette.testclient import TestClient
 from channels.stub import StubChannel
 from engine import deploy, ingest, profiles
 from engine.api import create_app
-from engine.definitions.model import FrequencyCap
 from engine.delivery import Deliverer
 from engine.policy import PolicyLayer, record_consent, subscribed, suppress
 from engine.scheduler import Scheduler
+from engine.settings import FrequencyCap
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer, TraceEntry
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
