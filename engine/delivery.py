@@ -33,6 +33,7 @@ from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
 from engine.storage.types import UTCDateTime
 from engine.storage.upsert import insert_rows
+from engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class Defer:
 
 #: A policy's answer: None (send), a reason (hold it back) or a :class:`Defer`.
 Decision = str | Defer | None
-PolicyCheck = Callable[[Session, Delivery, Customer, datetime], Decision]
+PolicyCheck = Callable[[UnitOfWork, Delivery, Customer, datetime], Decision]
 #: Where the deliverer reads the time: the services' clock.
 Clock = Callable[[], datetime]
 #: The one-click unsubscribe link of a delivery, if it has one.
@@ -90,7 +91,7 @@ def backoff(attempts: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, attempts - 1)))
 
 
-def no_policy(_session: Session, _delivery: Delivery, _customer: Customer, _now: datetime) -> Decision:
+def no_policy(_unit: UnitOfWork, _delivery: Delivery, _customer: Customer, _now: datetime) -> Decision:
     """The policy that holds nothing back."""
     return None
 
@@ -276,9 +277,10 @@ class Deliverer:
         return max(wait, 0.0)
 
     def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, DeliveryOutcome]) -> list[tuple[Delivery, Message]]:
-        """PolicyCheck and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
+        """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
         ready: list[tuple[Delivery, Message]] = []
         with self.sessions.begin() as session:
+            unit = UnitOfWork(session)
             deliveries = list(session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars())
             customers = {
                 c.id: c
@@ -286,15 +288,15 @@ class Deliverer:
                     select(Customer).where(Customer.id.in_({d.customer_id for d in deliveries}))
                 ).scalars()
             }
-            views = customer_views(session, list(customers.values()))
+            views = customer_views(unit, list(customers.values()))
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
-                prefetch(session, deliveries, list(customers.values()))
+                prefetch(unit, deliveries, list(customers.values()))
             ended = _ended_while_waiting(session, deliveries)
             # By customer: a policy that locks customers locks them in one order everywhere.
             for delivery in sorted(deliveries, key=lambda d: (d.customer_id, d.id)):
                 customer = customers[delivery.customer_id]
-                decision = ended.get(delivery.id) or self.policy(session, delivery, customer, now)
+                decision = ended.get(delivery.id) or self.policy(unit, delivery, customer, now)
                 if isinstance(decision, Defer):
                     # Pending again with no queue message: the scheduler enqueues it at ``until``.
                     delivery.not_before, delivery.enqueued_at = decision.until, None

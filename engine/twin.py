@@ -50,8 +50,7 @@ from sqlalchemy.util import LRUCache
 from channels.stub import StubChannel
 from engine import deploy, ingest, profiles
 from engine.definitions import Journey
-from engine.runtime import EnrollmentState
-from engine.runtime import Trace
+from engine.runtime import EnrollmentState, Trace
 from engine.scheduler import Scheduler, not_held_by_a_pause
 from engine.segment import parse_time
 from engine.services import Services
@@ -69,6 +68,7 @@ from engine.storage.models import (
     Timer,
     TraceEntry,
 )
+from engine.unit_of_work import UnitOfWork
 from engine.workers.actors import DELIVERIES_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 
 log = logging.getLogger(__name__)
@@ -519,7 +519,7 @@ class Twin:
     def seed_customer(self, user_id: str, *, stage: str | None = None, points: int = 0) -> None:
         """Create a customer with a stage and points as they stood before the twin started."""
         with self.services.sessions.begin() as session:
-            customer = profiles.resolve(session, user_id, None, self.now)
+            customer = profiles.resolve(UnitOfWork(session), user_id, None, self.now)
             if stage is not None:
                 profiles.set_stage(session, customer, stage, self.now, "as the twin started")
             if points:

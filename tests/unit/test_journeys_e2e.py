@@ -182,10 +182,10 @@ def test_timers_fire_together_and_a_failing_one_fails_alone(engine, monkeypatch)
     # When they fire in one message, and the first one's enrollment is broken
     real = services.orchestrator.on_timers
 
-    def broken(session, batch, now):  # type: ignore[no-untyped-def]
+    def broken(unit, batch, now):  # type: ignore[no-untyped-def]
         if keys[0] in batch:
             raise RuntimeError("broken enrollment")
-        return real(session, batch, now)
+        return real(unit, batch, now)
 
     monkeypatch.setattr(services.orchestrator, "on_timers", broken)
     from engine.workers.actors import fire_timers_together

@@ -19,6 +19,7 @@ from engine.policy import PolicyLayer, record_consent, subscribed, suppress
 from engine.scheduler import Scheduler
 from engine.settings import FrequencyCap
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer, TraceEntry
+from engine.unit_of_work import UnitOfWork
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -206,8 +207,10 @@ def happen(services, at: datetime, type_: str, **body) -> list[int]:  # type: ig
     with services.sessions.begin() as session:
         [event_id] = ingest.store(session, rows)
         event = session.get(Event, event_id)
-        customer, before = profiles.apply_event(session, event, at)
-        return [d for d, _ in services.orchestrator.on_event(session, event, customer, at, before).deliveries]
+        unit = UnitOfWork(session)
+        customer, before = profiles.apply_event(unit, event, at)
+        services.orchestrator.on_event(unit, event, customer, at, before)
+        return [d for d, _ in services.orchestrator.finish(unit).deliveries]
 
 
 def order(services, at: datetime, order_id: str) -> int:  # type: ignore[no-untyped-def]
@@ -225,7 +228,9 @@ def timers_fire(services, at: datetime) -> list[int]:  # type: ignore[no-untyped
     made: list[int] = []
     for key in keys:
         with services.sessions.begin() as session:
-            made += [d for d, _ in services.orchestrator.on_timer(session, key, at).deliveries]
+            unit = UnitOfWork(session)
+            services.orchestrator.on_timer(unit, key, at)
+            made += [d for d, _ in services.orchestrator.finish(unit).deliveries]
     return made
 
 

@@ -100,10 +100,10 @@ def test_a_failing_event_records_its_error_and_does_not_block_others(any_service
     store_without_enqueue(any_services, 2, now)
     real = profiles.apply_event
 
-    def flaky(session, event, at):  # type: ignore[no-untyped-def]
+    def flaky(unit, event, at, **options):  # type: ignore[no-untyped-def]
         if event.message_id == "m0":
             raise ValueError("bad trait")
-        return real(session, event, at)
+        return real(unit, event, at, **options)
 
     monkeypatch.setattr(profiles, "apply_event", flaky)
     with any_services.sessions() as session:
@@ -125,10 +125,10 @@ def test_a_failing_event_in_a_batch_fails_alone(any_services, monkeypatch):
     store_without_enqueue(any_services, 3, now)
     real = profiles.apply_event
 
-    def flaky(session, event, at, **options):  # type: ignore[no-untyped-def]
+    def flaky(unit, event, at, **options):  # type: ignore[no-untyped-def]
         if event.message_id == "m1":
             raise ValueError("bad trait")
-        return real(session, event, at, **options)
+        return real(unit, event, at, **options)
 
     monkeypatch.setattr(profiles, "apply_event", flaky)
     with any_services.sessions() as session:
