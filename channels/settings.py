@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from engine.durations import DURATION_HELP, parse_duration
 from engine.errors import ConfigError
-from engine.settings import Variable, read_environment
+from engine.environment import Variable, read_environment
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 

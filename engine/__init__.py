@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.durations import format_duration, parse_duration
+from engine.environment import read_settings
 from engine.errors import (
     AuthError,
     ChannelError,
@@ -33,4 +34,5 @@ __all__ = [
     "TemplateError",
     "format_duration",
     "parse_duration",
+    "read_settings",
 ]

@@ -200,7 +200,7 @@ def list_journeys(session: Session) -> list[dict[str, Any]]:
             {"version": row.version, "deployedAt": row.deployed_at.isoformat(), "trigger": row.trigger_event}
         )
     running = dict(
-        session.execute(  # type: ignore[arg-type]
+        session.execute(
             select(Enrollment.journey_id, func.count()).where(Enrollment.status == "active").group_by(Enrollment.journey_id)
         ).all()
     )
@@ -433,7 +433,7 @@ def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | N
             entry[2] = _aware(at)
         if n == (int(total) + 1) // 2:
             entry[3] = _aware(at)
-    return [tuple(v) for v in out.values()]  # type: ignore[misc]
+    return [tuple(v) for v in out.values()]
 
 
 def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep], dict[str, SplitStep]]:
@@ -467,12 +467,12 @@ def _trace_pass(session: Session, cohort: Any, branches: Mapping[str, BranchStep
     detail = case((or_(trace.what.in_(("end", "choose", "condition")),
                        and_(trace.what == "run", trace.detail.like(_CLEAN_UP + "%"))), trace.detail))
     status = case((trace.what == "end", value))
-    return session.execute(
+    return list(session.execute(
         select(trace.step, trace.what, detail, status, func.count())
         .join(cohort, cohort.c.id == trace.enrollment_id)
         .where(trace.step.is_not(None), marks)
         .group_by(trace.step, trace.what, detail, status)
-    ).all()
+    ).all())
 
 
 def _variant_customers(session: Session, cohort: Any, converted: ColumnElement[int],
@@ -658,7 +658,7 @@ def stage_funnel(session: Session, window: Window, now: datetime) -> dict[str, A
     next move (so far) went to a later stage; ``drop_off`` is the rest's share. The median
     time in stage is over the stays that ended in the window.
     """
-    current = dict(session.execute(  # type: ignore[arg-type]
+    current = dict(session.execute(
         select(Customer.stage, func.count()).where(Customer.merged_into_id.is_(None)).group_by(Customer.stage)
     ).all())
     changes = StageChange.__table__.c
@@ -773,7 +773,7 @@ def _aware(at: Any) -> datetime | None:
         from datetime import timezone
 
         at = at.replace(tzinfo=timezone.utc)
-    return at  # type: ignore[no-any-return]
+    return at
 
 
 def _unquote(value: str | None) -> str | None:

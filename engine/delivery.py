@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
+from engine import profiles
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError, TemplateError
 from engine.orchestrator import customer_views
@@ -32,6 +33,7 @@ from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
 from engine.storage.types import UTCDateTime
 from engine.storage.upsert import insert_rows
+from engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class Defer:
 
 #: A policy's answer: None (send), a reason (hold it back) or a :class:`Defer`.
 Decision = str | Defer | None
-Policy = Callable[[Session, Delivery, Customer, datetime], Decision]
+PolicyCheck = Callable[[UnitOfWork, Delivery, Customer, datetime], Decision]
 #: Where the deliverer reads the time: the services' clock.
 Clock = Callable[[], datetime]
 #: The one-click unsubscribe link of a delivery, if it has one.
@@ -75,7 +77,7 @@ Bounces = Callable[..., object]
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryOutcome:
     """What became of one delivery attempt; ``retry_in`` (seconds) when it is to be tried again."""
 
     status: str
@@ -89,7 +91,7 @@ def backoff(attempts: int) -> float:
     return float(min(BACKOFF_MAX, BACKOFF_MIN * 2 ** max(0, attempts - 1)))
 
 
-def no_policy(_session: Session, _delivery: Delivery, _customer: Customer, _now: datetime) -> Decision:
+def no_policy(_unit: UnitOfWork, _delivery: Delivery, _customer: Customer, _now: datetime) -> Decision:
     """The policy that holds nothing back."""
     return None
 
@@ -145,7 +147,7 @@ class Deliverer:
         sessions: sessionmaker[Session],
         deployed: DeployedJourneys,
         adapters: Callable[[str], Channel],
-        policy: Policy = no_policy,
+        policy: PolicyCheck = no_policy,
         unsubscribe_links: UnsubscribeLinks = no_links,
         limiter: RateLimiter | None = None,
         bounces: Bounces = no_bounces,
@@ -162,11 +164,11 @@ class Deliverer:
         self.sleep = sleep
         self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
 
-    def deliver(self, delivery_id: int, now: datetime | Clock) -> Outcome:
+    def deliver(self, delivery_id: int, now: datetime | Clock) -> DeliveryOutcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
         return self.deliver_many([delivery_id], now)[delivery_id]
 
-    def deliver_many(self, delivery_ids: Sequence[int], now: datetime | Clock) -> dict[int, Outcome]:
+    def deliver_many(self, delivery_ids: Sequence[int], now: datetime | Clock) -> dict[int, DeliveryOutcome]:
         """Attempt each delivery once, ``CLAIM_CHUNK`` at a time; return each one's outcome.
 
         ``now`` is the services' clock (the workers pass ``Services.clock``), read again
@@ -188,14 +190,14 @@ class Deliverer:
            or a send the rate limit holds back, is ``pending`` again with ``retry_in``
            set: the caller enqueues it again after that delay.
         """
-        clock: Clock = now if callable(now) else (lambda: now)  # type: ignore[assignment,return-value]
+        clock: Clock = now if callable(now) else (lambda: now)
         ids = sorted(set(delivery_ids))
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[int, DeliveryOutcome] = {}
         for start in range(0, len(ids), CLAIM_CHUNK):
             outcomes.update(self._deliver_chunk(ids[start : start + CLAIM_CHUNK], clock))
         return outcomes
 
-    def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, Outcome]:
+    def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, DeliveryOutcome]:
         now = clock()
         with self.sessions.begin() as session:
             claimed = set(
@@ -210,11 +212,11 @@ class Deliverer:
                     .returning(Delivery.id)
                 ).scalars()
             )
-            outcomes: dict[int, Outcome] = {}
+            outcomes: dict[int, DeliveryOutcome] = {}
             others = [i for i in ids if i not in claimed]
             if others:  # already sent, held, failed, or being sent by another worker
                 found = dict(session.execute(select(Delivery.id, Delivery.status).where(Delivery.id.in_(others))).all())
-                outcomes.update({i: Outcome(found.get(i, "missing")) for i in others})
+                outcomes.update({i: DeliveryOutcome(found.get(i, "missing")) for i in others})
         if not claimed:
             return outcomes
         try:
@@ -227,9 +229,9 @@ class Deliverer:
         return outcomes
 
     def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime,
-                   clock: Clock) -> dict[int, Outcome]:
+                   clock: Clock) -> dict[int, DeliveryOutcome]:
         """Send the prepared ``messages`` one by one, one commit per send (step 3 of :meth:`deliver_many`)."""
-        outcomes: dict[int, Outcome] = {}
+        outcomes: dict[int, DeliveryOutcome] = {}
         done: list[Sent] = []  # outcomes not recorded yet: they go in the next transaction
         left = list(messages)
         try:
@@ -247,7 +249,7 @@ class Deliverer:
                 if not marked:
                     # The sweeper gave the claim back (this chunk took longer than its
                     # threshold) and another worker may have it: not ours to send.
-                    outcomes[delivery.id] = Outcome("pending", "the claim expired before the send")
+                    outcomes[delivery.id] = DeliveryOutcome("pending", "the claim expired before the send")
                     continue
                 done = [(delivery, message, self._send(message), clock())]
         except BaseException:
@@ -274,10 +276,11 @@ class Deliverer:
             wait = self.limiter.acquire(channel)
         return max(wait, 0.0)
 
-    def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, Outcome]) -> list[tuple[Delivery, Message]]:
+    def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, DeliveryOutcome]) -> list[tuple[Delivery, Message]]:
         """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
         ready: list[tuple[Delivery, Message]] = []
         with self.sessions.begin() as session:
+            unit = UnitOfWork(session)
             deliveries = list(session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars())
             customers = {
                 c.id: c
@@ -285,21 +288,21 @@ class Deliverer:
                     select(Customer).where(Customer.id.in_({d.customer_id for d in deliveries}))
                 ).scalars()
             }
-            views = customer_views(session, list(customers.values()))
+            views = customer_views(unit, list(customers.values()))
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
-                prefetch(session, deliveries, list(customers.values()))
+                prefetch(unit, deliveries, list(customers.values()))
             ended = _ended_while_waiting(session, deliveries)
             # By customer: a policy that locks customers locks them in one order everywhere.
             for delivery in sorted(deliveries, key=lambda d: (d.customer_id, d.id)):
                 customer = customers[delivery.customer_id]
-                decision = ended.get(delivery.id) or self.policy(session, delivery, customer, now)
+                decision = ended.get(delivery.id) or self.policy(unit, delivery, customer, now)
                 if isinstance(decision, Defer):
                     # Pending again with no queue message: the scheduler enqueues it at ``until``.
                     delivery.not_before, delivery.enqueued_at = decision.until, None
                     delivery.attempts -= 1  # waiting is not a failed attempt
                     self._finish(session, delivery, now, "pending", decision.reason, what="deferred")
-                    outcomes[delivery.id] = Outcome("deferred", decision.reason)
+                    outcomes[delivery.id] = DeliveryOutcome("deferred", decision.reason)
                     continue
                 if decision is not None:
                     outcomes[delivery.id] = self._finish(session, delivery, now, "held", decision)
@@ -328,7 +331,7 @@ class Deliverer:
         except Exception:  # noqa: BLE001 - the original error is the one to report
             log.warning("could not release %d claimed deliveries; the sweeper will mark them", len(ids), exc_info=True)
 
-    def _commit(self, results: list[Sent], outcomes: dict[int, Outcome], now: datetime, *,
+    def _commit(self, results: list[Sent], outcomes: dict[int, DeliveryOutcome], now: datetime, *,
                 sending: Delivery | None = None, claimed_at: datetime | None = None) -> bool:
         """Record ``results`` and mark ``sending`` as being sent, in one transaction.
 
@@ -366,17 +369,17 @@ class Deliverer:
         return marked
 
     def _outcome(self, delivery: Delivery, result: Result | float, done: datetime,
-                 now: datetime) -> tuple[Outcome, dict[str, Any]]:
+                 now: datetime) -> tuple[DeliveryOutcome, dict[str, Any]]:
         """What a send's result makes of its delivery, and the row change (``_RECORD``'s parameters)."""
         change = {"b_id": delivery.id, "b_attempts": delivery.attempts, "b_now": now, "b_provider_id": None,
                   "b_sent_at": None, "b_enqueued_at": None, "b_refund": 0}
         if isinstance(result, float):
             # Not sent and not a failure: pending again, its attempt given back.
-            outcome = Outcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
+            outcome = DeliveryOutcome("pending", f"rate limit of {delivery.channel}: waits {result:.1f}s", result,
                               delivery.channel)
             change.update(b_enqueued_at=now + timedelta(seconds=result), b_refund=1)
         elif result.status == "sent":
-            outcome = Outcome("sent")
+            outcome = DeliveryOutcome("sent")
             change.update(b_provider_id=result.provider_id, b_sent_at=done)
         elif result.status == "retryable" and delivery.attempts < self.max_attempts.get(delivery.channel, MAX_ATTEMPTS):
             # Pending again (committed) before the retry is enqueued: if that message
@@ -384,10 +387,10 @@ class Deliverer:
             delay = backoff(delivery.attempts)
             if result.retry_after is not None:  # the provider said when: not sooner
                 delay = max(delay, result.retry_after.total_seconds())
-            outcome = Outcome("pending", result.error, delay, delivery.channel)
+            outcome = DeliveryOutcome("pending", result.error, delay, delivery.channel)
             change["b_enqueued_at"] = now + timedelta(seconds=delay)
         else:
-            outcome = Outcome("dead" if result.status == "retryable" else "failed", result.error)
+            outcome = DeliveryOutcome("dead" if result.status == "retryable" else "failed", result.error)
         change.update(b_status=outcome.status, b_error=outcome.error)
         return outcome, change
 
@@ -418,8 +421,10 @@ class Deliverer:
         if delivery.content.get("url"):
             content["url"] = delivery.content["url"]
         traits = customer.traits or {}
+        ident, anonymous = profiles.public_id(session, customer)
         recipient = Recipient(
-            customer_id=customer.external_id or str(customer.id),
+            customer_id=ident,
+            anonymous=anonymous,
             email=_text(traits.get("email")),
             phone=_text(traits.get("phone")),
             push_token=_text(traits.get("push_token")),
@@ -438,10 +443,10 @@ class Deliverer:
         )
 
     def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None,
-                *, what: str | None = None) -> Outcome:
+                *, what: str | None = None) -> DeliveryOutcome:
         delivery.status, delivery.error, delivery.updated_at = status, error, now
         self._trace(session, delivery, now, what or status, error)
-        return Outcome(status, error)
+        return DeliveryOutcome(status, error)
 
     @staticmethod
     def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
@@ -468,7 +473,7 @@ Sent = tuple[Delivery, Message, "Result | float", datetime]
 # The outcome of a send: one statement for a batch's rows (executemany). Only while
 # the attempt is still this one: a delivery swept and claimed again is not overwritten.
 _RECORD = (
-    update(Delivery.__table__)
+    update(cast(Table, Delivery.__table__))  # a declarative class's table, though typed as a FromClause
     .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.attempts == bindparam("b_attempts"))
     .values(
         status=bindparam("b_status"), error=bindparam("b_error"), provider_id=bindparam("b_provider_id"),
@@ -498,7 +503,7 @@ def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[boo
 
 # Marks a claimed delivery ``sending`` right before its send, if the claim is still this worker's.
 _MARK_SENDING = (
-    update(Delivery.__table__)
+    update(cast(Table, Delivery.__table__))
     .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.status == "claimed",
            Delivery.__table__.c.updated_at == bindparam("b_claimed_at", type_=UTCDateTime()))
     .values(status="sending", updated_at=bindparam("b_now", type_=UTCDateTime()))

@@ -25,7 +25,7 @@ from engine.storage.upsert import insert_ignore
 
 
 @dataclass
-class Outcome:
+class IngestResult:
     """What happened to the messages of one request."""
 
     received: int = 0
@@ -72,7 +72,7 @@ def _too_large(size: int) -> PayloadError:
     )
 
 
-def prepare(body: Any, *, source: str, received_at: datetime, type_: str | None) -> tuple[list[dict[str, Any]], Outcome]:
+def prepare(body: Any, *, source: str, received_at: datetime, type_: str | None) -> tuple[list[dict[str, Any]], IngestResult]:
     """Check every message of a request; return the rows to store and the outcome so far.
 
     ``type_`` is the endpoint's type (``track``...) or ``None`` for ``/v1/batch``.
@@ -94,9 +94,9 @@ def prepare(body: Any, *, source: str, received_at: datetime, type_: str | None)
             batch_sent_at = parse_time(body["sentAt"]) if body.get("sentAt") is not None else None
         except ValueError as exc:
             raise PayloadError("the request", [Problem("sentAt", str(exc))]) from None
-    outcome = Outcome(received=len(items))
+    outcome = IngestResult(received=len(items))
     rows: list[dict[str, Any]] = []
-    for index, (item, path) in enumerate(zip(items, paths)):
+    for index, (item, path) in enumerate(zip(items, paths, strict=True)):
         try:
             rows.append(
                 normalize(item, source=source, received_at=received_at, path=path, type_=type_, batch_sent_at=batch_sent_at)
@@ -199,7 +199,8 @@ class EventWriter:
                 wakeup.clear()
                 while self._pending:
                     await slots.acquire()
-                    group, size = [], 0
+                    group: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+                    size = 0
                     while self._pending and (not group or size + len(self._pending[0][0]) <= self.MAX_ROWS):
                         rows, future = self._pending.pop(0)
                         group.append((rows, future))

@@ -2,8 +2,11 @@
 
 For one event (or one timer) everything it causes — enrollment states, new timers,
 deliveries (an outbox), profile effects and the trace — is written in the caller's
-transaction; the queue messages for new deliveries and due timers are returned as
-:class:`Followups` to send after the commit. Every effect row is keyed by the runtime's
+transaction, through the :class:`~engine.unit_of_work.UnitOfWork` the caller passes
+(:meth:`Orchestrator.begin`, then ``on_event`` or ``on_timers``, then
+:meth:`Orchestrator.finish`; a single event is a unit of one); the queue messages for
+new deliveries and due timers are returned by ``finish`` as :class:`Followups` to send
+after the commit. Every effect row is keyed by the runtime's
 idempotency key under a unique constraint, so doing the same work twice adds nothing.
 """
 
@@ -21,13 +24,14 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import profiles
-from engine.definitions import Journey
+from engine.definitions import Journey, WaitUntilStep
 from engine.deployed import DeployedJourneys
 from engine.runtime import commands as cmd
 from engine.runtime.entry import TriggerIndex, may_enter, route
 from engine.runtime.inputs import EventArrived, TimerFired
-from engine.runtime.machine import Outcome, advance, start
-from engine.runtime.state import Enrollment as State
+from engine.runtime.commands import Trace
+from engine.runtime.machine import StepOutcome, advance, start, stop
+from engine.runtime.state import EnrollmentState
 from engine.storage.models import (
     AnonymousId,
     AppliedEffect,
@@ -42,6 +46,7 @@ from engine.storage.models import (
     TraceEntry,
 )
 from engine.storage.upsert import insert_ignore, insert_rows
+from engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,8 @@ log = logging.getLogger(__name__)
 MAX_EVENT_ATTEMPTS = 5
 # Commands that change what the runtime sees of the customer.
 PROFILE_COMMANDS = frozenset({"update_profile", "set_stage", "award_points", "issue_referral"})
+# The reason an enrollment ends with when a profile merge left its customer in its journey once too often.
+MERGED = "merged"
 # A timer due this soon is enqueued right after the commit instead of waiting for the
 # scheduler's next tick.
 IMMEDIATE = timedelta(seconds=1)
@@ -65,30 +72,6 @@ class Followups:
     def extend(self, other: Followups) -> None:
         self.deliveries += other.deliveries
         self.timers += other.timers
-
-
-@dataclass
-class Batch:
-    """One transaction's worth of events: reads done once for all, inserts held to the end.
-
-    Kept in ``session.info`` between :meth:`Orchestrator.begin` and
-    :meth:`Orchestrator.finish`; without it every read and insert happens at once.
-    """
-
-    points: dict[int, int] = field(default_factory=dict)  # by customer id; dropped when points change
-    history: dict[tuple[int, str], list[Enrollment]] = field(default_factory=dict)  # (customer, journey)
-    active: dict[int, list[Enrollment]] = field(default_factory=dict)  # locked; filter on status
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
-    timers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    effects: list[dict[str, Any]] = field(default_factory=list)
-    trace: list[dict[str, Any]] = field(default_factory=list)
-
-
-_BATCH = "orchestrator.batch"
-
-
-def _batch(session: Session) -> Batch | None:
-    return session.info.get(_BATCH)
 
 
 def segment_event(event: Event) -> dict[str, Any]:
@@ -108,18 +91,17 @@ def segment_event(event: Event) -> dict[str, Any]:
     }
 
 
-def customer_view(session: Session, customer: Customer) -> dict[str, Any]:
+def customer_view(unit: UnitOfWork, customer: Customer) -> dict[str, Any]:
     """The customer as the runtime takes it: id, traits, stage, points, time zone."""
-    return customer_views(session, [customer])[customer.id]
+    return customer_views(unit, [customer])[customer.id]
 
 
-def customer_views(session: Session, customers: Sequence[Customer]) -> dict[int, dict[str, Any]]:
-    """:func:`customer_view` of each customer, by id, with one query for all their points."""
-    batch = _batch(session)
-    if batch is not None and all(c.id in batch.points for c in customers):
-        points = batch.points
+def customer_views(unit: UnitOfWork, customers: Sequence[Customer]) -> dict[int, dict[str, Any]]:
+    """:func:`customer_view` of each customer, by id, with one query for all their points (none if loaded)."""
+    if all(c.id in unit.points for c in customers):
+        points = unit.points
     else:
-        points = _points(session, [c.id for c in customers])
+        points = _points(unit.session, [c.id for c in customers])
     return {
         customer.id: {
             "id": customer.external_id or str(customer.id),
@@ -151,19 +133,22 @@ class Orchestrator:
         self._index = TriggerIndex()
         self._watched: set[str] = set()
 
-    # -- batches ------------------------------------------------------------------------
+    # -- units of work ------------------------------------------------------------------
 
-    def begin(self, session: Session, events: Sequence[Event], customers: Sequence[Customer]) -> None:
-        """Start a batch: load what ``events`` of ``customers`` will read, in a few queries.
+    def begin(self, unit: UnitOfWork, events: Sequence[Event], customers: Sequence[Customer]) -> None:
+        """Load into ``unit`` what ``events`` of ``customers`` will read, in a few queries.
 
         Active enrollments are locked, as :meth:`on_event` alone would lock them. Then
-        call :meth:`on_event` for each event and :meth:`finish` once.
+        call :meth:`on_event` for each event (or :meth:`on_timers`), and :meth:`finish`
+        once, before the commit: the rows they cause are written there. Timers begin
+        with no events and no customers.
         """
+        session = unit.session
         self._refresh_index(session)
-        batch = Batch()
+        unit.customers = {c.id: c for c in customers}
         ids = [c.id for c in customers]
         if ids:
-            batch.points = _points(session, ids)
+            unit.points = _points(session, ids)
             names = {e.event or e.name or e.type for e in events}
             triggered = {j.id for name in names for j in self._index.triggered_by(name)}
             if self._index.segments and any(e.type == "identify" for e in events):
@@ -171,76 +156,78 @@ class Orchestrator:
             if triggered:
                 for customer_id in ids:
                     for journey_id in triggered:
-                        batch.history[(customer_id, journey_id)] = []
+                        unit.history[(customer_id, journey_id)] = []
                 candidates = {f"{journey_id}:{event.id}" for event in events for journey_id in triggered}
                 for row in _entry_history(session, ids, triggered, candidates):
-                    batch.history[(row.customer_id, row.journey_id)].append(row)
+                    unit.history[(row.customer_id, row.journey_id)].append(row)
             if names & self._watched:
-                batch.active = {customer_id: [] for customer_id in ids}
+                unit.active = {customer_id: [] for customer_id in ids}
                 for row in _lock_active(session, ids):
-                    batch.active[row.customer_id].append(row)
-        session.info[_BATCH] = batch
+                    unit.active[row.customer_id].append(row)
 
-    def finish(self, session: Session) -> Followups:
-        """End the batch: write the held inserts; return the messages to send after commit."""
-        batch = session.info.pop(_BATCH)
+    def finish(self, unit: UnitOfWork) -> Followups:
+        """Write the rows ``unit`` held back; return the messages to send after the commit."""
+        session = unit.session
         followups = Followups()
         session.flush()  # enrollments first: the rows below refer to them
-        insert_rows(session, AppliedEffect, batch.effects, ["key"])
-        inserted = insert_rows(session, Delivery, batch.deliveries, ["key"], ["id", "channel"])
+        insert_rows(session, AppliedEffect, unit.effects, ["key"])
+        inserted = insert_rows(session, Delivery, unit.deliveries, ["key"], ["id", "channel"])
         followups.deliveries += [(delivery_id, channel) for delivery_id, channel in inserted]
-        timers = list(batch.timers.values())
+        timers = list(unit.timers.values())
         due = {row["key"] for row in timers if row["enqueued_at"] is not None}
         followups.timers += [key for (key,) in insert_rows(session, Timer, timers, ["key"], ["key"]) if key in due]
-        insert_rows(session, TraceEntry, batch.trace)
+        insert_rows(session, TraceEntry, unit.trace)
+        unit.effects, unit.deliveries, unit.timers, unit.trace = [], [], {}, []  # written: a second finish adds nothing
         return followups
 
     # -- events -------------------------------------------------------------------------
 
-    def on_event(self, session: Session, event: Event, customer: Customer, now: datetime,
-                 traits_before: dict[str, Any] | None = None) -> Followups:
+    def on_event(self, unit: UnitOfWork, event: Event, customer: Customer, now: datetime,
+                 traits_before: dict[str, Any] | None = None) -> None:
         """Apply an event: resume, convert or exit active enrollments, then enroll.
 
         Routing is the runtime's (:func:`engine.runtime.entry.route`): the enrollments the
         event concerns (goal, exit, ``wait_until``) see it before triggers do, so an
         ``order_completed`` converts a running journey before it could start another.
         ``traits_before`` are the traits before an ``identify`` changed them: a segment
-        trigger enrolls when its condition starts to hold.
+        trigger enrolls when its condition starts to hold. What it causes is written by
+        :meth:`finish`.
         """
+        session = unit.session
         self._refresh_index(session)
         name = event.event or event.name or event.type
-        followups = Followups()
+        if _may_have_merged(unit, event, customer):
+            self._after_merge(unit, customer, now)
         data = segment_event(event)
         concerned = name in self._watched
         if not concerned and not self._index.triggered_by(name) and not (event.type == "identify" and self._index.segments):
-            return followups  # no running journey cares: the common case costs nothing more
-        view = customer_view(session, customer)
-        batch = _batch(session)
+            return  # no running journey cares: the common case costs nothing more
+        view = customer_view(unit, customer)
         if not concerned:
             rows = {}
-        elif batch is not None and customer.id in batch.active:
-            rows = {row.id: row for row in batch.active[customer.id] if row.status == "active"}
+        elif customer.id in unit.active:
+            rows = {row.id: row for row in unit.active[customer.id] if row.status == "active"}
         else:
             rows = {row.id: row for row in self._active(session, customer.id)}
         active = []
         for row in rows.values():
             if self._is_running(row.journey_id, session):
-                active.append((State.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
+                active.append((EnrollmentState.from_dict(row.state), self.deployed.get(row.journey_id, row.version, session)))
         before = {**view, "traits": traits_before} if traits_before is not None else None
         stale = False  # the effects of a step may have changed the profile
         for step in route(self._index, data, view, active, now, before=before):
             if stale:
-                view, stale = customer_view(session, customer), False
+                view, stale = customer_view(unit, customer), False
             if step.action == "advance" and step.enrollment is not None:
                 row = rows[step.enrollment.id]
-                outcome = advance(step.journey, State.from_dict(row.state), EventArrived(data), view, now)
-                followups.extend(self._persist(session, row, step.journey, outcome, customer, now))
+                outcome = advance(step.journey, EnrollmentState.from_dict(row.state), EventArrived(data), view, now)
+                self._persist(unit, row, step.journey, outcome, customer, now)
             else:
                 enrollment_id = f"{step.journey.id}:{event.id}"
-                history = self._history(session, customer.id, step.journey.id, enrollment_id, batch)
+                history = self._history(unit, customer.id, step.journey.id, enrollment_id)
                 if any(r.id == enrollment_id for r in history):
                     continue  # this event already enrolled them (it is being processed again)
-                allowed, reason = may_enter(step.journey, [State.from_dict(r.state) for r in history], now)
+                allowed, reason = may_enter(step.journey, [EnrollmentState.from_dict(r.state) for r in history], now)
                 if not allowed:
                     continue
                 outcome = start(step.journey, enrollment_id, view, data, now)
@@ -251,19 +238,48 @@ class Orchestrator:
                 )
                 session.add(row)
                 history.append(row)
-                if batch is not None and customer.id in batch.active:
-                    batch.active[customer.id].append(row)
-                followups.extend(self._persist(session, row, step.journey, outcome, customer, now, step.trace))
+                if customer.id in unit.active:
+                    unit.active[customer.id].append(row)
+                self._persist(unit, row, step.journey, outcome, customer, now, step.trace)
             stale = stale or any(c.type in PROFILE_COMMANDS for c in outcome.commands)
-        return followups
+
+    def _after_merge(self, unit: UnitOfWork, customer: Customer, now: datetime) -> None:
+        """After a merge (:func:`engine.profiles.merge`): the customer stays in each journey
+        as often as its entry rules allow (``entry.concurrent``), in the oldest enrollments;
+        the others exit as ``merged`` (docs/runtime.md, "Merges")."""
+        session = unit.session
+        rows = _lock_active(session, [customer.id])  # oldest first
+        # What begin() read under the merged-away profile is the customer's now.
+        if customer.id in unit.active:
+            unit.active[customer.id] = list(rows)
+        for key in [key for key in unit.history if key[0] == customer.id]:
+            del unit.history[key]
+        unit.points.pop(customer.id, None)
+        by_journey: dict[str, list[Enrollment]] = {}
+        for row in rows:
+            by_journey.setdefault(row.journey_id, []).append(row)
+        for journey_id, active in by_journey.items():
+            allowed = max(1, self.deployed.get(journey_id, active[0].version, session).entry.concurrent)
+            kept, extra = active[:allowed], active[allowed:]
+            if not extra:
+                continue
+            keep = {audience for row in kept for audience in (EnrollmentState.from_dict(row.state).audiences or {})}
+            who = profiles.describe(session, customer)
+            view = customer_view(unit, customer)
+            for row in extra:
+                journey = self.deployed.get(journey_id, row.version, session)
+                outcome = stop(journey, EnrollmentState.from_dict(row.state), view, now, MERGED, keep_audiences=keep)
+                note = Trace(row.step, "merged", f"profile merged into {who}, in {journey_id} already "
+                             f"(enrollment {kept[0].id}); this one ends", kept[0].id)
+                self._persist(unit, row, journey, outcome, customer, now, (note,))
 
     # -- timers -------------------------------------------------------------------------
 
-    def on_timer(self, session: Session, key: str, now: datetime) -> Followups:
+    def on_timer(self, unit: UnitOfWork, key: str, now: datetime) -> None:
         """Fire timer ``key`` once; a fired, cancelled or unknown timer changes nothing."""
-        return self.on_timers(session, [key], now)
+        self.on_timers(unit, [key], now)
 
-    def on_timers(self, session: Session, keys: Collection[str], now: datetime) -> Followups:
+    def on_timers(self, unit: UnitOfWork, keys: Collection[str], now: datetime) -> None:
         """Fire the timers ``keys`` once each; fired, cancelled or unknown ones change nothing.
 
         Locks in the engine's one order (docs/operations.md, "Locks"), as the event path
@@ -274,8 +290,10 @@ class Orchestrator:
         A timer whose customer has an event stored and not applied yet that the timer's
         enrollment waits for, stamped at or before the timer's due time, is held back
         (:func:`waits_for_earlier_events`): it is left for the scheduler's next tick, so
-        the event counts first, as the runtime's ordering rule says.
+        the event counts first, as the runtime's ordering rule says. What they cause is
+        written by :meth:`finish`.
         """
+        session = unit.session
         keys = sorted(set(keys))
         # Who owns the timers, read without locks: a timer never changes enrollment, nor
         # an enrollment customer, so the locks can then be taken in order.
@@ -285,7 +303,7 @@ class Orchestrator:
             .where(Timer.key.in_(keys), Timer.fired_at.is_(None))
         ).all()
         if not owners:
-            return Followups()
+            return
         customers = {c.id: c for c in profiles.lock_customers(session, {customer for _, customer in owners})}
         rows = {
             row.id: row
@@ -307,25 +325,23 @@ class Orchestrator:
             row = rows[timer.enrollment_id]
             if row.status != "active":
                 timer.fired_at = now
-            elif self._is_running(row.journey_id, session):  # paused: stays due, fires after a resume
+            elif self._is_running(row.journey_id, session):  # paused: stays claimed; the resume releases it
                 due.append((timer, row, self.deployed.get(row.journey_id, row.version, session)))
         held = waits_for_earlier_events(session, [(t, customers[r.customer_id], _events_of(j)) for t, r, j in due])
-        followups = Followups()
         for timer, row, journey in due:
             if timer.key in held:
                 timer.enqueued_at = None  # the scheduler enqueues it again on its next tick
                 continue
             timer.fired_at = now
             customer = customers[row.customer_id]
-            outcome = advance(journey, State.from_dict(row.state), TimerFired(timer.key),
-                              customer_view(session, customer), now)
-            followups.extend(self._persist(session, row, journey, outcome, customer, now))
-        return followups
+            outcome = advance(journey, EnrollmentState.from_dict(row.state), TimerFired(timer.key),
+                              customer_view(unit, customer), now)
+            self._persist(unit, row, journey, outcome, customer, now)
 
     # -- persistence --------------------------------------------------------------------
 
-    def _persist(self, session: Session, row: Enrollment, journey: Journey, outcome: Outcome,
-                 customer: Customer, now: datetime, extra_trace: tuple[Any, ...] = ()) -> Followups:
+    def _persist(self, unit: UnitOfWork, row: Enrollment, journey: Journey, outcome: StepOutcome,
+                 customer: Customer, now: datetime, extra_trace: tuple[Any, ...] = ()) -> None:
         state = outcome.state
         row.state = state.to_dict()
         row.status = state.status
@@ -333,25 +349,19 @@ class Orchestrator:
         row.waiting_event = state.wait.event if state.wait is not None and state.wait.kind == "event" else None
         row.updated_at = now
         row.ended_at = state.ended_at
-        followups = Followups()
         for command in outcome.commands:
             handler = getattr(self, f"_do_{command.type}")
-            handler(session, row, journey, command, customer, now, followups)
-        batch = _batch(session)
+            handler(unit, row, journey, command, customer, now)
         for entry in (*extra_trace, *outcome.trace):
             values = {
                 "enrollment_id": row.id, "at": now, "step": entry.step, "what": entry.what,
                 "detail": (entry.detail or "")[:1000] or None, "value": entry.value,
                 "error": (entry.error or "")[:1000] or None,
             }
-            if batch is not None:
-                batch.trace.append(values)  # inserted by finish()
-            else:
-                session.add(TraceEntry(**values))
-        return followups
+            unit.trace.append(values)  # inserted by finish()
 
-    def _do_send(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Send,
-                 customer: Customer, now: datetime, followups: Followups) -> None:
+    def _do_send(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.Send,
+                 customer: Customer, now: datetime) -> None:
         values = {
             "key": command.key, "enrollment_id": row.id, "customer_id": customer.id,
             "journey_id": row.journey_id, "version": row.version, "step": command.step,
@@ -360,58 +370,45 @@ class Orchestrator:
             "variables": _jsonable(command.variables), "status": "pending", "attempts": 0,
             "created_at": now, "enqueued_at": now, "updated_at": now,
         }
-        batch = _batch(session)
-        if batch is not None:
-            batch.deliveries.append(values)  # inserted by finish()
-            return
-        inserted = session.execute(insert_ignore(session, Delivery, values, ["key"]).returning(Delivery.id)).first()
-        if inserted is not None:
-            followups.deliveries.append((inserted[0], command.channel))
+        unit.deliveries.append(values)  # inserted by finish()
 
-    def _do_schedule_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.ScheduleTimer,
-                           customer: Customer, now: datetime, followups: Followups) -> None:
+    def _do_schedule_timer(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.ScheduleTimer,
+                           customer: Customer, now: datetime) -> None:
         due_now = command.at <= now + IMMEDIATE
         values = {"key": command.key, "enrollment_id": row.id, "due_at": command.at, "enqueued_at": now if due_now else None}
-        batch = _batch(session)
-        if batch is not None:
-            batch.timers[command.key] = values  # inserted by finish()
-            return
-        statement = insert_ignore(session, Timer, values, ["key"]).returning(Timer.key)
-        if session.execute(statement).first() is not None and due_now:
-            followups.timers.append(command.key)
+        unit.timers[command.key] = values  # inserted by finish()
 
-    def _do_cancel_timer(self, session: Session, row: Enrollment, journey: Journey, command: cmd.CancelTimer,
-                         customer: Customer, now: datetime, followups: Followups) -> None:
-        batch = _batch(session)
-        if batch is not None and batch.timers.pop(command.key, None) is not None:
-            return  # scheduled in this batch: never written
-        timer = session.get(Timer, command.key)
+    def _do_cancel_timer(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.CancelTimer,
+                         customer: Customer, now: datetime) -> None:
+        if unit.timers.pop(command.key, None) is not None:
+            return  # scheduled in this unit of work: never written
+        timer = unit.session.get(Timer, command.key)
         if timer is not None and timer.fired_at is None:
             timer.fired_at = now  # cancelled: it will never fire
 
-    def _do_update_profile(self, session: Session, row: Enrollment, journey: Journey, command: cmd.UpdateProfile,
-                           customer: Customer, now: datetime, followups: Followups) -> None:
-        if _first_time(session, command, row, now):
+    def _do_update_profile(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.UpdateProfile,
+                           customer: Customer, now: datetime) -> None:
+        if _first_time(unit, command, row, now):
             profiles.merge_traits(customer, dict(command.traits))
 
-    def _do_set_stage(self, session: Session, row: Enrollment, journey: Journey, command: cmd.SetStage,
-                      customer: Customer, now: datetime, followups: Followups) -> None:
-        if _first_time(session, command, row, now):
-            profiles.set_stage(session, customer, command.stage, now, command.reason)
+    def _do_set_stage(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.SetStage,
+                      customer: Customer, now: datetime) -> None:
+        if _first_time(unit, command, row, now):
+            profiles.set_stage(unit.session, customer, command.stage, now, command.reason)
 
-    def _do_award_points(self, session: Session, row: Enrollment, journey: Journey, command: cmd.AwardPoints,
-                         customer: Customer, now: datetime, followups: Followups) -> None:
+    def _do_award_points(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.AwardPoints,
+                         customer: Customer, now: datetime) -> None:
+        session = unit.session
         owner = customer.id
         if command.to == "referrer":
-            owner = _referrer(session, customer, command.referral_code, now)
-            if owner is None:
+            referrer = _referrer(session, customer, command.referral_code, now)
+            if referrer is None:
                 session.add(TraceEntry(enrollment_id=row.id, at=now, step=command.step, what="no referrer",
                                        detail="no known referral code; nobody was awarded points",
                                        value={"referral_code": command.referral_code}))
                 return
-        batch = _batch(session)
-        if batch is not None:
-            batch.points.pop(owner, None)
+            owner = referrer
+        unit.points.pop(owner, None)
         session.execute(
             insert_ignore(
                 session, PointsEntry,
@@ -421,8 +418,9 @@ class Orchestrator:
             )
         )
 
-    def _do_issue_referral(self, session: Session, row: Enrollment, journey: Journey, command: cmd.IssueReferral,
-                           customer: Customer, now: datetime, followups: Followups) -> None:
+    def _do_issue_referral(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.IssueReferral,
+                           customer: Customer, now: datetime) -> None:
+        session = unit.session
         existing = session.execute(
             select(ReferralCode.code).where(ReferralCode.customer_id == customer.id, ReferralCode.program == command.program)
         ).scalar_one_or_none()
@@ -438,8 +436,8 @@ class Orchestrator:
         if command.store_as:
             profiles.merge_traits(customer, {command.store_as: code})
 
-    def _do_exit(self, session: Session, row: Enrollment, journey: Journey, command: cmd.Exit,
-                 customer: Customer, now: datetime, followups: Followups) -> None:
+    def _do_exit(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.Exit,
+                 customer: Customer, now: datetime) -> None:
         row.ended_at = row.ended_at or now
 
     # -- lookups ------------------------------------------------------------------------
@@ -464,11 +462,25 @@ class Orchestrator:
         return _lock_active(session, [customer_id])
 
     @staticmethod
-    def _history(session: Session, customer_id: int, journey_id: str, enrollment_id: str,
-                 batch: Batch | None = None) -> list[Enrollment]:
-        if batch is not None and (customer_id, journey_id) in batch.history:
-            return batch.history[(customer_id, journey_id)]
-        return _entry_history(session, [customer_id], [journey_id], [enrollment_id])
+    def _history(unit: UnitOfWork, customer_id: int, journey_id: str, enrollment_id: str) -> list[Enrollment]:
+        if (customer_id, journey_id) in unit.history:
+            return unit.history[(customer_id, journey_id)]
+        return _entry_history(unit.session, [customer_id], [journey_id], [enrollment_id])
+
+
+def _may_have_merged(unit: UnitOfWork, event: Event, customer: Customer) -> bool:
+    """Whether applying ``event`` merged a profile into ``customer``'s.
+
+    Only an event that names a user id with an anonymous id, or an alias, merges; it did
+    if one of the customers :meth:`Orchestrator.begin` was given is merged into theirs
+    now (then forgotten, so the next event does not ask again).
+    """
+    if not ((event.user_id and event.anonymous_id) or (event.type == "alias" and event.previous_id)):
+        return False
+    merged = [c.id for c in unit.customers.values() if c.merged_into_id == customer.id]
+    for customer_id in merged:
+        del unit.customers[customer_id]
+    return bool(merged)
 
 
 def _entry_history(session: Session, customer_ids: Collection[int], journey_ids: Collection[str],
@@ -521,7 +533,7 @@ def _lock_active(session: Session, customer_ids: Collection[int]) -> list[Enroll
 def _events_of(journey: Journey) -> set[str]:
     names = {journey.goal.event} if journey.goal is not None and journey.goal.event else set()
     names |= {outcome.event for outcome in journey.exit_on if outcome.event}
-    names |= {step.event for step in journey.steps if getattr(step, "event", None) and step.kind == "wait_until"}
+    names |= {step.event for step in journey.steps if isinstance(step, WaitUntilStep) and step.event}
     return names
 
 
@@ -578,12 +590,12 @@ def waits_for_earlier_events(session: Session, due: Sequence[tuple[Timer, Custom
     }
 
 
-def _first_time(session: Session, command: cmd.Command, row: Enrollment, now: datetime) -> bool:
+def _first_time(unit: UnitOfWork, command: cmd.Command, row: Enrollment, now: datetime) -> bool:
+    session = unit.session
     values = {"key": command.key, "kind": command.type, "enrollment_id": row.id, "at": now}
-    batch = _batch(session)
-    if batch is not None and row in session.new:
+    if row in session.new:
         # A new enrollment has applied nothing yet: no need to ask the database.
-        batch.effects.append(values)  # inserted by finish()
+        unit.effects.append(values)  # inserted by finish()
         return True
     statement = insert_ignore(session, AppliedEffect, values, ["key"]).returning(AppliedEffect.key)
     return session.execute(statement).first() is not None

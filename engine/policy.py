@@ -1,6 +1,6 @@
 """Policy across journeys: consent, suppression, frequency caps and quiet hours.
 
-The :class:`Policy` is the :class:`~engine.delivery.Deliverer`'s policy: it is called
+The :class:`PolicyLayer` is the :class:`~engine.delivery.Deliverer`'s policy: it is called
 inside the delivery's transaction once the row is claimed, and answers ``None`` (send),
 a reason (hold it back: the row becomes ``held`` with the reason as its error) or a
 :class:`~engine.delivery.Defer` (quiet hours: pending again, sent at the window's end).
@@ -39,26 +39,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Result
 from channels.retargeting import is_removal
-from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError
-from engine.profiles import lock_customers
-from engine.settings import Settings
+from engine.profiles import describe, lock_customers
+from engine.settings import FrequencyCap, Settings
 from engine.storage.models import Consent, Customer, Delivery, Secret, Suppression
+from engine.unit_of_work import UnitOfWork
 
 #: Topic of a consent row that covers every topic of its channel.
 ALL_TOPICS = "*"
 #: Suppression reasons.
 REASONS = ("hard_bounce", "complaint", "manual")
-# session.info keys of Policy.prefetch's cache.
-_SUPPRESSIONS = "policy.suppressions"
-_CONSENTS = "policy.consents"
 #: The trait holding each channel's address.
 ADDRESS_TRAITS = ADDRESS_FIELDS
 
 
-class Policy:
+class PolicyLayer:
     """The policy layer, built from the settings; call it as the Deliverer's policy."""
 
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], deployed: DeployedJourneys) -> None:
@@ -68,18 +65,19 @@ class Policy:
         self.deployed = deployed
         self._secret = settings.secret.encode() if settings.secret else None
 
-    def __call__(self, session: Session, delivery: Delivery, customer: Customer, now: datetime) -> Decision:
-        """Decide whether ``delivery`` goes out now."""
+    def __call__(self, unit: UnitOfWork, delivery: Delivery, customer: Customer, now: datetime) -> Decision:
+        """Decide whether ``delivery`` goes out now, in ``unit``'s transaction (with what :meth:`prefetch` loaded)."""
         if is_removal(delivery.channel, delivery.content):
             # Taking someone out of an audience is what an unsubscribe or a suppression wants.
             return None
-        suppressed = suppression(session, delivery.channel, customer)
+        session = unit.session
+        suppressed = _suppression(unit, delivery.channel, customer)
         if suppressed is not None:
             return f"suppressed: {suppressed.reason.replace('_', ' ')} on {suppressed.channel}"
         if delivery.kind == "transactional":
             return None
         topic = delivery.topic or ALL_TOPICS
-        if not subscribed(session, customer.id, delivery.channel, topic):
+        if not _subscribed(unit, customer.id, delivery.channel, topic):
             return f"unsubscribed from {delivery.channel} topic {topic}"
         journey = self.deployed.get(delivery.journey_id, delivery.version, session).policy
         if journey.quiet_hours is not None:
@@ -95,12 +93,13 @@ class Policy:
             return self._check_cap(session, delivery, customer, cap, now)
         return None
 
-    def prefetch(self, session: Session, deliveries: Sequence[Delivery], customers: Sequence[Customer]) -> None:
-        """Load the suppressions and consents a batch of deliveries needs, two queries for all.
+    def prefetch(self, unit: UnitOfWork, deliveries: Sequence[Delivery], customers: Sequence[Customer]) -> None:
+        """Load into ``unit`` the suppressions and consents a batch of deliveries needs, two queries for all.
 
-        The cache lives in ``session.info``, so it ends with the session; the checks of
-        :meth:`__call__` read it instead of asking the database per delivery.
+        The checks of :meth:`__call__` with the same ``unit`` read them instead of asking
+        the database per delivery.
         """
+        session = unit.session
         channels = {d.channel for d in deliveries} | {"*"}
         ids = [c.id for c in customers]
         addresses = {
@@ -110,12 +109,10 @@ class Policy:
             if (address := _normal((c.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))) is not None
         }
         who = [Suppression.customer_id.in_(ids)] + ([Suppression.address.in_(addresses)] if addresses else [])
-        session.info[_SUPPRESSIONS] = (
-            set(ids), channels, list(
-                session.execute(
-                    select(Suppression).where(Suppression.channel.in_(channels), or_(*who)).order_by(Suppression.id)
-                ).scalars()
-            ),
+        unit.suppressions = list(
+            session.execute(
+                select(Suppression).where(Suppression.channel.in_(channels), or_(*who)).order_by(Suppression.id)
+            ).scalars()
         )
         consents: dict[tuple[int, str, str], bool] = {}
         for consent in session.execute(
@@ -124,7 +121,8 @@ class Policy:
             )
         ):
             consents[(consent.customer_id, consent.channel, consent.topic)] = consent.subscribed
-        session.info[_CONSENTS] = (set(ids), consents)
+        unit.consents = consents
+        unit.policy_customers, unit.policy_channels = set(ids), channels
 
     def _check_cap(self, session: Session, delivery: Delivery, customer: Customer, cap: FrequencyCap, now: datetime) -> str | None:
         # The customer's row, as every transaction locks it (docs/operations.md, "Locks").
@@ -200,16 +198,20 @@ class Policy:
         return self._secret
 
 
+def _subscribed(unit: UnitOfWork, customer_id: int, channel: str, topic: str) -> bool:
+    """:func:`subscribed`, from the consents :meth:`PolicyLayer.prefetch` put in ``unit`` if it loaded this customer's."""
+    if customer_id in unit.policy_customers:
+        choices = unit.consents
+        choice = choices.get((customer_id, channel, topic), choices.get((customer_id, channel, ALL_TOPICS), True))
+        return bool(choice)
+    return subscribed(unit.session, customer_id, channel, topic)
+
+
 def subscribed(session: Session, customer_id: int, channel: str, topic: str) -> bool:
     """Whether the customer may get marketing on ``channel`` about ``topic``.
 
     The topic's own choice wins over the channel-wide one; no choice at all means yes.
     """
-    cached = session.info.get(_CONSENTS)
-    if cached is not None and customer_id in cached[0]:
-        choices = cached[1]
-        choice = choices.get((customer_id, channel, topic), choices.get((customer_id, channel, ALL_TOPICS), True))
-        return bool(choice)
     rows = dict(
         session.execute(
             select(Consent.topic, Consent.subscribed).where(
@@ -310,26 +312,30 @@ def record_bounce(session: Session, delivery: Delivery, customer: Customer, resu
     address = _normal(address if address is not None else (customer.traits or {}).get(trait))
     if address is None:
         return None
-    who = customer.external_id or f"#{customer.id}"
-    note = f"{result.error or 'bounced'} (delivery {delivery.id}, journey {delivery.journey_id}, customer {who})"
+    who = describe(session, customer)
+    note = f"{result.error or 'bounced'} (delivery {delivery.id}, journey {delivery.journey_id}, {who})"
     entry, _ = suppress(session, delivery.channel, "hard_bounce", now, address=address, note=note[:1000])
     return entry
 
 
-def suppression(session: Session, channel: str, customer: Customer) -> Suppression | None:
-    """The suppression entry that stops ``channel`` reaching ``customer``, if any."""
-    address = _normal((customer.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))
-    cached = session.info.get(_SUPPRESSIONS)
-    if cached is not None and customer.id in cached[0] and channel in cached[1]:
-        # Policy.prefetch loaded the entries of this batch's customers
+def _suppression(unit: UnitOfWork, channel: str, customer: Customer) -> Suppression | None:
+    """:func:`suppression`, from the entries :meth:`PolicyLayer.prefetch` put in ``unit`` if it loaded this customer's."""
+    if customer.id in unit.policy_customers and channel in unit.policy_channels:
+        address = _normal((customer.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))
         return next(
             (
-                entry for entry in cached[2]
+                entry for entry in unit.suppressions
                 if entry.channel in (channel, "*")
                 and (entry.customer_id == customer.id or (address is not None and entry.address == address))
             ),
             None,
         )
+    return suppression(unit.session, channel, customer)
+
+
+def suppression(session: Session, channel: str, customer: Customer) -> Suppression | None:
+    """The suppression entry that stops ``channel`` reaching ``customer``, if any."""
+    address = _normal((customer.traits or {}).get(ADDRESS_TRAITS.get(channel, "")))
     who = [Suppression.customer_id == customer.id]
     if address is not None:
         who.append(Suppression.address == address)
@@ -436,7 +442,7 @@ __all__ = [
     "ADDRESS_TRAITS",
     "ALL_TOPICS",
     "REASONS",
-    "Policy",
+    "PolicyLayer",
     "customer_zone",
     "database_secret",
     "find_suppression",

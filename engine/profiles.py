@@ -14,40 +14,44 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, or_, select, text, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from engine.storage.models import AnonymousId, Customer, Event, ReferralCode, StageChange
+from channels.base import customer_label
+from engine.storage.models import (
+    AnonymousId, Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Referral, ReferralCode, StageChange,
+    Suppression,
+)
 from engine.storage.upsert import insert_ignore
+from engine.unit_of_work import UnitOfWork
 
 #: Identifies closer in time than this are ordered by receipt, not by timestamp.
 SAME_MOMENT = timedelta(seconds=1)
 #: The longest referral code the engine stores (``referral_codes.code``).
 REFERRAL_CODE_MAX = 32
-# session.info key of the customers preload() loaded, by user id.
-_BY_EXTERNAL_ID = "profiles.by_external_id"
 STAGES = ("awareness", "consideration", "purchase", "retention", "advocacy")
 
 
-def apply_event(session: Session, event: Event, now: datetime, *, locked: bool = False) -> tuple[Customer, dict[str, Any]]:
+def apply_event(unit: UnitOfWork, event: Event, now: datetime, *, locked: bool = False) -> tuple[Customer, dict[str, Any]]:
     """Attach ``event`` to its customer and apply what it says about them.
 
     Resolves (and creates, or merges) the customer, merges ``identify`` traits, picks up
     the time zone, and marks the event processed at ``now``. The caller commits;
     ``locked``: the caller already holds :func:`lock_identities` for the event's ids and
-    has locked its customers (:func:`preload`); otherwise both are done here, in the
-    engine's lock order (docs/operations.md, "Locks").
+    has locked its customers (:func:`preload` into ``unit``); otherwise both are done
+    here, in the engine's lock order (docs/operations.md, "Locks").
 
     Returns:
         The customer, and their traits as they were before this event.
     """
+    session = unit.session
     if not locked:
         lock_identities(session, event.user_id, event.anonymous_id, event.previous_id)
-        preload(session, [event])
+        preload(unit, [event])
     if event.type == "alias" and event.previous_id and event.user_id:
-        customer = alias(session, event.previous_id, event.user_id, event.timestamp)
+        customer = alias(unit, event.previous_id, event.user_id, event.timestamp)
     else:
-        customer = resolve(session, event.user_id, event.anonymous_id, event.timestamp)
+        customer = resolve(unit, event.user_id, event.anonymous_id, event.timestamp)
     before = dict(customer.traits or {})
     if event.type == "identify" and event.traits:
         if _newer(event, customer):
@@ -125,9 +129,10 @@ def _lock_key(ident: str) -> int:
     return int.from_bytes(hashlib.sha256(ident.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
-def resolve(session: Session, user_id: str | None, anonymous_id: str | None, seen_at: datetime) -> Customer:
+def resolve(unit: UnitOfWork, user_id: str | None, anonymous_id: str | None, seen_at: datetime) -> Customer:
     """Return the customer for this pair of ids, creating or merging profiles as needed."""
-    known = by_external_id(session, user_id) if user_id else None
+    session = unit.session
+    known = _known(unit, user_id) if user_id else None
     visitor = by_anonymous_id(session, anonymous_id) if anonymous_id else None
     if user_id is None:
         if visitor is not None:
@@ -144,35 +149,63 @@ def resolve(session: Session, user_id: str | None, anonymous_id: str | None, see
         if visitor is None:
             _link(session, anonymous_id, known.id, seen_at)
         elif visitor.id != known.id and visitor.external_id is None:
-            merge(session, visitor, known)
+            merge(session, visitor, known, seen_at)
     return known
 
 
-def alias(session: Session, previous_id: str, user_id: str, seen_at: datetime) -> Customer:
+def alias(unit: UnitOfWork, previous_id: str, user_id: str, seen_at: datetime) -> Customer:
     """Apply an ``alias``: whoever was known as ``previous_id`` is ``user_id`` from now on."""
-    target = by_external_id(session, user_id) or _create(session, user_id, None, seen_at)
-    previous = by_external_id(session, previous_id) or by_anonymous_id(session, previous_id)
+    session = unit.session
+    target = _known(unit, user_id) or _create(session, user_id, None, seen_at)
+    previous = _known(unit, previous_id) or by_anonymous_id(session, previous_id)
     if previous is None:
         _link(session, previous_id, target.id, seen_at)
     elif previous.id != target.id:
-        merge(session, previous, target)
+        merge(session, previous, target, seen_at)
     return target
 
 
-def merge(session: Session, source: Customer, target: Customer) -> None:
-    """Merge ``source``'s history into ``target``; ``target``'s own traits win."""
+def merge(session: Session, source: Customer, target: Customer, at: datetime | None = None) -> None:
+    """Merge ``source``'s history into ``target``; ``target``'s own traits win.
+
+    Everything that was ``source``'s becomes ``target``'s: anonymous ids, events, stage
+    history, enrollments (with their timers and trace), deliveries (but one being sent),
+    points and referrals; a referral code, consent or suppression of ``target``'s own
+    stays theirs. The later of the two stages is ``target``'s (the move recorded ``at``,
+    the merging event's time). Enrollments left in one journey more often than its entry
+    rules allow are the orchestrator's to end (docs/runtime.md, "Merges").
+    """
     target.traits = {**source.traits, **target.traits}
     target.timezone = target.timezone or source.timezone
     if target.stage is None and source.stage is not None:
         target.stage, target.stage_changed_at = source.stage, source.stage_changed_at
+    elif source.stage in STAGES and target.stage in STAGES and STAGES.index(source.stage) > STAGES.index(target.stage):
+        set_stage(session, target, source.stage, at or source.stage_changed_at or target.updated_at,
+                  f"merged with {describe(session, source)}")
     target.first_seen_at = min(target.first_seen_at, source.first_seen_at)
     target.last_seen_at = max(target.last_seen_at, source.last_seen_at)
-    for model in (AnonymousId, Event, StageChange):
-        session.execute(
-            update(model).where(model.customer_id == source.id).values(customer_id=target.id)
-        )
+    for column in (AnonymousId.customer_id, Event.customer_id, StageChange.customer_id, Enrollment.customer_id,
+                   PointsEntry.customer_id, Referral.referrer_id):
+        session.execute(update(column.class_).where(column == source.id).values({column.key: target.id}))
+    # Not those a delivery worker holds: waiting for its lock here, holding the customers,
+    # could deadlock with its next customer (docs/operations.md, "Locks").
+    session.execute(update(Delivery).values(customer_id=target.id)
+                    .where(Delivery.customer_id == source.id, Delivery.status.not_in(("claimed", "sending"))))
+    _move_unless_taken(session, Referral.referred_id, source.id, target.id)
+    _move_unless_taken(session, ReferralCode.customer_id, source.id, target.id, ReferralCode.program)
+    _move_unless_taken(session, Consent.customer_id, source.id, target.id, Consent.channel, Consent.topic)
+    _move_unless_taken(session, Suppression.customer_id, source.id, target.id, Suppression.channel, Suppression.address)
     source.merged_into_id = target.id
     session.flush()
+
+
+def _move_unless_taken(session: Session, column: InstrumentedAttribute[Any], source_id: int, target_id: int,
+                       *keys: InstrumentedAttribute[Any]) -> None:
+    """Give ``source_id``'s rows to ``target_id``, except those whose ``keys`` a row of ``target_id`` has too."""
+    other = aliased(column.class_)
+    taken = exists().where(getattr(other, column.key) == target_id,
+                           *(getattr(other, key.key).is_not_distinct_from(key) for key in keys))
+    session.execute(update(column.class_).where(column == source_id, ~taken).values({column.key: target_id}))
 
 
 def merge_traits(customer: Customer, traits: dict[str, Any]) -> None:
@@ -195,7 +228,7 @@ def set_stage(session: Session, customer: Customer, stage: str, at: datetime, re
     return True
 
 
-def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
+def preload(unit: UnitOfWork, events: Sequence[Event]) -> list[Customer]:
     """Load, lock and where needed create the customers of a batch of events, in a few statements.
 
     The caller holds :func:`lock_identities` for every id of ``events``. Customers of the
@@ -203,12 +236,13 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
     existing customer the events lead to (by user id, anonymous id or alias, and whoever
     they were merged into) is then locked in one statement, in id order (the engine's
     lock order, docs/operations.md "Locks"), so that no customer is locked later in the
-    batch, after enrollments. Those known by the events' user ids stay in the session,
-    where :func:`by_external_id` finds them without asking the database.
+    batch, after enrollments. Those known by the events' user ids stay in ``unit``, where
+    :func:`resolve` and :func:`alias` find them without asking the database.
 
     Returns:
         The live (not merged-away) customers locked, in id order.
     """
+    session = unit.session
     user_ids = {e.user_id for e in events if e.user_id}
     anonymous_ids = {e.anonymous_id for e in events if e.anonymous_id}
     previous_ids = {e.previous_id for e in events if e.previous_id}  # an alias's: a user or an anonymous id
@@ -243,14 +277,15 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
     targets = {target for _, target in found if target is not None} - ids
     while targets:  # merged-away customers lead to the ones they were merged into
         ids |= targets
-        targets = set(
-            session.execute(
+        targets = {
+            target
+            for target in session.execute(
                 select(Customer.merged_into_id).where(Customer.id.in_(targets), Customer.merged_into_id.is_not(None))
             ).scalars()
-        ) - ids
+            if target is not None
+        } - ids
     customers = lock_customers(session, ids)
-    cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
-    cache.update({customer.external_id: customer for customer in customers if customer.external_id in user_ids})
+    unit.by_user_id.update({customer.external_id: customer for customer in customers if customer.external_id in user_ids})
     return [customer for customer in customers if customer.merged_into_id is None]
 
 
@@ -274,11 +309,16 @@ def lock_customers(session: Session, customer_ids: Collection[int]) -> list[Cust
     )
 
 
+def _known(unit: UnitOfWork, user_id: str) -> Customer | None:
+    """:func:`by_external_id`, from the customers :func:`preload` put in ``unit`` if it loaded this one."""
+    preloaded = unit.by_user_id.get(user_id)
+    if preloaded is not None:  # loaded and locked by preload()
+        return _follow(unit.session, preloaded)
+    return by_external_id(unit.session, user_id)
+
+
 def by_external_id(session: Session, user_id: str) -> Customer | None:
     """Return the live customer known by ``user_id``, following merges, locked for update."""
-    cached = session.info.get(_BY_EXTERNAL_ID, {}).get(user_id)
-    if cached is not None:  # loaded and locked by preload()
-        return _follow(session, cached)
     customer = session.execute(
         select(Customer).where(Customer.external_id == user_id).with_for_update(key_share=True)
     ).scalar_one_or_none()
@@ -310,6 +350,21 @@ def anonymous_ids(session: Session, customer: Customer) -> list[str]:
             .order_by(AnonymousId.created_at, AnonymousId.anonymous_id)
         ).scalars()
     )
+
+
+def public_id(session: Session, customer: Customer) -> tuple[str, bool]:
+    """How the customer is named to people and providers: (user id, False), else
+    (their first anonymous id, True); a row id only for a profile with neither."""
+    if customer.external_id:
+        return customer.external_id, False
+    anonymous = anonymous_ids(session, customer)
+    return (anonymous[0] if anonymous else f"#{customer.id}"), True
+
+
+def describe(session: Session, customer: Customer) -> str:
+    """The customer as errors and notes name them: ``customer 'ada'``, ``anonymous customer 'anon-123'``."""
+    ident, anonymous = public_id(session, customer)
+    return customer_label(ident, anonymous=anonymous)
 
 
 def _follow(session: Session, customer: Customer | None) -> Customer | None:

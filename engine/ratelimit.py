@@ -24,7 +24,6 @@ whole microsecond, the burst's span down.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -33,54 +32,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine.errors import ConfigError, did_you_mean
+from engine.settings import MICROSECONDS, RateLimit, Settings
 
 if TYPE_CHECKING:
     import redis
-
-    from engine.settings import Settings
-
-MICROSECONDS = 1_000_000
-#: The slowest and fastest rates accepted: below 0.001/s a frequency cap is the tool; above
-#: a million per second the interval would be less than the microsecond times are kept in.
-MIN_RATE = 0.001
-MAX_RATE = 1_000_000.0
-MAX_BURST = 1_000_000.0
-
-
-@dataclass(frozen=True)
-class RateLimit:
-    """At most ``rate`` sends per second on a channel, with bursts of up to ``burst``.
-
-    Raises:
-        ValueError: ``rate`` or ``burst`` is out of range (the message says which).
-    """
-
-    rate: float
-    burst: float
-
-    def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate) and MIN_RATE <= self.rate <= MAX_RATE):
-            raise ValueError(f"the rate {self.rate:g} is not between {MIN_RATE:g} and {MAX_RATE:.0f} sends per second")
-        if not (math.isfinite(self.burst) and 1 <= self.burst <= MAX_BURST):
-            raise ValueError(f"the burst {self.burst:g} is not between 1 and {MAX_BURST:.0f} sends")
-
-    @classmethod
-    def per_second(cls, rate: float, burst: float | None = None) -> RateLimit:
-        """``rate`` sends per second; ``burst`` defaults to the rate, and is at least 1."""
-        return cls(rate, max(1.0, rate) if burst is None else burst)
-
-    @property
-    def interval_us(self) -> int:
-        """Microseconds between two sends at the steady rate (rounded up: never faster)."""
-        return math.ceil(MICROSECONDS / self.rate)
-
-    @property
-    def span_us(self) -> int:
-        """How far ahead of now a channel may have booked sends: ``burst`` intervals."""
-        return math.floor(self.burst * self.interval_us)
-
-    def __str__(self) -> str:
-        return f"{self.rate:g}/{self.burst:g}"
 
 
 @dataclass(frozen=True)

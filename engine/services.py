@@ -18,8 +18,9 @@ from channels.base import Channel
 from channels.settings import ChannelSettings
 from engine.delivery import Deliverer
 from engine.deployed import DeployedJourneys
+from engine.environment import read_settings
 from engine.orchestrator import Followups, Orchestrator
-from engine.policy import Policy, record_bounce
+from engine.policy import PolicyLayer, record_bounce
 from engine.ratelimit import RateLimiter, build_limiter, check_channels
 from engine.errors import ConfigError
 from engine.settings import Settings
@@ -57,7 +58,7 @@ class Services:
     actors: Actors = field(init=False)
     deployed: DeployedJourneys = field(init=False)
     orchestrator: Orchestrator = field(init=False)
-    policy: Policy = field(init=False)
+    policy: PolicyLayer = field(init=False)
     deliverer: Deliverer = field(init=False)
     rate_limiter: RateLimiter = field(init=False)
     #: adapters by channel name; tests put stubs here before the first send
@@ -74,7 +75,7 @@ class Services:
         self.actors = declare(self)
         self.deployed = DeployedJourneys(self.sessions)
         self.orchestrator = Orchestrator(self.deployed)
-        self.policy = Policy(self.settings, self.sessions, self.deployed)
+        self.policy = PolicyLayer(self.settings, self.sessions, self.deployed)
         redis_client = self.broker.client if isinstance(self.broker, RedisBroker) else None
         self.rate_limiter = build_limiter(self.settings, redis_client, channels=registry.available())
         check_channels(self.settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
@@ -110,7 +111,7 @@ class Services:
         # Every malformed variable is reported at once, the engine's and the channels'.
         problems = []
         try:
-            settings = Settings.from_env(environ)
+            settings = read_settings(environ)
         except ConfigError as exc:
             problems.append(str(exc))
         try:

@@ -1,29 +1,83 @@
-"""Settings: one object read from the environment at start-up, never at import time."""
+"""Settings: one object read from the environment at start-up, never at import time.
+
+This module is the ground: it imports nothing of the engine's, so every module (and
+``channels``) may import it without pulling in the rest. It holds the values, and the
+value types they are made of (:class:`FrequencyCap`, :class:`RateLimit`); reading them
+from the environment, with a clear error for each bad variable, is
+:mod:`engine.environment`.
+"""
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
-
-from engine.definitions.model import FrequencyCap
-from engine.durations import DURATION_HELP, parse_duration
-from engine.errors import ConfigError
-from engine.ratelimit import RateLimit
 
 DEFAULT_DATABASE_URL = "sqlite:///journey.db"
+MICROSECONDS = 1_000_000
+#: The slowest and fastest rates accepted: below 0.001/s a frequency cap is the tool; above
+#: a million per second the interval would be less than the microsecond times are kept in.
+MIN_RATE = 0.001
+MAX_RATE = 1_000_000.0
+MAX_BURST = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class FrequencyCap:
+    """At most ``max`` marketing messages per customer in each rolling ``per`` window.
+
+    A channel's cap across journeys (``Settings.frequency_caps``) and a journey's own
+    (``policy.frequency_cap``, which overrides its channel's) are both one of these.
+    """
+
+    max: int
+    per: timedelta
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``rate`` sends per second on a channel, with bursts of up to ``burst``.
+
+    Raises:
+        ValueError: ``rate`` or ``burst`` is out of range (the message says which).
+    """
+
+    rate: float
+    burst: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.rate) and MIN_RATE <= self.rate <= MAX_RATE):
+            raise ValueError(f"the rate {self.rate:g} is not between {MIN_RATE:g} and {MAX_RATE:.0f} sends per second")
+        if not (math.isfinite(self.burst) and 1 <= self.burst <= MAX_BURST):
+            raise ValueError(f"the burst {self.burst:g} is not between 1 and {MAX_BURST:.0f} sends")
+
+    @classmethod
+    def per_second(cls, rate: float, burst: float | None = None) -> RateLimit:
+        """``rate`` sends per second; ``burst`` defaults to the rate, and is at least 1."""
+        return cls(rate, max(1.0, rate) if burst is None else burst)
+
+    @property
+    def interval_us(self) -> int:
+        """Microseconds between two sends at the steady rate (rounded up: never faster)."""
+        return math.ceil(MICROSECONDS / self.rate)
+
+    @property
+    def span_us(self) -> int:
+        """How far ahead of now a channel may have booked sends: ``burst`` intervals."""
+        return math.floor(self.burst * self.interval_us)
+
+    def __str__(self) -> str:
+        return f"{self.rate:g}/{self.burst:g}"
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the engine's processes need to know about their surroundings.
 
-    Build it with :meth:`Settings.from_env`; tests build it directly or with
-    :meth:`replace`.
+    Build it with :func:`engine.environment.read_settings`; tests build it directly
+    or with :meth:`replace`.
 
     Attributes:
         database_url: SQLAlchemy URL of the source of truth (``DATABASE_URL``).
@@ -73,30 +127,7 @@ class Settings:
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     max_attempts: Mapping[str, int] = field(default_factory=dict)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings from ``environ`` (default: ``os.environ``).
 
-        Every malformed value is reported at once, one line each, naming the variable
-        and what it expects.
-
-        Raises:
-            ConfigError: one or more variables are malformed.
-        """
-        values, problems = read_environment(os.environ if environ is None else environ, _VARIABLES)
-        if (
-            "public_url" in values
-            and "secret" not in values
-            and not values.get("database_url", DEFAULT_DATABASE_URL).startswith("sqlite")
-        ):
-            problems.append(
-                "JOURNEY_SECRET is missing: it signs the unsubscribe links sent to JOURNEY_PUBLIC_URL and is "
-                "required with PostgreSQL; set it to a random string, e.g. the output of "
-                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
-            )
-        if problems:
-            raise ConfigError("\n".join(problems))
-        return cls(**values)
 
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied."""
@@ -106,196 +137,3 @@ class Settings:
     def is_sqlite(self) -> bool:
         """True when the database is the embedded SQLite default (or another SQLite file)."""
         return self.database_url.startswith("sqlite")
-
-
-def _database_url(raw: str) -> str:
-    if raw.startswith("postgres://"):
-        # Heroku-style URLs: SQLAlchemy only knows the postgresql scheme.
-        raw = "postgresql+psycopg://" + raw[len("postgres://"):]
-    elif raw.startswith("postgresql://"):
-        raw = "postgresql+psycopg://" + raw[len("postgresql://"):]
-    if not (raw.startswith("sqlite") or raw.startswith("postgresql")):
-        raise ValueError("only PostgreSQL and SQLite are supported")
-    return raw
-
-
-def _redis_url(raw: str) -> str:
-    if not raw.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError("the scheme must be redis://, rediss:// or unix://")
-    return raw
-
-
-def _namespace(raw: str) -> str:
-    if not raw.replace("-", "").replace("_", "").isalnum():
-        raise ValueError("it contains characters other than letters, digits, '-' and '_'")
-    return raw
-
-
-def _positive_int(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError("not a whole number") from None
-    if value < 1:
-        raise ValueError("it must be at least 1")
-    return value
-
-
-def _log_level(raw: str) -> str:
-    level = raw.upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-        raise ValueError("unknown level")
-    return level
-
-
-def parse_frequency_caps(raw: str) -> dict[str, FrequencyCap]:
-    """Parse ``email=3/1d,sms=2/1d`` into a cap per channel.
-
-    Raises:
-        ValueError: a part is not ``channel=max/duration``; the message names it.
-    """
-    caps: dict[str, FrequencyCap] = {}
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        channel, eq, rest = part.partition("=")
-        count, slash, window = rest.partition("/")
-        if not (eq and slash and channel.strip() and count.strip().isdigit()):
-            raise ValueError(f"{part!r} is not channel=max/duration")
-        caps[channel.strip()] = FrequencyCap(int(count), parse_duration(window.strip()))
-    return caps
-
-
-#: (environment variable, attribute, converter, what it expects)
-Variable = tuple[str, str, Callable[[str], Any], str]
-
-
-def read_environment(env: Mapping[str, str], variables: Iterable[Variable]) -> tuple[dict[str, Any], list[str]]:
-    """Convert the variables that are set; return the values by attribute and one problem line per bad one.
-
-    A problem names the variable, shows the value (never a secret's, and a URL without
-    its password), says what is wrong and what is expected.
-    """
-    values: dict[str, Any] = {}
-    problems: list[str] = []
-    for name, attr, convert, expects in variables:
-        raw = env.get(name)
-        if raw is None or raw.strip() == "":
-            continue
-        try:
-            values[attr] = convert(raw.strip())
-        except ValueError as exc:
-            problems.append(f"{name}={_shown(name, raw)} is invalid: {exc}; expected {expects}")
-    return values, problems
-
-
-def _shown(name: str, raw: str) -> str:
-    if name.endswith(("_TOKEN", "_SECRET")):
-        return "<hidden>"
-    if name.endswith("_URL") and "@" in raw:  # it may carry a password
-        try:
-            parts = urlsplit(raw.strip())
-        except ValueError:
-            return "<hidden>"
-        if not parts.password:
-            return "<hidden>" if ":" in parts.netloc.partition("@")[0] else repr(raw)
-        return repr(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":<hidden>@")).geturl())
-    return repr(raw)
-
-
-def parse_rate_limits(raw: str) -> dict[str, RateLimit]:
-    """Parse ``email=10/20,sms=2.5`` into a limit per channel (sends per second, burst).
-
-    Raises:
-        ValueError: a part is not ``channel=rate[/burst]`` with numbers in range, or a
-            channel is named twice; the message names the part.
-    """
-    limits: dict[str, RateLimit] = {}
-    for part, channel, rest in _channel_pairs(raw, "channel=rate or channel=rate/burst"):
-        rate, slash, burst = (s.strip() for s in rest.partition("/"))
-        if not (rate and (burst or not slash)):
-            raise ValueError(f"{part!r} is not channel=rate or channel=rate/burst")
-        try:
-            limits[channel] = RateLimit.per_second(_number(rate), _number(burst) if burst else None)
-        except ValueError as exc:
-            raise ValueError(f"{part!r}: {exc}") from None
-    return limits
-
-
-def parse_max_attempts(raw: str) -> dict[str, int]:
-    """Parse ``email=8,sms=3`` into the attempts per channel before a delivery is dead.
-
-    Raises:
-        ValueError: a part is not ``channel=N`` with N from 1 to 100, or a channel is
-            named twice; the message names the part.
-    """
-    attempts: dict[str, int] = {}
-    for part, channel, value in _channel_pairs(raw, "channel=N"):
-        if not value.isdigit() or not 1 <= int(value) <= 100:
-            raise ValueError(f"{part!r}: the attempts must be a whole number from 1 to 100")
-        attempts[channel] = int(value)
-    return attempts
-
-
-def _channel_pairs(raw: str, form: str) -> list[tuple[str, str, str]]:
-    """Split ``a=x,b=y`` into (part, channel, value), refusing bad names and repeats."""
-    pairs: list[tuple[str, str, str]] = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        channel, eq, value = (s.strip() for s in part.partition("="))
-        if not (eq and channel and value):
-            raise ValueError(f"{part!r} is not {form}")
-        if not channel.replace("-", "").replace("_", "").isalnum():
-            raise ValueError(f"{part!r}: the channel name {channel!r} has characters other than letters, digits, '-' and '_'")
-        if any(channel == seen for _, seen, _ in pairs):
-            raise ValueError(f"{part!r}: the channel {channel!r} is named twice")
-        pairs.append((part, channel, value))
-    return pairs
-
-
-def _number(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise ValueError(f"{raw!r} is not a finite number")
-    return value
-
-
-def _secret(raw: str) -> str:
-    if len(raw) < 32:
-        raise ValueError(f"it is {len(raw)} characters long; at least 32 are needed")
-    return raw
-
-
-def _public_url(raw: str) -> str:
-    if not raw.startswith(("http://", "https://")):
-        raise ValueError("the scheme must be http:// or https://")
-    return raw.rstrip("/")
-
-
-_VARIABLES: tuple[Variable, ...] = (
-    ("DATABASE_URL", "database_url", _database_url,
-     "a SQLAlchemy URL such as postgresql+psycopg://user@host:5432/db or sqlite:///journey.db"),
-    ("REDIS_URL", "redis_url", _redis_url, "a URL such as redis://127.0.0.1:6379/0"),
-    ("JOURNEY_NAMESPACE", "namespace", _namespace, "letters, digits, '-' or '_'"),
-    ("JOURNEY_SWEEP_AFTER", "sweep_after", parse_duration, DURATION_HELP),
-    ("JOURNEY_SWEEP_INTERVAL", "sweep_interval", parse_duration, DURATION_HELP),
-    ("JOURNEY_WORKER_PROCESSES", "worker_processes", _positive_int, "a whole number >= 1"),
-    ("JOURNEY_WORKER_THREADS", "worker_threads", _positive_int, "a whole number >= 1"),
-    ("JOURNEY_DB_POOL_SIZE", "db_pool_size", _positive_int, "a whole number >= 1"),
-    ("JOURNEY_KEY_CACHE", "key_cache", parse_duration, DURATION_HELP),
-    ("LOG_LEVEL", "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
-    ("JOURNEY_FREQUENCY_CAP", "frequency_caps", parse_frequency_caps,
-     "channel=max/duration pairs separated by commas, such as email=3/1d,sms=2/1d"),
-    ("JOURNEY_SECRET", "secret", _secret, "a random string of at least 32 characters"),
-    ("JOURNEY_PUBLIC_URL", "public_url", _public_url, "a URL such as https://journeys.example.com"),
-    ("CHANNEL_RATE_LIMITS", "rate_limits", parse_rate_limits,
-     "channel=rate or channel=rate/burst pairs separated by commas, such as email=10/20,sms=2.5 "
-     "(sends per second; the burst defaults to the rate, at least 1)"),
-    ("CHANNEL_MAX_ATTEMPTS", "max_attempts", parse_max_attempts,
-     "channel=N pairs separated by commas, such as email=8,sms=3 (attempts before a delivery is dead, "
-     "1 to 100; 5 for a channel not named)"),
-)

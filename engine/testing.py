@@ -33,7 +33,7 @@ from typing import Any
 from engine.definitions import load_journey
 from engine.definitions.model import Journey
 from engine.durations import parse_duration
-from engine.runtime import Enrollment, Trace
+from engine.runtime import EnrollmentState, Trace
 from engine.twin import DEFAULT_START, Effect, Profile, Twin, delivery_effect, deliveries, enrollments, trace
 
 __all__ = ["DEFAULT_START", "Effect", "JourneyTest"]
@@ -150,12 +150,12 @@ class JourneyTest:
         return [d for d in self.deliveries(channel) if d.effect == "held"]
 
     @property
-    def enrollments(self) -> list[Enrollment]:
+    def enrollments(self) -> list[EnrollmentState]:
         """The customer's enrollments, oldest first."""
-        return self.twin.read(enrollments, self.customer_id)  # type: ignore[no-any-return]
+        return self.twin.read(enrollments, self.customer_id)
 
     @property
-    def enrollment(self) -> Enrollment:
+    def enrollment(self) -> EnrollmentState:
         """The customer's latest enrollment.
 
         Raises:
@@ -189,11 +189,11 @@ class JourneyTest:
         """The customer's points balance now."""
         return self.profile.points
 
-    def trace(self, enrollment: Enrollment | None = None) -> list[Trace]:
+    def trace(self, enrollment: EnrollmentState | None = None) -> list[Trace]:
         """How the runtime decided, and how each delivery went, for the latest enrollment (or the one given)."""
-        return self.twin.read(trace, (enrollment or self.enrollment).id)  # type: ignore[no-any-return]
+        return self.twin.read(trace, (enrollment or self.enrollment).id)
 
-    def path(self, enrollment: Enrollment | None = None) -> list[str]:
+    def path(self, enrollment: EnrollmentState | None = None) -> list[str]:
         """The steps the enrollment ran, in order (a step run twice appears twice)."""
         steps: list[str] = []
         for entry in self.trace(enrollment):

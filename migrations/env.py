@@ -10,9 +10,9 @@ from engine.storage.models import Base
 config = context.config
 engine = config.attributes.get("engine")
 if engine is None:  # plain `alembic` command line: read the URL from the environment
-    from engine.settings import Settings
+    from engine.environment import read_settings
 
-    engine = create_engine(Settings.from_env().database_url)
+    engine = create_engine(read_settings().database_url)
 
 with engine.connect() as connection:
     context.configure(

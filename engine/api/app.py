@@ -1,5 +1,6 @@
 """The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and
-operations (customers, suppressions, consents, deliveries), ``/metrics`` and ``/u`` (unsubscribe).
+operations (customers, suppressions, consents, deliveries, failed events, the audit log),
+``/metrics`` and ``/u`` (unsubscribe). A read key may GET the admin views; acting needs an admin key.
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
@@ -17,9 +18,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,10 +30,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from engine import deliveries, ingest, keys, metrics, preferences
+from engine import audit, deliveries, failed_events, ingest, keys, metrics, preferences
 from engine.api import stats as stats_routes
 from engine.api.views import customer_view
-from engine.errors import AuthError, NotFoundError, PayloadError, Problem
+from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem, did_you_mean
 from engine.segment import MAX_BATCH_BYTES, TYPES
 from engine.services import Services
 from engine.trace import explain
@@ -76,6 +79,10 @@ def create_app(services: Services) -> FastAPI:
     async def _payload_error(_request: Request, exc: PayloadError) -> JSONResponse:
         return _invalid(exc.problems)
 
+    @app.exception_handler(ConflictError)
+    async def _conflict(_request: Request, exc: ConflictError) -> JSONResponse:
+        return JSONResponse({**_problems_body(exc.problems), "code": "conflict"}, 409)
+
     @app.exception_handler(NotFoundError)
     async def _not_found(_request: Request, exc: NotFoundError) -> JSONResponse:
         return JSONResponse({"success": False, "code": "not_found", "message": str(exc)}, 404)
@@ -86,9 +93,16 @@ def create_app(services: Services) -> FastAPI:
         return _invalid(problems)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
-        return JSONResponse({"success": False, "code": code, "message": str(exc.detail)}, exc.status_code)
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.method == "POST" and request.url.path.startswith("/v1/"):
+            # No route: most often a misspelt type, as in POST /v1/trak.
+            endpoints = [route.path for route in app.routes
+                         if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and "{" not in route.path]
+            hint = did_you_mean(request.url.path, endpoints)
+            message = f"no endpoint POST {request.url.path}.{hint} (endpoints: {', '.join(endpoints)})".replace(". (", " (")
+        return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code)
 
 
     @app.exception_handler(OperationalError)
@@ -98,15 +112,22 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"success": False, "code": "unavailable", "message": message}, 503,
                             headers={"Retry-After": "5"})
 
-    async def authenticate(key: Any, *, admin: bool = False) -> keys.Principal:
+    async def authenticate(key: Any, *, admin: bool = False, read: bool = False,
+                           what: str = "this endpoint") -> keys.Principal:
         key = key if isinstance(key, str) else None
         principal = key_cache.get(key)
         if principal is None:
             principal = await run_in_threadpool(_authenticate, services, key)
             key_cache.put(key or "", principal)
-        if admin and not principal.admin:
-            raise keys.write_key_on_admin_path()
+        keys.require(principal, "admin" if admin else "read" if read else "write", what)
         return principal
+
+    def acting(what: str) -> Callable[[Request], Any]:
+        """A dependency: an admin key, checked before the body is (a read key is told it may only look)."""
+        async def admin_key(request: Request) -> keys.Principal:
+            return await authenticate(_basic_key(request), admin=True, what=what)
+
+        return admin_key
 
     async def ingest_request(request: Request, type_: str | None) -> JSONResponse:
         received_at = services.clock()
@@ -137,13 +158,13 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/customers/{ident}")
     async def get_customer(ident: str, request: Request) -> JSONResponse:
         """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, customer_view))
 
     @app.get("/v1/customers/{ident}/trace")
     async def get_customer_trace(ident: str, request: Request) -> JSONResponse:
         """What the journeys did with the customer: enrollments, paths, conditions, waits, deliveries."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
 
     @app.post("/v1/suppressions")
@@ -157,7 +178,7 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/suppressions")
     async def list_suppressions(request: Request) -> JSONResponse:
         """The suppression list, newest first, by ``channel`` and ``address``; pages of ``limit`` from ``cursor``."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         listing = preferences.read_listing(request.query_params)
         entries, cursor = await run_in_threadpool(_transaction, services, preferences.list_suppressions, listing)
         return JSONResponse({"suppressions": entries, "nextCursor": cursor})
@@ -179,7 +200,7 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/customers/{ident}/consents")
     async def get_consents(ident: str, request: Request) -> JSONResponse:
         """The customer's consent choices by channel and topic (none recorded: marketing is allowed)."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.consents_of, ident))
 
     @app.put("/v1/customers/{ident}/consents")
@@ -190,39 +211,85 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.set_consent, ident, wanted,
                                                     services.clock(), f"admin API, key {principal.name}"))
 
-    @app.get("/v1/deliveries")
+    @app.get("/v1/deliveries", response_model=deliveries.DeliveryPage,
+             openapi_extra=_listing_doc(deliveries.DeliveryFilter, "deliveries"))
     async def list_deliveries(request: Request) -> JSONResponse:
-        """Deliveries oldest first, by ``status`` (``unknown``: a worker stopped while sending them);
-        pages of ``limit`` from ``cursor``."""
-        await authenticate(_basic_key(request), admin=True)
+        """Deliveries oldest first, by ``status`` (``dead``, ``unknown``: a worker stopped while sending them,
+        ``held``...), ``channel``, ``journey``, ``reason`` and creation time; pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), read=True)
         listing = deliveries.read_listing(request.query_params)
         entries, cursor = await run_in_threadpool(_transaction, services, deliveries.list_deliveries, listing)
-        return JSONResponse({"deliveries": entries, "nextCursor": cursor})
+        return _model(deliveries.DeliveryPage(deliveries=entries, next_cursor=cursor))
 
-    @app.post("/v1/deliveries/resend")
-    async def resend_deliveries(request: Request) -> JSONResponse:
-        """Send unknown deliveries again (``{"ids": [...]}`` or ``{"all": true}``): pending and enqueued."""
-        principal = await authenticate(_basic_key(request), admin=True)
-        selection = deliveries.read_selection(await _json_body(request))
-        resent, enqueued = await run_in_threadpool(deliveries.resend_now, services, selection,
-                                                   f"admin API, key {principal.name}")
-        return JSONResponse({"deliveries": resent, "enqueued": enqueued})
+    def delivery_action(action: str, summary: str) -> None:
+        admin_key = Depends(acting(f"{action} of deliveries"))
 
-    @app.post("/v1/deliveries/mark-sent")
-    async def mark_deliveries_sent(request: Request) -> JSONResponse:
-        """Record unknown deliveries (``{"ids": [...]}``) as sent: the provider had them."""
-        principal = await authenticate(_basic_key(request), admin=True)
-        selection = deliveries.read_selection(await _json_body(request), every=False)
-        marked = await run_in_threadpool(deliveries.mark_sent_now, services, selection,
-                                         f"admin API, key {principal.name}")
-        return JSONResponse({"deliveries": marked})
+        async def act(selection: deliveries.DeliveryAction, principal: keys.Principal = admin_key) -> JSONResponse:
+            return _model(await run_in_threadpool(deliveries.act, services, action, selection,
+                                                  audit.Actor.of_key(principal)))
+
+        act.__doc__ = summary + (" By ``ids`` (all or none: 404 for an unknown id, 409 naming each one the action "
+                                 "does not apply to), or every delivery a ``filter`` selects, in batches. Written "
+                                 "to each delivery's trace and to the audit log.")
+        app.add_api_route(f"/v1/deliveries/{action}", act, methods=["POST"], name=f"{action}_deliveries",
+                          response_model=deliveries.DeliveryActionResult)
+
+    delivery_action("retry", "Send dead or failed deliveries again: pending and enqueued, their attempts from 0.")
+    delivery_action("drop", "Give up dead, failed, unknown or pending deliveries: ``dropped``, never sent, kept.")
+    delivery_action("resend", "Send unknown deliveries again: pending and enqueued (a second copy may arrive).")
+    delivery_action("mark-sent", "Record unknown deliveries as sent: the provider had them.")
+
+    @app.get("/v1/events/failed", response_model=failed_events.FailedEventPage,
+             openapi_extra=_listing_doc(failed_events.EventFilter, "events"))
+    async def list_failed_events(request: Request) -> JSONResponse:
+        """Stored events that failed to apply, oldest first: ``failing`` (still retried), ``failed`` (given up),
+        ``dropped``; by ``name``, ``source`` and receipt time; pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), read=True)
+        listing = failed_events.read_listing(request.query_params)
+        entries, cursor = await run_in_threadpool(_transaction, services, failed_events.list_failed, listing)
+        return _model(failed_events.FailedEventPage(events=entries, next_cursor=cursor))
+
+    def event_action(action: str, summary: str) -> None:
+        admin_key = Depends(acting(f"{action} of events"))
+
+        async def act(selection: failed_events.EventAction, principal: keys.Principal = admin_key) -> JSONResponse:
+            return _model(await run_in_threadpool(failed_events.act, services, action, selection,
+                                                  audit.Actor.of_key(principal)))
+
+        act.__doc__ = summary + (" By ``ids`` (all or none: 404 for an unknown id, 409 naming each one applied, "
+                                 "dropped or never failed), or every failing or failed event a ``filter`` selects, "
+                                 "in batches. Written to the audit log.")
+        app.add_api_route(f"/v1/events/failed/{action}", act, methods=["POST"], name=f"{action}_events",
+                          response_model=failed_events.EventActionResult)
+
+    event_action("retry", "Apply failing or failed events again: enqueued, their attempts from 0.")
+    event_action("drop", "Give up failing or failed events: never applied; the rows stay, with who and when.")
+
+    @app.get("/v1/audit", response_model=audit.AuditPage, openapi_extra={"parameters": [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}, "description": "entries per page"},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the nextCursor of the previous page"},
+    ]})
+    async def list_audit(request: Request) -> JSONResponse:
+        """The operator actions, newest first: who (a key by id, prefix and name), when, what, on what, how many."""
+        await authenticate(_basic_key(request), read=True)
+        fields = preferences.RequestFields(dict(request.query_params), ("limit", "cursor"), "limit=100", "parameter")
+        limit = fields.whole("limit", 1, preferences.MAX_LIMIT, f"the entries per page, 1 to {preferences.MAX_LIMIT}")
+        cursor = fields.text("cursor", 20)
+        if cursor is not None and not cursor.isdigit():
+            fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+        fields.raise_if_any("the listing")
+        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit or preferences.DEFAULT_LIMIT,
+                                       int(cursor) if cursor else None)
+        return _model(page)
 
     stats_routes.add_routes(app, services, authenticate, _basic_key)
 
     @app.get("/metrics")
     async def get_metrics(request: Request) -> Response:
         """Prometheus metrics, read from the database and the broker at scrape time (admin key)."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         body = await run_in_threadpool(metrics.render, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -277,6 +344,25 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
     return endpoint
 
 
+def _model(model: BaseModel) -> JSONResponse:
+    """A response model as JSON, with its API field names."""
+    return JSONResponse(model.model_dump(mode="json", by_alias=True))
+
+
+def _listing_doc(filter_model: type[BaseModel], noun: str) -> dict[str, Any]:
+    """The OpenAPI of a listing's query: the filter's fields, then ``limit`` and ``cursor``."""
+    schema = filter_model.model_json_schema()
+    parameters = [{"name": name, "in": "query", "required": False, "schema": field,
+                   "description": field.get("description", "")} for name, field in schema["properties"].items()]
+    parameters += [
+        {"name": "limit", "in": "query", "required": False, "description": f"{noun} per page",
+         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the nextCursor of the previous page"},
+    ]
+    return {"parameters": parameters}
+
+
 def _authenticate(services: Services, key: str | None) -> keys.Principal:
     with services.sessions() as session:
         return keys.authenticate(session, key)
@@ -300,7 +386,7 @@ def _customer(services: Services, ident: str, view_of: Callable[[Session, str], 
     return view
 
 
-def _ingested(outcome: ingest.Outcome) -> JSONResponse:
+def _ingested(outcome: ingest.IngestResult) -> JSONResponse:
     if not outcome.rejected:
         return JSONResponse({"success": True})
     rejected = [

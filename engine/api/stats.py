@@ -26,12 +26,12 @@ class _JSON(Response):
 
 def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awaitable[Any]],
                key: Callable[[Request], str | None]) -> None:
-    """Register the analytics endpoints on ``app``; every one needs an admin key (``key`` reads it)."""
+    """Register the analytics endpoints on ``app``; every one needs an admin or read key (``key`` reads it)."""
 
     @app.get("/v1/journeys")
     async def list_journeys(request: Request) -> _JSON:
         """The deployed journeys: status, current version, every version, active enrollments."""
-        await authenticate(key(request), admin=True)
+        await authenticate(key(request), read=True)
         return _JSON({"journeys": await run_in_threadpool(journeys_now, services)})
 
     @app.get("/v1/journeys/{journey_id}/stats")
@@ -39,12 +39,12 @@ def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awa
         """Per step: entered, waiting, exited by reason, deliveries by status; per split variant: the
         comparison with control. ``since``/``until`` (ISO time or ``30d`` back), ``version``, ``window``
         (conversion window, default 30d), ``min_sample``."""
-        await authenticate(key(request), admin=True)
+        await authenticate(key(request), read=True)
         params = dict(request.query_params)
         return _JSON(await run_in_threadpool(journey_stats_now, services, journey_id, params))  # type: ignore[arg-type]
 
     @app.get("/v1/stages/funnel")
     async def stage_funnel(request: Request) -> _JSON:
         """Customers in each stage now; moves, time in stage and drop-off in ``since``/``until``."""
-        await authenticate(key(request), admin=True)
-        return _JSON(await run_in_threadpool(stage_funnel_now, services, dict(request.query_params)))  # type: ignore[arg-type]
+        await authenticate(key(request), read=True)
+        return _JSON(await run_in_threadpool(stage_funnel_now, services, dict(request.query_params)))

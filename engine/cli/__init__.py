@@ -21,10 +21,13 @@ _COMMAND_MODULES = (
     "engine.cli.journeys",  # validate, lint, schema, graph
     "engine.cli.deploy",  # plan, deploy, journeys, pause, resume, archive
     "engine.cli.simulate",  # simulate
+    "engine.cli.demo",  # demo
     "engine.cli.replay",  # replay
     "engine.cli.ops",  # trace, queues
     "engine.cli.policy",  # suppress add / list / remove, consent set / show
-    "engine.cli.deliveries",  # deliveries unknown / resend / mark-sent
+    "engine.cli.deliveries",  # deliveries list / unknown / retry / drop / resend / mark-sent
+    "engine.cli.events",  # events failed / retry / drop
+    "engine.cli.audit",  # audit
     "engine.cli.stats",  # stats, funnel
 )
 

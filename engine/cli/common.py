@@ -6,6 +6,7 @@ import logging
 from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import click
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from engine.cli.codes import RET_CONFIG, RET_INVALID, RET_NOT_FOUND, RET_SERVICE
 from channels import registry
+from engine.environment import read_settings
 from engine.errors import ConfigError, NotFoundError, PayloadError, StorageError
 from engine.ratelimit import check_channels
 from engine.services import Services
@@ -28,10 +30,18 @@ def fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+def a_directory(ctx: click.Context, param: click.Parameter, value: T) -> T:
+    """A click callback: a file given where a directory belongs is a usage error that says what to give."""
+    if value is not None and Path(str(value)).is_file():
+        option = param.opts[0] if param.opts else param.name
+        raise click.BadParameter(f"{value} is a file; give the directory that holds it, such as {option} {Path(str(value)).parent}")
+    return value
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment, or exit with RET_CONFIG naming the bad variable."""
     try:
-        settings = Settings.from_env()
+        settings = read_settings()
         check_channels(settings.rate_limits, registry.available())
         check_channels(settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
     except ConfigError as exc:

@@ -12,12 +12,11 @@ from engine.definitions.loader import LoadResult, journey_files, load_journey, l
 from engine.definitions.model import (
     BranchCase,
     BranchStep,
+    EndEvent,
     Entry,
     ExitStep,
-    FrequencyCap,
     Journey,
-    Outcome,
-    Policy,
+    JourneyPolicy,
     QuietHours,
     ReferralStep,
     RewardStep,
@@ -30,19 +29,20 @@ from engine.definitions.model import (
     WaitStep,
     WaitUntilStep,
 )
+from engine.settings import FrequencyCap
 
 __all__ = [
     "CHANNELS",
     "STAGES",
     "BranchCase",
     "BranchStep",
+    "EndEvent",
     "Entry",
     "ExitStep",
     "FrequencyCap",
     "Journey",
+    "JourneyPolicy",
     "LoadResult",
-    "Outcome",
-    "Policy",
     "QuietHours",
     "ReferralStep",
     "RewardStep",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.rules import Condition, Expression, ExpressionResult, choose_weighted
+from engine.settings import FrequencyCap
 from engine.templates import Template
 
 
@@ -215,7 +216,7 @@ class Trigger:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class EndEvent:
     """A goal or exit event; ``goto`` is a step to run before ending, if any."""
 
     event: str
@@ -240,13 +241,7 @@ class QuietHours:
 
 
 @dataclass(frozen=True)
-class FrequencyCap:
-    max: int
-    per: dt.timedelta
-
-
-@dataclass(frozen=True)
-class Policy:
+class JourneyPolicy:
     """How the policy layer treats this journey's messages."""
 
     kind: str = "marketing"
@@ -266,9 +261,9 @@ class Journey:
     steps: tuple[Step, ...]
     description: str | None = None
     entry: Entry = Entry()
-    goal: Outcome | None = None
-    exit_on: tuple[Outcome, ...] = ()
-    policy: Policy = Policy()
+    goal: EndEvent | None = None
+    exit_on: tuple[EndEvent, ...] = ()
+    policy: JourneyPolicy = JourneyPolicy()
     sample: Mapping[str, Any] = field(default_factory=dict)
     path: Path | None = None
     locations: Mapping[str, tuple[int, int]] = field(default_factory=dict, repr=False, compare=False)

@@ -4,7 +4,7 @@ The worker (and the simulator, and the tests) call::
 
     outcome = start(journey, enrollment_id, customer, trigger_event, now, version=v)
     outcome = advance(journey, state, EventArrived(event) | TimerFired(key), customer, now)
-    # outcome.state: Enrollment (to_dict/from_dict), outcome.commands: [Command], outcome.trace
+    # outcome.state: EnrollmentState (to_dict/from_dict), outcome.commands: [Command], outcome.trace
 
 and :func:`route` / :func:`may_enter` to decide which enrollments an event concerns and
 who enters. Nothing here does I/O, reads a clock or draws a random number.
@@ -30,8 +30,10 @@ from engine.runtime.commands import (
 )
 from engine.runtime.entry import Route, TriggerIndex, concerns, may_enter, route
 from engine.runtime.inputs import EventArrived, Input, TimerFired, input_from_dict
-from engine.runtime.machine import MAX_STEPS, Outcome, advance, customer_variable, referral_code, render_send, start
-from engine.runtime.state import FINAL_STATUSES, STATUSES, Enrollment, Wait
+from engine.runtime.machine import (
+    MAX_STEPS, StepOutcome, advance, customer_variable, referral_code, render_send, start, stop,
+)
+from engine.runtime.state import FINAL_STATUSES, STATUSES, EnrollmentState, Wait
 
 __all__ = [
     "COMMAND_TYPES",
@@ -41,16 +43,16 @@ __all__ = [
     "AwardPoints",
     "CancelTimer",
     "Command",
-    "Enrollment",
+    "EnrollmentState",
     "EventArrived",
     "Exit",
     "Input",
     "IssueReferral",
-    "Outcome",
     "Route",
     "ScheduleTimer",
     "Send",
     "SetStage",
+    "StepOutcome",
     "TimerFired",
     "Trace",
     "TriggerIndex",
@@ -67,4 +69,5 @@ __all__ = [
     "render_send",
     "route",
     "start",
+    "stop",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 from engine.definitions.model import Journey
 from engine.runtime.commands import Trace
 from engine.runtime.machine import customer_variable
-from engine.runtime.state import Enrollment
+from engine.runtime.state import EnrollmentState
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Route:
 
     action: str
     journey: Journey
-    enrollment: Enrollment | None = None
+    enrollment: EnrollmentState | None = None
     why: str = ""
     trace: tuple[Trace, ...] = ()
 
@@ -64,7 +64,7 @@ class TriggerIndex:
         return self.by_trigger.get(name, [])
 
 
-def concerns(journey: Journey, enrollment: Enrollment, name: str) -> str | None:
+def concerns(journey: Journey, enrollment: EnrollmentState, name: str) -> str | None:
     """Why event ``name`` matters to an active enrollment (``goal``, ``exit_on``, ``wait_until``), or None."""
     if not enrollment.active:
         return None
@@ -82,7 +82,7 @@ def route(
     index: TriggerIndex,
     event: Mapping[str, Any],
     customer: Mapping[str, Any],
-    active: Sequence[tuple[Enrollment, Journey]],
+    active: Sequence[tuple[EnrollmentState, Journey]],
     now: dt.datetime,
     *,
     before: Mapping[str, Any] | None = None,
@@ -134,7 +134,7 @@ def route(
     return routes
 
 
-def may_enter(journey: Journey, previous: Iterable[Enrollment], now: dt.datetime) -> tuple[bool, str]:
+def may_enter(journey: Journey, previous: Iterable[EnrollmentState], now: dt.datetime) -> tuple[bool, str]:
     """Whether the customer may enter ``journey`` now, given their enrollments in it so far.
 
     ``previous`` is every enrollment of this customer in this journey (any version, any
@@ -168,6 +168,10 @@ def _activation(journey: Journey, event: Mapping[str, Any], customer: Mapping[st
         "event": dict(event),
         "trigger": dict(event),
         "customer": customer_variable(customer),
-        "context": {"journey": {"id": journey.id, "name": journey.name, "stage": journey.stage}, "step": {"id": ""}, "enrollment": {"id": "", "started_at": ""}},
+        "context": {
+            "journey": {"id": journey.id, "name": journey.name, "stage": journey.stage},
+            "step": {"id": ""},
+            "enrollment": {"id": "", "started_at": ""},
+        },
         "now": now,
     }

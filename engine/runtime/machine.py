@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,9 +21,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from engine.definitions.catalog import STAGES
 from engine.definitions.model import (
     BranchStep,
+    EndEvent,
     ExitStep,
     Journey,
-    Outcome as JourneyOutcome,
     ReferralStep,
     RewardStep,
     SendStep,
@@ -46,14 +46,14 @@ from engine.runtime.commands import (
     UpdateProfile,
 )
 from engine.runtime.inputs import EventArrived, Input, TimerFired
-from engine.runtime.state import Enrollment, Wait, iso, parse_iso
+from engine.runtime.state import EnrollmentState, Wait, iso, parse_iso
 
 #: Steps one call may run before it gives up on a loop with no wait in it.
 MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
-class Outcome:
+class StepOutcome:
     """What :func:`start` or :func:`advance` returns.
 
     Attributes:
@@ -62,7 +62,7 @@ class Outcome:
         trace: every decision taken, in order (conditions with their value and error).
     """
 
-    state: Enrollment
+    state: EnrollmentState
     commands: tuple[Command, ...] = ()
     trace: tuple[Trace, ...] = ()
 
@@ -123,7 +123,7 @@ def start(
     now: dt.datetime,
     *,
     version: int = 1,
-) -> Outcome:
+) -> StepOutcome:
     """Enroll ``customer`` in ``journey`` and run it to its first wait (or its end).
 
     The caller has already decided that the customer may enter (:func:`~engine.runtime.entry.route`
@@ -138,7 +138,7 @@ def start(
         version: the journey version, recorded in the state.
     """
     iso(now)  # refuses a naive datetime
-    state = Enrollment(
+    state = EnrollmentState(
         id=enrollment_id,
         journey_id=journey.id,
         version=version,
@@ -155,12 +155,12 @@ def start(
     return run.outcome()
 
 
-def advance(journey: Journey, state: Enrollment, input: Input, customer: Mapping[str, Any], now: dt.datetime) -> Outcome:
+def advance(journey: Journey, state: EnrollmentState, input: Input, customer: Mapping[str, Any], now: dt.datetime) -> StepOutcome:
     """Apply one input to an enrollment and run it to its next wait (or its end).
 
     A stale timer (not the one the enrollment waits on), an event that is neither its goal,
     an exit event nor what it waits for, or any input to an ended enrollment changes
-    nothing and emits nothing (``Outcome.changed`` is False).
+    nothing and emits nothing (``StepOutcome.changed`` is False).
 
     Ordering: an event whose ``timestamp`` is at or before the deadline of the timer the
     enrollment waits on wins over that timer, even at the same instant. An event stamped
@@ -182,10 +182,30 @@ def advance(journey: Journey, state: Enrollment, input: Input, customer: Mapping
     return run.outcome()
 
 
+def stop(journey: Journey, state: EnrollmentState, customer: Mapping[str, Any], now: dt.datetime, reason: str, *,
+         keep_audiences: Collection[str] = ()) -> StepOutcome:
+    """End an active enrollment from outside its journey, as ``exited`` with ``reason``.
+
+    As an exit event would end it: its timer is cancelled and the customer leaves the
+    audiences it added them to, except ``keep_audiences`` (another enrollment of the
+    customer holds them there). Used when a profile merge leaves a customer in a journey
+    more often than its entry rules allow (``reason`` ``merged``, docs/runtime.md
+    "Merges"). An ended enrollment changes nothing.
+    """
+    iso(now)
+    run = _Run(journey, state, customer, now)
+    if not state.active:
+        run.trace.append(Trace(state.step, "ignore", f"the enrollment has ended ({state.status})"))
+        return run.outcome()
+    run.leaving = frozenset(run.audiences) - frozenset(keep_audiences)
+    run.end("exited", reason)
+    return run.outcome()
+
+
 class _Run:
     """One call's work: a mutable copy of the state, a working copy of the customer."""
 
-    def __init__(self, journey: Journey, state: Enrollment, customer: Mapping[str, Any], now: dt.datetime) -> None:
+    def __init__(self, journey: Journey, state: EnrollmentState, customer: Mapping[str, Any], now: dt.datetime) -> None:
         self.journey = journey
         self.initial = state
         self.now = now
@@ -216,7 +236,7 @@ class _Run:
 
     # -- results ---------------------------------------------------------------------------
 
-    def outcome(self) -> Outcome:
+    def outcome(self) -> StepOutcome:
         state = self.initial.evolve(
             status=self.status,
             step=self.step,
@@ -230,7 +250,7 @@ class _Run:
         )
         if not self.commands and all(t.what == "ignore" for t in self.trace):
             state = self.initial
-        return Outcome(state, tuple(self.commands), tuple(self.trace))
+        return StepOutcome(state, tuple(self.commands), tuple(self.trace))
 
     @property
     def active(self) -> bool:
@@ -310,14 +330,14 @@ class _Run:
             return True
         return self.wait is not None and self.wait.kind == "event" and self.wait.event == name
 
-    def _holds(self, outcome: JourneyOutcome, event: Mapping[str, Any], what: str) -> bool:
+    def _holds(self, outcome: EndEvent, event: Mapping[str, Any], what: str) -> bool:
         if outcome.when is None:
             return True
         result = outcome.when.evaluate(self.activation(None, event))
         self.trace.append(Trace(self.step, "condition", f"{what} {outcome.event}: {outcome.when.source}", result.value, result.error))
         return result.value
 
-    def _finish_on(self, outcome: JourneyOutcome, event: Mapping[str, Any], status: str, reason: str) -> None:
+    def _finish_on(self, outcome: EndEvent, event: Mapping[str, Any], status: str, reason: str) -> None:
         """The goal or an exit event: end now, after running ``goto`` and what follows it."""
         self._cancel_timer()
         self.last_event = dict(event)

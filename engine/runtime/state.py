@@ -1,7 +1,7 @@
 """The state of one enrollment: where a customer is in a journey, as plain JSON-able data.
 
-The worker stores :meth:`Enrollment.to_dict` in one JSON column (plus indexed copies of
-``status``, ``step`` and ``wait.until``) and rebuilds it with :meth:`Enrollment.from_dict`;
+The worker stores :meth:`EnrollmentState.to_dict` in one JSON column (plus indexed copies of
+``status``, ``step`` and ``wait.until``) and rebuilds it with :meth:`EnrollmentState.from_dict`;
 the round trip is exact. The state is immutable: :func:`~engine.runtime.machine.advance`
 returns a new one.
 """
@@ -69,7 +69,7 @@ class Wait:
 
 
 @dataclass(frozen=True)
-class Enrollment:
+class EnrollmentState:
     """One customer's way through one version of one journey.
 
     Attributes:
@@ -121,7 +121,7 @@ class Enrollment:
         """True for a customer placed in a split's control group."""
         return self.reason == "holdout"
 
-    def evolve(self, **changes: Any) -> Enrollment:
+    def evolve(self, **changes: Any) -> EnrollmentState:
         """A copy with ``changes`` applied (the state is immutable)."""
         return replace(self, **changes)
 
@@ -146,7 +146,7 @@ class Enrollment:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Enrollment:
+    def from_dict(cls, data: Mapping[str, Any]) -> EnrollmentState:
         """Inverse of :meth:`to_dict`."""
         started_at = parse_iso(data["started_at"])
         if started_at is None:

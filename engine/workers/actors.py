@@ -11,7 +11,9 @@ Queues: ``events`` (ingested events), ``timers`` (due timers), and one queue per
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -22,6 +24,7 @@ from engine import profiles
 from engine.delivery import MAX_ATTEMPTS as MAX_DELIVERY_ATTEMPTS
 from engine.orchestrator import MAX_EVENT_ATTEMPTS, Followups
 from engine.storage.models import Event
+from engine.unit_of_work import UnitOfWork
 
 if TYPE_CHECKING:
     from engine.services import Services
@@ -83,17 +86,17 @@ def declare(services: Services) -> Actors:
     broker = services.broker
     return Actors(
         process_events=dramatiq.actor(
-            process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
+            broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_EVENTS,
-        ),
+        )(process_events),
         fire_timers=dramatiq.actor(
-            fire_timers, broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
+            broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_TIMERS,
-        ),
+        )(fire_timers),
         deliver=dramatiq.actor(
-            deliver, broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
+            broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
             max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000, priority=PRIORITY_DELIVERIES,
-        ),
+        )(deliver),
     )
 
 
@@ -118,10 +121,10 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     customers' enrollments (the engine's lock order, docs/operations.md "Locks", which
     timers and deliveries follow too, so transactions that share customers take turns
     instead of deadlocking); their customers, points, enrollments loaded in a few
-    queries and the rows they cause inserted a statement per table
-    (:meth:`~engine.orchestrator.Orchestrator.begin`). If anything in the batch fails,
-    it is rolled back whole and each event is applied alone, so one bad event fails
-    only itself.
+    queries and the rows they cause inserted a statement per table, through one
+    :class:`~engine.unit_of_work.UnitOfWork`. If anything in the batch fails, it is
+    rolled back whole and each event is applied alone (:func:`process_event`, a unit
+    of one), so one bad event fails only itself.
     """
     now = services.clock()
     try:
@@ -135,16 +138,7 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
                     .with_for_update()
                 ).scalars()
             )
-            # The lock order: events, identities, customers (preload), enrollments (begin).
-            profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
-            customers = profiles.preload(session, events)
-            orchestrator = services.orchestrator
-            orchestrator.begin(session, events, customers)
-            followups = Followups()
-            for event in events:
-                customer, traits_before = profiles.apply_event(session, event, now, locked=True)
-                followups.extend(orchestrator.on_event(session, event, customer, now, traits_before))
-            followups.extend(orchestrator.finish(session))
+            followups = _apply(services, UnitOfWork(session), events, now)
     except Exception:  # noqa: BLE001 - retried one by one below, which records the culprit
         log.warning("a batch of %d events failed; applying them one by one", len(event_ids), exc_info=True)
     else:
@@ -153,8 +147,22 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     return [event_id for event_id in event_ids if not process_event(services, event_id)]
 
 
+def _apply(services: Services, unit: UnitOfWork, events: Sequence[Event], now: datetime) -> Followups:
+    """Apply ``events`` (locked, not processed) in ``unit``; the messages to send after the commit."""
+    session = unit.session
+    # The lock order: events, identities, customers (preload), enrollments (begin).
+    profiles.lock_identities(session, *(i for e in events for i in (e.user_id, e.anonymous_id, e.previous_id)))
+    customers = profiles.preload(unit, events)
+    orchestrator = services.orchestrator
+    orchestrator.begin(unit, events, customers)
+    for event in events:
+        customer, traits_before = profiles.apply_event(unit, event, now, locked=True)
+        orchestrator.on_event(unit, event, customer, now, traits_before)
+    return orchestrator.finish(unit)
+
+
 def process_event(services: Services, event_id: int) -> bool:
-    """Apply one stored event in its own transaction; return False if it failed.
+    """Apply one stored event in its own transaction (a unit of one); return False if it failed.
 
     Profile, enrollments, timers, deliveries and the event's ``processed_at`` commit
     together; the queue messages for what it caused are sent after the commit.
@@ -170,8 +178,7 @@ def process_event(services: Services, event_id: int) -> bool:
             ).scalar_one_or_none()
             if event is None or event.processed_at is not None:
                 return True
-            customer, traits_before = profiles.apply_event(session, event, now)
-            followups = services.orchestrator.on_event(session, event, customer, now, traits_before)
+            followups = _apply(services, UnitOfWork(session), [event], now)
     except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
         log.exception("event %s failed", event_id)
         with services.sessions.begin() as session:
@@ -194,13 +201,10 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
     message is retried (firing is idempotent: the others are done).
     """
     now = services.clock()
-    orchestrator = services.orchestrator
     try:
         with services.sessions.begin() as session:
             relax_commit(session)
-            orchestrator.begin(session, [], [])
-            followups = orchestrator.on_timers(session, keys, now)
-            followups.extend(orchestrator.finish(session))
+            followups = _fire(services, UnitOfWork(session), keys, now)
     except Exception:  # noqa: BLE001 - fired one by one below, which raises for the culprit
         log.warning("a batch of %d timers failed; firing them one by one", len(keys), exc_info=True)
         errors: list[Exception] = []
@@ -210,18 +214,26 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
             except Exception as exc:  # noqa: BLE001 - the others still fire; raised below
                 errors.append(exc)
         if errors:
-            raise errors[0]
+            raise errors[0] from None  # the batch's error is logged above
         return
     services.dispatch(followups)
 
 
 def fire_timer(services: Services, key: str) -> None:
-    """Fire one timer in its own transaction, then send what it caused."""
+    """Fire one timer in its own transaction (a unit of one), then send what it caused."""
     now = services.clock()
     with services.sessions.begin() as session:
         relax_commit(session)
-        followups = services.orchestrator.on_timer(session, key, now)
+        followups = _fire(services, UnitOfWork(session), [key], now)
     services.dispatch(followups)
+
+
+def _fire(services: Services, unit: UnitOfWork, keys: Sequence[str], now: datetime) -> Followups:
+    """Fire the timers ``keys`` in ``unit``; the messages to send after the commit."""
+    orchestrator = services.orchestrator
+    orchestrator.begin(unit, [], [])
+    orchestrator.on_timers(unit, keys, now)
+    return orchestrator.finish(unit)
 
 
 __all__ = [

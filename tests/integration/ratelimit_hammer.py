@@ -16,8 +16,8 @@ import time
 
 import redis
 
-from engine.ratelimit import RateLimit, build_limiter
-from engine.settings import Settings
+from engine.ratelimit import build_limiter
+from engine.settings import RateLimit, Settings
 
 
 def skew_clocks(seconds: float) -> None:

@@ -36,7 +36,7 @@ def test_the_median_and_the_oldest_wait_at_a_step(any_services, tmp_path: Path):
 def test_the_median_time_in_a_stage_and_the_drop_off(any_services):
     start = NOW - timedelta(days=2)
     with any_services.sessions.begin() as session:
-        for i, hours in enumerate(HOURS):
+        for i in range(len(HOURS)):
             session.add(Customer(id=i + 1, first_seen_at=start, last_seen_at=start, updated_at=start, stage="purchase"))
         session.add(Customer(id=9, first_seen_at=start, last_seen_at=start, updated_at=start, stage="consideration"))
         session.flush()

@@ -12,7 +12,7 @@ import pytest
 from channels.stub import StubChannel
 from engine import deploy
 from engine.delivery import Deliverer
-from engine.policy import Policy, record_consent, suppress
+from engine.policy import PolicyLayer, record_consent, suppress
 from engine.storage.models import Customer, Delivery, Enrollment
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
@@ -34,7 +34,7 @@ def world(any_services):  # type: ignore[no-untyped-def]
         customer_id = ada.id
     stub = StubChannel("retargeting")
     any_services.adapters["retargeting"] = stub
-    policy = Policy(any_services.settings, any_services.sessions, any_services.deployed)
+    policy = PolicyLayer(any_services.settings, any_services.sessions, any_services.deployed)
     return any_services, customer_id, stub, Deliverer(any_services.sessions, any_services.deployed,
                                                       any_services.adapter, policy)
 

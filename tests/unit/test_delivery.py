@@ -10,7 +10,7 @@ from sqlalchemy import select
 from channels.base import Result
 from channels.stub import StubChannel
 from engine.delivery import CLAIM_CHUNK, MAX_ATTEMPTS, Deliverer, backoff
-from engine.policy import Policy, record_bounce
+from engine.policy import PolicyLayer, record_bounce
 from engine.ratelimit import InProcessRateLimiter
 from engine.settings import RateLimit
 from engine.storage.models import Delivery, Enrollment, Suppression, TraceEntry
@@ -40,7 +40,7 @@ class ClockedLimiter(InProcessRateLimiter):
 
 
 def make_deliverer(services, **options) -> Deliverer:  # type: ignore[no-untyped-def]
-    policy = Policy(services.settings, services.sessions, services.deployed)
+    policy = PolicyLayer(services.settings, services.sessions, services.deployed)
     return Deliverer(services.sessions, services.deployed, services.adapter, policy, **options)
 
 

@@ -14,11 +14,12 @@ from starlette.testclient import TestClient
 from channels.stub import StubChannel
 from engine import deploy, ingest, profiles
 from engine.api import create_app
-from engine.definitions.model import FrequencyCap
 from engine.delivery import Deliverer
-from engine.policy import Policy, record_consent, subscribed, suppress
+from engine.policy import PolicyLayer, record_consent, subscribed, suppress
 from engine.scheduler import Scheduler
+from engine.settings import FrequencyCap
 from engine.storage.models import Consent, Customer, Delivery, Enrollment, Event, Timer, TraceEntry
+from engine.unit_of_work import UnitOfWork
 
 JOURNEYS = Path(__file__).resolve().parents[2] / "journeys"
 NOON = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
@@ -47,7 +48,7 @@ def make_world(services, zone: str):  # type: ignore[no-untyped-def]
 
 
 def deliverer(services, **settings) -> Deliverer:  # type: ignore[no-untyped-def]
-    policy = Policy(services.settings.replace(**settings), services.sessions, services.deployed)
+    policy = PolicyLayer(services.settings.replace(**settings), services.sessions, services.deployed)
     return Deliverer(services.sessions, services.deployed, services.adapter, policy, unsubscribe_links=policy.unsubscribe_url)
 
 
@@ -182,7 +183,7 @@ def test_fifty_concurrent_sends_to_one_customer_with_a_cap_of_three_a_day(pg_ser
 
 # -- a transactional step in a marketing journey: order_followup, end to end ------------------
 # Events and timers are applied as the workers apply them, on a virtual clock; the
-# deliveries they make go through the Deliverer and the Policy at the times given.
+# deliveries they make go through the Deliverer and the PolicyLayer at the times given.
 
 PARIS_NIGHT = datetime(2026, 6, 15, 21, 30, tzinfo=timezone.utc)  # 23:30 in Paris (CEST)
 
@@ -206,8 +207,10 @@ def happen(services, at: datetime, type_: str, **body) -> list[int]:  # type: ig
     with services.sessions.begin() as session:
         [event_id] = ingest.store(session, rows)
         event = session.get(Event, event_id)
-        customer, before = profiles.apply_event(session, event, at)
-        return [d for d, _ in services.orchestrator.on_event(session, event, customer, at, before).deliveries]
+        unit = UnitOfWork(session)
+        customer, before = profiles.apply_event(unit, event, at)
+        services.orchestrator.on_event(unit, event, customer, at, before)
+        return [d for d, _ in services.orchestrator.finish(unit).deliveries]
 
 
 def order(services, at: datetime, order_id: str) -> int:  # type: ignore[no-untyped-def]
@@ -225,7 +228,9 @@ def timers_fire(services, at: datetime) -> list[int]:  # type: ignore[no-untyped
     made: list[int] = []
     for key in keys:
         with services.sessions.begin() as session:
-            made += [d for d, _ in services.orchestrator.on_timer(session, key, at).deliveries]
+            unit = UnitOfWork(session)
+            services.orchestrator.on_timer(unit, key, at)
+            made += [d for d, _ in services.orchestrator.finish(unit).deliveries]
     return made
 
 

@@ -14,13 +14,12 @@ from redis.retry import Retry
 from engine.errors import ConfigError
 from engine.ratelimit import (
     InProcessRateLimiter,
-    RateLimit,
     RateLimiter,
     RedisRateLimiter,
     build_limiter,
     check_channels,
 )
-from engine.settings import Settings
+from engine.settings import RateLimit, Settings
 from tests.conftest import REDIS_URL, close_services, free_port, make_services
 
 T0 = 1_000.0  # an arbitrary start on the injected clock, in seconds

@@ -10,7 +10,7 @@ from channels.email import EmailChannel
 from channels.log import PreviewChannel
 from engine import ConfigError
 from engine.delivery import Deliverer
-from engine.policy import Policy
+from engine.policy import PolicyLayer
 from engine.services import Services
 from engine.storage.db import upgrade
 from tests.conftest import close_services
@@ -51,7 +51,7 @@ def test_a_send_through_an_unconfigured_channel_fails_at_once_with_the_reason(sq
         services, customer_id, _ = make_world(services, "UTC")
         del services.adapters["email"]  # make_world installs a stub: use the real, unconfigured one
         [delivery] = add_deliveries(services, customer_id)
-        policy = Policy(services.settings, services.sessions, services.deployed)
+        policy = PolicyLayer(services.settings, services.sessions, services.deployed)
         outcome = Deliverer(services.sessions, services.deployed, services.adapter, policy).deliver(delivery, NOON)
         assert (outcome.status, outcome.retry_in, outcome.error) == (
             "failed", None,

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from engine import ConfigError, Settings
+import engine.settings
+from engine import ConfigError
 from engine.durations import format_duration, parse_duration
-from engine.ratelimit import RateLimit
+from engine.environment import read_settings
+from engine.settings import RateLimit
 
 
 def test_defaults_are_the_embedded_engine():
-    settings = Settings.from_env({})
+    settings = read_settings({})
     assert settings.database_url == "sqlite:///journey.db"
     assert settings.redis_url is None
     assert settings.is_sqlite
 
 
 def test_values_are_read_and_converted():
-    settings = Settings.from_env(
+    settings = read_settings(
         {
             "DATABASE_URL": "postgres://app@db:5432/journeys",
             "REDIS_URL": "redis://cache:6379/1",
@@ -38,20 +42,30 @@ def test_values_are_read_and_converted():
 
 def test_every_bad_value_is_named_at_once():
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env(
+        read_settings(
             {"REDIS_URL": "localhost:6379", "JOURNEY_SWEEP_AFTER": "2 minutes", "JOURNEY_WORKER_THREADS": "0"}
         )
     lines = str(caught.value).splitlines()
     assert len(lines) == 3
     assert lines[0].startswith("REDIS_URL='localhost:6379' is invalid: the scheme must be redis://")
     assert lines[1].startswith("JOURNEY_SWEEP_AFTER='2 minutes' is invalid: '2 minutes' is not a duration")
-    assert "expected a duration such as 30s" in lines[1]
+    assert "a duration such as 30s" in lines[1]
     assert lines[2] == "JOURNEY_WORKER_THREADS='0' is invalid: it must be at least 1; expected a whole number >= 1"
+
+
+def test_a_hint_the_reason_already_gives_is_not_repeated():
+    with pytest.raises(ConfigError) as caught:
+        read_settings({"JOURNEY_SWEEP_AFTER": "2 minutes"})
+
+    assert str(caught.value) == (
+        "JOURNEY_SWEEP_AFTER='2 minutes' is invalid: '2 minutes' is not a duration; "
+        "write a duration such as 30s, 15m, 1h, 3d, 2w or 1d12h"
+    )
 
 
 def test_unsupported_database_is_refused():
     with pytest.raises(ConfigError, match="DATABASE_URL='mysql://x' is invalid: only PostgreSQL and SQLite"):
-        Settings.from_env({"DATABASE_URL": "mysql://x"})
+        read_settings({"DATABASE_URL": "mysql://x"})
 
 
 @pytest.mark.parametrize(
@@ -70,14 +84,14 @@ def test_bad_durations_say_what_is_expected(text):
 
 
 def test_rate_limits_are_read_per_channel_with_an_optional_burst():
-    settings = Settings.from_env({"CHANNEL_RATE_LIMITS": "email=10/20, sms=2.5,webhook=50,push=0.5,"})
+    settings = read_settings({"CHANNEL_RATE_LIMITS": "email=10/20, sms=2.5,webhook=50,push=0.5,"})
     assert settings.rate_limits == {
         "email": RateLimit(10, 20),
         "sms": RateLimit(2.5, 2.5),  # the burst defaults to the rate
         "webhook": RateLimit(50, 50),
         "push": RateLimit(0.5, 1),  # and is at least one send
     }
-    assert Settings.from_env({}).rate_limits == {}
+    assert read_settings({}).rate_limits == {}
 
 
 @pytest.mark.parametrize(
@@ -100,7 +114,7 @@ def test_rate_limits_are_read_per_channel_with_an_optional_burst():
 )
 def test_a_bad_rate_limit_names_the_variable_the_part_and_the_form(value, problem):
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"CHANNEL_RATE_LIMITS": value, "JOURNEY_FREQUENCY_CAP": "email=3/1d"})
+        read_settings({"CHANNEL_RATE_LIMITS": value, "JOURNEY_FREQUENCY_CAP": "email=3/1d"})
     message = str(caught.value)
     assert message.startswith(f"CHANNEL_RATE_LIMITS={value!r} is invalid: {problem}")
     assert message.endswith(
@@ -111,21 +125,32 @@ def test_a_bad_rate_limit_names_the_variable_the_part_and_the_form(value, proble
 
 
 def test_channel_max_attempts_are_read_and_bad_ones_named():
-    assert Settings.from_env({"CHANNEL_MAX_ATTEMPTS": "email=8, sms=3"}).max_attempts == {"email": 8, "sms": 3}
+    assert read_settings({"CHANNEL_MAX_ATTEMPTS": "email=8, sms=3"}).max_attempts == {"email": 8, "sms": 3}
     for raw, why in [("email=0", "'email=0': the attempts must be a whole number from 1 to 100"),
                      ("email", "'email' is not channel=N"),
                      ("email=2,email=3", "'email=3': the channel 'email' is named twice")]:
         with pytest.raises(ConfigError) as caught:
-            Settings.from_env({"CHANNEL_MAX_ATTEMPTS": raw})
+            read_settings({"CHANNEL_MAX_ATTEMPTS": raw})
         assert why in str(caught.value)
         assert "CHANNEL_MAX_ATTEMPTS" in str(caught.value)
 
 
 def test_a_bad_secret_or_password_is_never_printed():
     with pytest.raises(ConfigError) as caught:
-        Settings.from_env({"JOURNEY_SECRET": "hunter2", "DATABASE_URL": "mysql://ada:hunter2@db/app",
+        read_settings({"JOURNEY_SECRET": "hunter2", "DATABASE_URL": "mysql://ada:hunter2@db/app",
                            "REDIS_URL": "http://ada:hunter2@cache"})
     message = str(caught.value)
     assert "hunter2" not in message
     assert "JOURNEY_SECRET=<hidden> is invalid" in message
     assert "DATABASE_URL='mysql://ada:<hidden>@db/app' is invalid" in message
+
+
+def test_settings_is_the_ground_and_imports_nothing_of_the_engines():
+    tree = ast.parse(Path(engine.settings.__file__).read_text(encoding="utf-8"))
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names] + [
+        "." * node.level + (node.module or "") for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+    ]
+
+    ours = [name for name in imported if name.startswith(".") or name.split(".")[0] in {"engine", "channels"}]
+
+    assert imported and not ours, f"engine/settings.py imports {ours}: it must import nothing of the engine's"

@@ -7,14 +7,14 @@ import datetime as dt
 import pytest
 from runtime_helpers import T0, checkout, customer, event, journey
 
-from engine.runtime import Enrollment, EventArrived, TriggerIndex, advance, may_enter, route, start
+from engine.runtime import EnrollmentState, EventArrived, TriggerIndex, advance, may_enter, route, start
 
 STEPS = "steps:\n  - id: pause\n    wait: 30d\n"
 DAY = dt.timedelta(days=1)
 
 
-def entered(at: dt.datetime, status: str = "exited", eid: str = "e0") -> Enrollment:
-    return Enrollment(id=eid, journey_id="test_journey", version=1, customer_id="c-1", started_at=at, status=status)
+def entered(at: dt.datetime, status: str = "exited", eid: str = "e0") -> EnrollmentState:
+    return EnrollmentState(id=eid, journey_id="test_journey", version=1, customer_id="c-1", started_at=at, status=status)
 
 
 @pytest.mark.parametrize(

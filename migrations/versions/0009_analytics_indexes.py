@@ -1,8 +1,8 @@
 """indexes for journey stats and the stage funnel: a journey's cohort by start, the trace by
 enrollment and step, stage changes by time, customers by stage
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0007"
-down_revision = "0006"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
