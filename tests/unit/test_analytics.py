@@ -182,7 +182,7 @@ def test_an_unknown_journey_or_version_is_a_404(engine):
     assert codes == [404, 404]
 
 
-def test_stats_need_an_admin_key(engine):
+def test_stats_are_not_for_write_keys(engine):
     _services, client, write, _admin = engine
     assert [client.get(path, headers=write).status_code for path in
             ("/v1/journeys", "/v1/journeys/trial/stats", "/v1/stages/funnel")] == [403, 403, 403]
