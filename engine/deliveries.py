@@ -21,9 +21,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from engine.delivery import trace_row
-from engine.errors import NotFoundError, PayloadError, Problem
+from engine.errors import ConflictError, NotFoundError, PayloadError, Problem
 from engine.orchestrator import Followups
 from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
+from engine.segment import whole_number
 from engine.storage.models import Customer, Delivery, TraceEntry
 from engine.storage.upsert import insert_rows
 
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown")
 LISTING_FIELDS = ("status", "limit", "cursor")
 SELECTION_FIELDS = ("ids", "all")
+#: The largest delivery id (a BIGINT).
+MAX_DELIVERY_ID = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -62,12 +65,9 @@ def read_listing(query: Mapping[str, Any]) -> DeliveryListing:
     fields = RequestFields(dict(query), LISTING_FIELDS, "status=unknown&limit=100", "parameter")
     status = fields.choice("status", STATUSES, "a delivery status") if "status" in query else None
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the deliveries per page, 1 to {MAX_LIMIT}")
-    cursor = fields.text("cursor", 20)
-    if cursor is not None and not cursor.isdigit():
-        fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+    cursor = fields.cursor("cursor")
     fields.raise_if_any("the listing")
-    return DeliveryListing(status, DEFAULT_LIMIT if limit is None else limit,
-                           int(cursor) if cursor and cursor.isdigit() else None)
+    return DeliveryListing(status, DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
 def read_selection(body: Any, *, every: bool = True) -> Selection:
@@ -91,10 +91,12 @@ def read_selection(body: Any, *, every: bool = True) -> Selection:
             fields.problem("ids", f"lists {len(ids)} deliveries; at most {MAX_LIMIT} at a time")
         else:
             for index, value in enumerate(ids):
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    fields.problem(f"ids[{index}]", f"must be a delivery id (a whole number from 1), not {value!r}")
+                number = whole_number(value)
+                if number is None or not 1 <= number <= MAX_DELIVERY_ID:
+                    fields.problem(f"ids[{index}]", f"must be a delivery id (a whole number from 1 to {MAX_DELIVERY_ID}), "
+                                                    f"not {value!r}")
     fields.raise_if_any("the request")
-    return Selection(tuple(dict.fromkeys(ids or ())), everything is True)
+    return Selection(tuple(dict.fromkeys(whole_number(value) for value in ids or ())), everything is True)
 
 
 def list_deliveries(session: Session, listing: DeliveryListing) -> tuple[list[dict[str, Any]], str | None]:
@@ -136,7 +138,7 @@ def resend(session: Session, selection: Selection, now: datetime, by: str) -> li
 
     Raises:
         NotFoundError: an id names no delivery (all such ids named).
-        PayloadError: a delivery is not ``unknown`` (each one named).
+        ConflictError: a delivery is not ``unknown`` (each one named).
     """
     return _resolve(session, selection, now, "resent", f"by {by}",
                     {"status": "pending", "error": None, "enqueued_at": now, "updated_at": now})
@@ -147,7 +149,7 @@ def mark_sent(session: Session, selection: Selection, now: datetime, by: str) ->
 
     Raises:
         NotFoundError: an id names no delivery (all such ids named).
-        PayloadError: a delivery is not ``unknown`` (each one named).
+        ConflictError: a delivery is not ``unknown`` (each one named).
     """
     return _resolve(session, selection, now, "marked sent", f"by {by}",
                     {"status": "sent", "error": None, "updated_at": now})
@@ -200,7 +202,7 @@ def _check_unknown(session: Session, ids: Sequence[int]) -> None:
         others = f" (and {'; '.join(p.message for p in wrong)})" if wrong else ""
         raise NotFoundError(f"no delivery has the id {', '.join(map(str, missing))}{others}")
     if wrong:
-        raise PayloadError("the request", wrong)
+        raise ConflictError("the request", wrong)
 
 
 __all__ = [

@@ -9,6 +9,7 @@ caller can catch the whole family at once. The tree::
     ├── RuleError            a CEL condition does not compile or cannot be evaluated
     ├── TemplateError        a template does not compile or render
     ├── PayloadError         an incoming event payload is invalid (carries every problem)
+    │   └── ConflictError    well formed, but what it names is in a state that refuses it
     ├── AuthError            an API key is missing, wrong, revoked or lacks the scope
     ├── NotFoundError        the thing a request names (a customer, an entry) does not exist
     ├── ChannelError         a channel adapter failed to send (knows if a retry may help)
@@ -77,6 +78,11 @@ class DefinitionError(_ProblemsError):
 
 class PayloadError(_ProblemsError):
     """An incoming payload is invalid; ``problems`` lists every problem with its field path."""
+
+
+class ConflictError(PayloadError):
+    """A well-formed request that the state of what it names refuses (HTTP 409), e.g. resolving
+    a delivery that is not ``unknown``; ``problems`` names each one."""
 
 
 class RuleError(JourneyError):

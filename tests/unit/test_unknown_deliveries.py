@@ -210,7 +210,7 @@ def test_the_api_names_every_bad_id(api):
     missing = client.post("/v1/deliveries/resend", json={"ids": [pending, 999999]}, headers=admin)
     wrong = client.post("/v1/deliveries/mark-sent", json={"ids": [pending]}, headers=admin)
     malformed = client.post("/v1/deliveries/resend", json={"ids": ["x", 0], "every": 1}, headers=admin)
-    assert (missing.status_code, wrong.status_code, malformed.status_code) == (404, 400, 400)
+    assert (missing.status_code, wrong.status_code, malformed.status_code) == (404, 409, 400)
     assert missing.json()["message"] == (f"no delivery has the id 999999 (and delivery {pending} is pending, not "
                                          "unknown; only unknown deliveries can be resolved (see `journey deliveries "
                                          "unknown`))")
