@@ -166,10 +166,10 @@ def create_app(services: Services) -> FastAPI:
 
     for type_ in TYPES:
         app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_,
-                          openapi_extra=_ingest_doc(f"{type_.capitalize()}Message"))
+                          openapi_extra=_ingest_doc(f"{type_.capitalize()}Message", spec.EXAMPLES[type_]))
     for path, name in (("/v1/batch", "batch"), ("/v1/import", "import"), ("/beacon/v1/batch", "beacon")):
         app.add_api_route(path, _endpoint(ingest_request, None), methods=["POST"], name=name,
-                          openapi_extra=_ingest_doc("Batch"))
+                          openapi_extra=_ingest_doc("Batch", {"batch": [{"type": t, **spec.EXAMPLES[t]} for t in TYPES]}))
 
     @app.get("/v1/customers/{ident}", openapi_extra=_admin_doc(spec.ref("Customer"), 400, 404))
     async def get_customer(ident: Ident, request: Request) -> JSONResponse:
@@ -184,7 +184,8 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
 
     @app.post("/v1/suppressions", status_code=201, openapi_extra={
-        **spec.json_body(spec.ref("SuppressionRequest")),
+        **spec.json_body(spec.ref("SuppressionRequest"), example={"channel": "email", "address": "ada@example.com",
+                                                                   "reason": "manual", "note": "asked by phone"}),
         **_admin_doc(spec.ref("Suppression"), 400, 404, ok_status=201, ok_description="Added to the list"),
     } | {"responses": {**_admin_doc(spec.ref("Suppression"), 400, 404, ok_status=201,
                                     ok_description="Added to the list")["responses"],
@@ -239,7 +240,9 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.consents_of, ident))
 
     @app.put("/v1/customers/{ident}/consents", openapi_extra={
-        **spec.json_body(spec.ref("ConsentRequest")), **_admin_doc(spec.ref("Consent"), 400, 404),
+        **spec.json_body(spec.ref("ConsentRequest"), example={"channel": "email", "topic": "newsletter",
+                                                               "subscribed": False}),
+        **_admin_doc(spec.ref("Consent"), 400, 404),
     })
     async def put_consent(ident: Ident, request: Request) -> JSONResponse:
         """Record a consent choice for a channel and topic, as the unsubscribe link does; it applies at once."""
@@ -263,7 +266,7 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"deliveries": entries, "nextCursor": cursor})
 
     @app.post("/v1/deliveries/resend", openapi_extra={
-        **spec.json_body(spec.ref("ResendRequest")),
+        **spec.json_body(spec.ref("ResendRequest"), example={"ids": [1, 2]}),
         **_admin_doc({"type": "object", "properties": {
             "deliveries": {"type": "array", "items": spec.ref("Delivery")}, "enqueued": {"type": "boolean"},
         }, "required": ["deliveries", "enqueued"]}, 400, 404, 409),
@@ -277,7 +280,7 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"deliveries": resent, "enqueued": enqueued})
 
     @app.post("/v1/deliveries/mark-sent", openapi_extra={
-        **spec.json_body(spec.ref("MarkSentRequest")),
+        **spec.json_body(spec.ref("MarkSentRequest"), example={"ids": [3]}),
         **_admin_doc({"type": "object", "properties": {"deliveries": {"type": "array", "items": spec.ref("Delivery")}},
                       "required": ["deliveries"]}, 400, 404, 409),
     })
@@ -345,10 +348,10 @@ def _page(title: str, body: str) -> str:
             f'<meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>{body}</body></html>')
 
 
-def _ingest_doc(body: str) -> dict[str, Any]:
+def _ingest_doc(body: str, example: Any) -> dict[str, Any]:
     """The OpenAPI of an ingestion endpoint taking ``body`` (a schema of :mod:`engine.api.spec`)."""
     return {
-        **spec.json_body(spec.ref(body), "JSON, optionally gzip-compressed (Content-Encoding: gzip)"),
+        **spec.json_body(spec.ref(body), "JSON, optionally gzip-compressed (Content-Encoding: gzip)", example),
         "parameters": [spec.query("writeKey", {"type": "string"},
                                   "the write key, for a browser's sendBeacon that cannot set headers")],
         "security": spec.INGEST_SECURITY,

@@ -257,10 +257,24 @@ def _suppression_request(channels: Sequence[str]) -> Schema:
     }
 
 
-def json_body(schema: Schema, description: str = "") -> Schema:
-    """An operation's JSON request body."""
-    return {"requestBody": {"required": True, "description": description,
-                            "content": {"application/json": {"schema": schema}}}}
+#: A message of each type, as the SDKs send them.
+EXAMPLES: dict[str, Schema] = {
+    "identify": {"userId": "ada", "traits": {"email": "ada@example.com", "first_name": "Ada"}},
+    "track": {"userId": "ada", "event": "Order Completed", "properties": {"order_id": "o-1", "total": 42},
+              "originalTimestamp": "2026-11-23T09:30:00Z", "sentAt": "2026-11-23T09:30:05Z"},
+    "page": {"anonymousId": "b7f1c2", "name": "Pricing", "properties": {"path": "/pricing"}},
+    "screen": {"userId": "ada", "name": "Cart"},
+    "group": {"userId": "ada", "groupId": "acme", "traits": {"plan": "enterprise"}},
+    "alias": {"userId": "ada", "previousId": "b7f1c2"},
+}
+
+
+def json_body(schema: Schema, description: str = "", example: Any = None) -> Schema:
+    """An operation's JSON request body, with an ``example`` if given."""
+    content: Schema = {"schema": schema}
+    if example is not None:
+        content["example"] = example
+    return {"requestBody": {"required": True, "description": description, "content": {"application/json": content}}}
 
 
 def responses(ok: Schema | None, *statuses: int, ok_status: int = 200, ok_description: str = "OK") -> Schema:
