@@ -53,7 +53,7 @@ def seed(services: Services) -> None:
         )
 
 
-def test_the_api_answers_as_its_openapi_document_says(engine_env: dict[str, str]) -> None:
+def test_the_api_answers_as_its_openapi_document_says(engine_env: dict[str, str], tmp_path: Path) -> None:
     services = make_services(engine_env["DATABASE_URL"], redis_url=REDIS_URL, namespace=engine_env["JOURNEY_NAMESPACE"])
     key = create_key(services, "fuzz", admin=True)
     seed(services)
@@ -70,7 +70,7 @@ def test_the_api_answers_as_its_openapi_document_says(engine_env: dict[str, str]
             [str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(CONFIG), "--no-color",
              "run", f"{url}/openapi.json", "--header", f"Authorization: Bearer {key}",
              "--max-examples", str(EXAMPLES), "--workers", "1"],
-            capture_output=True, text=True, timeout=480,
+            capture_output=True, text=True, timeout=480, cwd=tmp_path,  # its cache (.schemathesis/) goes there
         )
     finally:
         stop(web)
