@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,7 +57,7 @@ TIMES = sa.text("""
 """)
 
 
-def wait_until(probe, target: int, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_until(probe: Callable[[], int], target: int, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     value = probe()
     while value < target:
@@ -182,7 +183,8 @@ def main() -> None:
     env = dict(os.environ, DATABASE_URL=database_url, REDIS_URL=REDIS_URL, JOURNEY_NAMESPACE=namespace,
                LOG_LEVEL="WARNING")
     print(f"e2e bench: {args.events} events in batches of {BATCH} from {args.connections} connections, "
-          f"{args.customers} customers{f', paced at {args.rate:.0f} events/s' if args.rate else ''}; journey serve --workers {args.web_workers}, journey worker --processes "
+          f"{args.customers} customers{f', paced at {args.rate:.0f} events/s' if args.rate else ''}; "
+          f"journey serve --workers {args.web_workers}, journey worker --processes "
           f"{args.processes} --threads {args.threads}; no scheduler (no timers); {os.cpu_count()} cores", flush=True)
     client = redis.Redis.from_url(REDIS_URL)
     try:

@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -33,11 +34,14 @@ import sqlalchemy as sa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadResult, post, run_load  # noqa: E402
 
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-async def plain_app(scope, receive, send):  # type: ignore[no-untyped-def]
+async def plain_app(scope: Scope, receive: Receive, send: Send) -> None:
     """The baseline: read the body, answer 202, do nothing else."""
     if scope["type"] != "http":
         return

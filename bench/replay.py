@@ -46,9 +46,9 @@ INSERT_CHUNK = 5000
 def customer_events(n: int, start: dt.datetime) -> list[dict[str, object]]:
     """Customer ``n``'s ten events, spread over the week (every row has the same keys: one executemany)."""
     user, at = f"user-{n}", start + dt.timedelta(seconds=(n * 7919) % int(WEEK.total_seconds() - 86400))
-    base = {"source": "bench", "user_id": user, "context": {}, "integrations": {}, "traits": {}, "properties": {},
+    base: dict[str, object] = {"source": "bench", "user_id": user, "context": {}, "integrations": {}, "traits": {}, "properties": {},
             "event": None, "name": None, "received_at": at, "processed_at": at}
-    rows = [{**base, "type": "identify", "message_id": f"{user}-0", "timestamp": at,
+    rows: list[dict[str, object]] = [{**base, "type": "identify", "message_id": f"{user}-0", "timestamp": at,
              "traits": {"email": f"{user}@example.com", "first_name": "Bench", "timezone": "Europe/Berlin"}}]
     for i in range(1, PER_CUSTOMER - 2):
         rows.append({**base, "type": "track", "event": "product_viewed", "message_id": f"{user}-{i}",

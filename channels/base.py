@@ -33,7 +33,8 @@ class Recipient:
     """Who a message is for: the customer's id and the addresses a channel needs.
 
     Attributes:
-        customer_id: the engine's id of the customer (the Segment ``userId``).
+        customer_id: the engine's id of the customer: the Segment ``userId``, or for an
+            anonymous customer (``anonymous``) their first ``anonymousId``.
         email: email address, for ``email`` and audiences.
         phone: phone number, ideally E.164 (``+14155550123``), for ``sms`` and audiences.
         push_token: the device's registration token, for ``push``.
@@ -45,6 +46,15 @@ class Recipient:
     phone: str | None = None
     push_token: str | None = None
     traits: Mapping[str, Any] = field(default_factory=dict)
+    anonymous: bool = False
+
+    def __str__(self) -> str:
+        return customer_label(self.customer_id, anonymous=self.anonymous)
+
+
+def customer_label(ident: str, *, anonymous: bool = False) -> str:
+    """How errors and notes name a customer: ``customer 'ada'``, ``anonymous customer 'anon-123'``."""
+    return f"anonymous customer {ident!r}" if anonymous else f"customer {ident!r}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +186,7 @@ class Channel:
         """Return why ``message`` cannot be sent on this channel, or None if it can."""
         for name in self.requires:
             if not getattr(message.recipient, name, None):
-                return (f"customer {message.recipient.customer_id!r} has no {name.replace('_', ' ')}; "
+                return (f"{message.recipient} has no {name.replace('_', ' ')}; "
                         f"a {self.name} message needs one")
         for need in self.requires_content:
             names = (need,) if isinstance(need, str) else need

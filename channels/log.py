@@ -6,6 +6,7 @@ For development and tests: nothing leaves the process, and every message is visi
 from __future__ import annotations
 
 import logging
+from typing import ClassVar
 
 from channels.base import Channel, Message, Result
 from channels.settings import ChannelSettings
@@ -17,7 +18,7 @@ class LogChannel(Channel):
     """Logs the message at INFO, with its fields in the record's ``channel_message``."""
 
     name = "log"
-    requires_content = ("text",)
+    requires_content: ClassVar[tuple[str | tuple[str, ...], ...]] = ("text",)
     parts = ("text",)
 
     def __init__(self, log: logging.Logger | None = None) -> None:

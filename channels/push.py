@@ -58,7 +58,8 @@ class PushChannel(Channel):
         if response.is_success:
             name = answer.get("name")
             return Result.sent(str(name) if name else None, http_status=response.status_code)
-        error = answer.get("error") if isinstance(answer.get("error"), Mapping) else {}
+        found = answer.get("error")
+        error: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         code = _fcm_error_code(error)
         detail: dict[str, Any] = {"provider_code": code} if code else {}
         if code == "UNREGISTERED":

@@ -70,7 +70,7 @@ def hashed_identifiers(recipient: Recipient) -> dict[str, str]:
     phone = normalize_phone(recipient.phone) if recipient.phone else None
     if phone:
         identifiers["phone_sha256"] = sha256_hex(phone)
-    if identifiers and recipient.customer_id:
+    if identifiers and recipient.customer_id and not recipient.anonymous:  # an anonymous id is no user id
         identifiers["external_id_sha256"] = sha256_hex(recipient.customer_id.strip())
     return identifiers
 
@@ -106,7 +106,7 @@ class RetargetingChannel(Channel):
         if message.content["action"] not in ACTIONS:
             return f"the retargeting action is {message.content['action']!r}; write add or remove"
         if not hashed_identifiers(message.recipient):
-            return (f"customer {message.recipient.customer_id!r} has no email address or E.164 phone "
+            return (f"{message.recipient} has no email address or E.164 phone "
                     f"number an ad platform could match")
         return None
 

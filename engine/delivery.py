@@ -18,12 +18,13 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
+from engine import profiles
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError, TemplateError
 from engine.orchestrator import customer_views
@@ -188,7 +189,7 @@ class Deliverer:
            or a send the rate limit holds back, is ``pending`` again with ``retry_in``
            set: the caller enqueues it again after that delay.
         """
-        clock: Clock = now if callable(now) else (lambda: now)  # type: ignore[assignment,return-value]
+        clock: Clock = now if callable(now) else (lambda: now)
         ids = sorted(set(delivery_ids))
         outcomes: dict[int, Outcome] = {}
         for start in range(0, len(ids), CLAIM_CHUNK):
@@ -418,8 +419,10 @@ class Deliverer:
         if delivery.content.get("url"):
             content["url"] = delivery.content["url"]
         traits = customer.traits or {}
+        ident, anonymous = profiles.public_id(session, customer)
         recipient = Recipient(
-            customer_id=customer.external_id or str(customer.id),
+            customer_id=ident,
+            anonymous=anonymous,
             email=_text(traits.get("email")),
             phone=_text(traits.get("phone")),
             push_token=_text(traits.get("push_token")),
@@ -468,7 +471,7 @@ Sent = tuple[Delivery, Message, "Result | float", datetime]
 # The outcome of a send: one statement for a batch's rows (executemany). Only while
 # the attempt is still this one: a delivery swept and claimed again is not overwritten.
 _RECORD = (
-    update(Delivery.__table__)
+    update(cast(Table, Delivery.__table__))  # a declarative class's table, though typed as a FromClause
     .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.attempts == bindparam("b_attempts"))
     .values(
         status=bindparam("b_status"), error=bindparam("b_error"), provider_id=bindparam("b_provider_id"),
@@ -498,7 +501,7 @@ def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[boo
 
 # Marks a claimed delivery ``sending`` right before its send, if the claim is still this worker's.
 _MARK_SENDING = (
-    update(Delivery.__table__)
+    update(cast(Table, Delivery.__table__))
     .where(Delivery.__table__.c.id == bindparam("b_id"), Delivery.__table__.c.status == "claimed",
            Delivery.__table__.c.updated_at == bindparam("b_claimed_at", type_=UTCDateTime()))
     .values(status="sending", updated_at=bindparam("b_now", type_=UTCDateTime()))

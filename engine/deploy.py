@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from engine.definitions import Journey, SendStep, load_journey, load_text
-from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion
+from engine.definitions.source import read_yaml
+from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion, Timer
 
 STATUSES = ("active", "paused", "archived")
 
@@ -72,7 +73,8 @@ def compile_version(journey_id: str, version: int, source: str, templates: dict[
     folder.mkdir(parents=True, exist_ok=True)
     for name, text in templates.items():
         (folder / name).write_text(text, encoding="utf-8")
-    return load_text(source, filename=f"{journey_id}@{version}", templates=folder)
+    return load_text(source, filename=f"{journey_id}@{version}", templates=folder,
+                     templates_shown_as=f"{journey_id} v{version} templates")
 
 
 @dataclass
@@ -89,6 +91,10 @@ class Change:
     running: int = 0
     waiting: dict[str, int] = field(default_factory=dict)  # at removed or changed steps
     status: str | None = None
+    # What changed in each changed step, and in the rest of the journey (trigger, goal,
+    # policy...): lines such as "wait 1h → 2h", by step id or by top-level key.
+    step_fields: dict[str, list[str]] = field(default_factory=dict)
+    fields: dict[str, list[str]] = field(default_factory=dict)
 
     def describe(self) -> list[str]:
         """The change as lines for people."""
@@ -100,10 +106,18 @@ class Change:
             "but not in these files; left as it is",
         }[self.kind]
         lines = [head]
-        for label, steps in (("added", self.added), ("removed", self.removed), ("changed", self.changed)):
+        for label, steps in (("added", self.added), ("removed", self.removed)):
             if steps:
                 lines.append(f"    steps {label}: {', '.join(steps)}")
+        if self.changed:
+            lines.append("    steps changed:")
+            lines += [f"      {step}: {what}" for step in self.changed for what in self.step_fields.get(step, ["changed"])]
         if self.kind == "changed":
+            for key, values in self.fields.items():
+                lines += [f"    {key}: {line}" for line in values]
+            same = [key for key in WATCHED if key not in self.fields]
+            if same:
+                lines.append(f"    {_series(same)} unchanged")
             lines.append(f"    {self.running} enrollments running stay on version {self.from_version}")
             for step, count in sorted(self.waiting.items()):
                 what = "removed" if step in self.removed else "changed"
@@ -125,7 +139,8 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
         if version.checksum == snap.checksum:
             changes.append(Change(snap.id, "unchanged", from_version=version.version, status=record.status))
             continue
-        added, removed, changed = _step_diff(version.source, version.templates, snap.source, snap.templates)
+        added, removed, step_fields = _step_diff(version.source, version.templates, snap.source, snap.templates)
+        changed = list(step_fields)
         running = _running_by_step(session, snap.id)
         changes.append(
             Change(
@@ -139,6 +154,8 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
                 running=sum(running.values()),
                 waiting={step: n for step, n in running.items() if step in removed or step in changed},
                 status=record.status,
+                step_fields=step_fields,
+                fields=_journey_diff(version.source, snap.source),
             )
         )
     present = {snap.id for snap in snapshots}
@@ -150,12 +167,12 @@ def plan(session: Session, snapshots: Iterable[Snapshot]) -> list[Change]:
 
 def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> list[Change]:
     """Store every new or changed journey as a new version; return the plan applied."""
-    snapshots = {snap.id: snap for snap in snapshots}
-    changes = plan(session, snapshots.values())
+    by_id = {snap.id: snap for snap in snapshots}
+    changes = plan(session, by_id.values())
     for change in changes:
         if change.kind not in ("new", "changed"):
             continue
-        snap = snapshots[change.journey_id]
+        snap = by_id[change.journey_id]
         record = session.get(JourneyRecord, change.journey_id)
         if record is None:
             record = JourneyRecord(id=change.journey_id, current_version=0, status="active", updated_at=now)
@@ -174,6 +191,7 @@ def deploy(session: Session, snapshots: Iterable[Snapshot], now: datetime) -> li
         )
         record.current_version = change.to_version or record.current_version
         if record.status == "archived":
+            release_timers(session, record.id)
             record.status = "active"
         record.updated_at = now
     session.flush()
@@ -195,8 +213,26 @@ def set_status(session: Session, journey_id: str, status: str, now: datetime) ->
     record = session.get(JourneyRecord, journey_id)
     if record is None:
         raise KeyError(journey_id)
+    if status == "active" and record.status != "active":
+        release_timers(session, journey_id)
     record.status, record.updated_at = status, now
     return record
+
+
+def release_timers(session: Session, journey_id: str) -> None:
+    """Let the scheduler claim again the unfired timers of a journey that runs again.
+
+    While it was paused or archived, a due timer was claimed once and left alone by the
+    worker, and the sweep leaves it be (:func:`engine.scheduler.not_held_by_a_pause`):
+    unclaimed now, the scheduler's next tick fires it.
+    """
+    session.execute(
+        update(Timer)
+        .where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+               Timer.enrollment_id.in_(select(Enrollment.id).where(Enrollment.journey_id == journey_id,
+                                                                   Enrollment.status == "active")))
+        .values(enqueued_at=None)
+    )
 
 
 def _latest_versions(session: Session) -> dict[str, tuple[JourneyRecord, JourneyVersion]]:
@@ -220,25 +256,83 @@ def _running_by_step(session: Session, journey_id: str) -> dict[str, int]:
 
 def _step_diff(
     old_source: str, old_templates: dict[str, str], new_source: str, new_templates: dict[str, str]
-) -> tuple[list[str], list[str], list[str]]:
+) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """The steps added, removed, and changed (with what changed in each, in the new file's order)."""
     old, new = _steps(old_source), _steps(new_source)
     added = [step for step in new if step not in old]
     removed = [step for step in old if step not in new]
-    changed = []
+    changed: dict[str, list[str]] = {}
     for step, body in new.items():
         if step not in old:
             continue
+        what = _differences(old[step], body, skip=("id",))
         template = (body.get("send") or {}).get("template") if isinstance(body.get("send"), dict) else None
-        template_changed = template is not None and any(
-            old_templates.get(name) != new_templates.get(name)
-            for name in set(old_templates) | set(new_templates)
-            if name.startswith(f"{template}.")
-        )
-        if body != old[step] or template_changed:
-            changed.append(step)
+        if template is not None:
+            files = sorted(
+                name for name in set(old_templates) | set(new_templates)
+                if name.startswith(f"{template}.") and old_templates.get(name) != new_templates.get(name)
+            )
+            if files:
+                what.append(f"template {template}: {', '.join(files)} changed")
+        if what:
+            changed[step] = what
     return added, removed, changed
 
 
+#: The parts of a journey besides its steps that a plan always reports on, changed or not.
+WATCHED = ("trigger", "goal", "policy")
+_IGNORED = ("steps", "sample", "description")  # steps have their own lines; the rest runs nothing
+
+
+def _journey_diff(old_source: str, new_source: str) -> dict[str, list[str]]:
+    """What changed outside the steps, by top-level key: the trigger, goal, policy, entry, exit_on..."""
+    old, new = _document(old_source), _document(new_source)
+    changes: dict[str, list[str]] = {}
+    for key in list(WATCHED) + [k for k in {**old, **new} if k not in WATCHED and k not in _IGNORED]:
+        if old.get(key) != new.get(key):
+            if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+                changes[key] = _differences(old[key], new[key])
+            else:
+                changes[key] = [f"{_shown(old.get(key))} → {_shown(new.get(key))}"]
+    return changes
+
+
+def _differences(old: Any, new: Any, path: str = "", skip: tuple[str, ...] = ()) -> list[str]:
+    """``path old → new`` for each value that differs, descending into mappings and same-length lists."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        lines = []
+        for key in list(old) + [k for k in new if k not in old]:
+            if key not in skip:
+                lines += _differences(old.get(key, _MISSING), new.get(key, _MISSING), f"{path}.{key}" if path else str(key))
+        return lines
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        return [line for i, (a, b) in enumerate(zip(old, new, strict=True)) for line in _differences(a, b, f"{path}[{i}]")]
+    if old == new:
+        return []
+    return [f"{path} {_shown(old)} → {_shown(new)}" if path else f"{_shown(old)} → {_shown(new)}"]
+
+
+_MISSING = object()
+
+
+def _shown(value: Any) -> str:
+    if value is _MISSING or value is None:
+        return "(none)"
+    if isinstance(value, (dict, list)):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10_000).strip()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _series(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _document(source: str) -> dict[str, Any]:
+    data = read_yaml(source).data  # as the loader reads it: 09:00 is a time, not 540
+    return data if isinstance(data, dict) else {}
+
+
 def _steps(source: str) -> dict[str, dict[str, Any]]:
-    data = yaml.safe_load(source) or {}
-    return {str(step.get("id")): step for step in data.get("steps", []) if isinstance(step, dict)}
+    return {str(step.get("id")): step for step in _document(source).get("steps", []) if isinstance(step, dict)}

@@ -96,7 +96,7 @@ def prepare(body: Any, *, source: str, received_at: datetime, type_: str | None)
             raise PayloadError("the request", [Problem("sentAt", str(exc))]) from None
     outcome = Outcome(received=len(items))
     rows: list[dict[str, Any]] = []
-    for index, (item, path) in enumerate(zip(items, paths)):
+    for index, (item, path) in enumerate(zip(items, paths, strict=True)):
         try:
             rows.append(
                 normalize(item, source=source, received_at=received_at, path=path, type_=type_, batch_sent_at=batch_sent_at)
@@ -199,7 +199,8 @@ class EventWriter:
                 wakeup.clear()
                 while self._pending:
                     await slots.acquire()
-                    group, size = [], 0
+                    group: list[tuple[list[dict[str, Any]], asyncio.Future[None]]] = []
+                    size = 0
                     while self._pending and (not group or size + len(self._pending[0][0]) <= self.MAX_ROWS):
                         rows, future = self._pending.pop(0)
                         group.append((rows, future))

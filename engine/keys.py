@@ -11,8 +11,9 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
 from engine.errors import AuthError
@@ -132,9 +133,9 @@ def revoke_key(session: Session, ident: str) -> int:
         condition = condition | (ApiKey.id == int(ident))
     else:
         condition = condition | (ApiKey.name == ident)
-    result = session.execute(
+    result = cast(CursorResult, session.execute(  # an UPDATE's result has a rowcount
         update(ApiKey)
         .where(condition, ApiKey.revoked_at.is_(None))
         .values(revoked_at=datetime.now(timezone.utc))
-    )
+    ))
     return result.rowcount or 0

@@ -21,12 +21,13 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import profiles
-from engine.definitions import Journey
+from engine.definitions import Journey, WaitUntilStep
 from engine.deployed import DeployedJourneys
 from engine.runtime import commands as cmd
 from engine.runtime.entry import TriggerIndex, may_enter, route
 from engine.runtime.inputs import EventArrived, TimerFired
-from engine.runtime.machine import Outcome, advance, start
+from engine.runtime.commands import Trace
+from engine.runtime.machine import Outcome, advance, start, stop
 from engine.runtime.state import Enrollment as State
 from engine.storage.models import (
     AnonymousId,
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 MAX_EVENT_ATTEMPTS = 5
 # Commands that change what the runtime sees of the customer.
 PROFILE_COMMANDS = frozenset({"update_profile", "set_stage", "award_points", "issue_referral"})
+# The reason an enrollment ends with when a profile merge left its customer in its journey once too often.
+MERGED = "merged"
 # A timer due this soon is enqueued right after the commit instead of waiting for the
 # scheduler's next tick.
 IMMEDIATE = timedelta(seconds=1)
@@ -82,6 +85,8 @@ class Batch:
     timers: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: list[dict[str, Any]] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
+    # The customers begin() was given, by id, until an event merges one into another.
+    customers: dict[int, Customer] = field(default_factory=dict)
 
 
 _BATCH = "orchestrator.batch"
@@ -160,7 +165,7 @@ class Orchestrator:
         call :meth:`on_event` for each event and :meth:`finish` once.
         """
         self._refresh_index(session)
-        batch = Batch()
+        batch = Batch(customers={c.id: c for c in customers})
         ids = [c.id for c in customers]
         if ids:
             batch.points = _points(session, ids)
@@ -210,6 +215,8 @@ class Orchestrator:
         self._refresh_index(session)
         name = event.event or event.name or event.type
         followups = Followups()
+        if _may_have_merged(session, event, customer):
+            followups.extend(self._after_merge(session, customer, now))
         data = segment_event(event)
         concerned = name in self._watched
         if not concerned and not self._index.triggered_by(name) and not (event.type == "identify" and self._index.segments):
@@ -255,6 +262,38 @@ class Orchestrator:
                     batch.active[customer.id].append(row)
                 followups.extend(self._persist(session, row, step.journey, outcome, customer, now, step.trace))
             stale = stale or any(c.type in PROFILE_COMMANDS for c in outcome.commands)
+        return followups
+
+    def _after_merge(self, session: Session, customer: Customer, now: datetime) -> Followups:
+        """After a merge (:func:`engine.profiles.merge`): the customer stays in each journey
+        as often as its entry rules allow (``entry.concurrent``), in the oldest enrollments;
+        the others exit as ``merged`` (docs/runtime.md, "Merges")."""
+        rows = _lock_active(session, [customer.id])  # oldest first
+        batch = _batch(session)
+        if batch is not None:  # what begin() read under the merged-away profile is the customer's now
+            if customer.id in batch.active:
+                batch.active[customer.id] = list(rows)
+            for key in [key for key in batch.history if key[0] == customer.id]:
+                del batch.history[key]
+            batch.points.pop(customer.id, None)
+        by_journey: dict[str, list[Enrollment]] = {}
+        for row in rows:
+            by_journey.setdefault(row.journey_id, []).append(row)
+        followups = Followups()
+        for journey_id, active in by_journey.items():
+            allowed = max(1, self.deployed.get(journey_id, active[0].version, session).entry.concurrent)
+            kept, extra = active[:allowed], active[allowed:]
+            if not extra:
+                continue
+            keep = {audience for row in kept for audience in (State.from_dict(row.state).audiences or {})}
+            who = profiles.describe(session, customer)
+            view = customer_view(session, customer)
+            for row in extra:
+                journey = self.deployed.get(journey_id, row.version, session)
+                outcome = stop(journey, State.from_dict(row.state), view, now, MERGED, keep_audiences=keep)
+                note = Trace(row.step, "merged", f"profile merged into {who}, in {journey_id} already "
+                             f"(enrollment {kept[0].id}); this one ends", kept[0].id)
+                followups.extend(self._persist(session, row, journey, outcome, customer, now, (note,)))
         return followups
 
     # -- timers -------------------------------------------------------------------------
@@ -307,7 +346,7 @@ class Orchestrator:
             row = rows[timer.enrollment_id]
             if row.status != "active":
                 timer.fired_at = now
-            elif self._is_running(row.journey_id, session):  # paused: stays due, fires after a resume
+            elif self._is_running(row.journey_id, session):  # paused: stays claimed; the resume releases it
                 due.append((timer, row, self.deployed.get(row.journey_id, row.version, session)))
         held = waits_for_earlier_events(session, [(t, customers[r.customer_id], _events_of(j)) for t, r, j in due])
         followups = Followups()
@@ -403,12 +442,13 @@ class Orchestrator:
                          customer: Customer, now: datetime, followups: Followups) -> None:
         owner = customer.id
         if command.to == "referrer":
-            owner = _referrer(session, customer, command.referral_code, now)
-            if owner is None:
+            referrer = _referrer(session, customer, command.referral_code, now)
+            if referrer is None:
                 session.add(TraceEntry(enrollment_id=row.id, at=now, step=command.step, what="no referrer",
                                        detail="no known referral code; nobody was awarded points",
                                        value={"referral_code": command.referral_code}))
                 return
+            owner = referrer
         batch = _batch(session)
         if batch is not None:
             batch.points.pop(owner, None)
@@ -471,6 +511,24 @@ class Orchestrator:
         return _entry_history(session, [customer_id], [journey_id], [enrollment_id])
 
 
+def _may_have_merged(session: Session, event: Event, customer: Customer) -> bool:
+    """Whether applying ``event`` may have merged a profile into ``customer``'s.
+
+    Only an event that names a user id with an anonymous id, or an alias, merges; in a
+    batch, it did if one of the customers :meth:`Orchestrator.begin` was given is merged
+    into theirs now (then forgotten, so the next event does not ask again).
+    """
+    if not ((event.user_id and event.anonymous_id) or (event.type == "alias" and event.previous_id)):
+        return False
+    batch = _batch(session)
+    if batch is None:
+        return True
+    merged = [c.id for c in batch.customers.values() if c.merged_into_id == customer.id]
+    for customer_id in merged:
+        del batch.customers[customer_id]
+    return bool(merged)
+
+
 def _entry_history(session: Session, customer_ids: Collection[int], journey_ids: Collection[str],
                    candidates: Collection[str]) -> list[Enrollment]:
     """The enrollments that decide whether the customers may enter the journeys again.
@@ -521,7 +579,7 @@ def _lock_active(session: Session, customer_ids: Collection[int]) -> list[Enroll
 def _events_of(journey: Journey) -> set[str]:
     names = {journey.goal.event} if journey.goal is not None and journey.goal.event else set()
     names |= {outcome.event for outcome in journey.exit_on if outcome.event}
-    names |= {step.event for step in journey.steps if getattr(step, "event", None) and step.kind == "wait_until"}
+    names |= {step.event for step in journey.steps if isinstance(step, WaitUntilStep) and step.event}
     return names
 
 

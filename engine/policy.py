@@ -43,7 +43,7 @@ from engine.definitions.model import FrequencyCap
 from engine.delivery import Decision, Defer
 from engine.deployed import DeployedJourneys
 from engine.errors import ConfigError
-from engine.profiles import lock_customers
+from engine.profiles import describe, lock_customers
 from engine.settings import Settings
 from engine.storage.models import Consent, Customer, Delivery, Secret, Suppression
 
@@ -310,8 +310,8 @@ def record_bounce(session: Session, delivery: Delivery, customer: Customer, resu
     address = _normal(address if address is not None else (customer.traits or {}).get(trait))
     if address is None:
         return None
-    who = customer.external_id or f"#{customer.id}"
-    note = f"{result.error or 'bounced'} (delivery {delivery.id}, journey {delivery.journey_id}, customer {who})"
+    who = describe(session, customer)
+    note = f"{result.error or 'bounced'} (delivery {delivery.id}, journey {delivery.journey_id}, {who})"
     entry, _ = suppress(session, delivery.channel, "hard_bounce", now, address=address, note=note[:1000])
     return entry
 

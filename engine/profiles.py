@@ -14,10 +14,14 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, or_, select, text, update
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
-from engine.storage.models import AnonymousId, Customer, Event, ReferralCode, StageChange
+from channels.base import customer_label
+from engine.storage.models import (
+    AnonymousId, Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Referral, ReferralCode, StageChange,
+    Suppression,
+)
 from engine.storage.upsert import insert_ignore
 
 #: Identifies closer in time than this are ordered by receipt, not by timestamp.
@@ -144,7 +148,7 @@ def resolve(session: Session, user_id: str | None, anonymous_id: str | None, see
         if visitor is None:
             _link(session, anonymous_id, known.id, seen_at)
         elif visitor.id != known.id and visitor.external_id is None:
-            merge(session, visitor, known)
+            merge(session, visitor, known, seen_at)
     return known
 
 
@@ -155,24 +159,51 @@ def alias(session: Session, previous_id: str, user_id: str, seen_at: datetime) -
     if previous is None:
         _link(session, previous_id, target.id, seen_at)
     elif previous.id != target.id:
-        merge(session, previous, target)
+        merge(session, previous, target, seen_at)
     return target
 
 
-def merge(session: Session, source: Customer, target: Customer) -> None:
-    """Merge ``source``'s history into ``target``; ``target``'s own traits win."""
+def merge(session: Session, source: Customer, target: Customer, at: datetime | None = None) -> None:
+    """Merge ``source``'s history into ``target``; ``target``'s own traits win.
+
+    Everything that was ``source``'s becomes ``target``'s: anonymous ids, events, stage
+    history, enrollments (with their timers and trace), deliveries (but one being sent),
+    points and referrals; a referral code, consent or suppression of ``target``'s own
+    stays theirs. The later of the two stages is ``target``'s (the move recorded ``at``,
+    the merging event's time). Enrollments left in one journey more often than its entry
+    rules allow are the orchestrator's to end (docs/runtime.md, "Merges").
+    """
     target.traits = {**source.traits, **target.traits}
     target.timezone = target.timezone or source.timezone
     if target.stage is None and source.stage is not None:
         target.stage, target.stage_changed_at = source.stage, source.stage_changed_at
+    elif source.stage in STAGES and target.stage in STAGES and STAGES.index(source.stage) > STAGES.index(target.stage):
+        set_stage(session, target, source.stage, at or source.stage_changed_at or target.updated_at,
+                  f"merged with {describe(session, source)}")
     target.first_seen_at = min(target.first_seen_at, source.first_seen_at)
     target.last_seen_at = max(target.last_seen_at, source.last_seen_at)
-    for model in (AnonymousId, Event, StageChange):
-        session.execute(
-            update(model).where(model.customer_id == source.id).values(customer_id=target.id)
-        )
+    for column in (AnonymousId.customer_id, Event.customer_id, StageChange.customer_id, Enrollment.customer_id,
+                   PointsEntry.customer_id, Referral.referrer_id):
+        session.execute(update(column.class_).where(column == source.id).values({column.key: target.id}))
+    # Not those a delivery worker holds: waiting for its lock here, holding the customers,
+    # could deadlock with its next customer (docs/operations.md, "Locks").
+    session.execute(update(Delivery).values(customer_id=target.id)
+                    .where(Delivery.customer_id == source.id, Delivery.status.not_in(("claimed", "sending"))))
+    _move_unless_taken(session, Referral.referred_id, source.id, target.id)
+    _move_unless_taken(session, ReferralCode.customer_id, source.id, target.id, ReferralCode.program)
+    _move_unless_taken(session, Consent.customer_id, source.id, target.id, Consent.channel, Consent.topic)
+    _move_unless_taken(session, Suppression.customer_id, source.id, target.id, Suppression.channel, Suppression.address)
     source.merged_into_id = target.id
     session.flush()
+
+
+def _move_unless_taken(session: Session, column: InstrumentedAttribute[Any], source_id: int, target_id: int,
+                       *keys: InstrumentedAttribute[Any]) -> None:
+    """Give ``source_id``'s rows to ``target_id``, except those whose ``keys`` a row of ``target_id`` has too."""
+    other = aliased(column.class_)
+    taken = exists().where(getattr(other, column.key) == target_id,
+                           *(getattr(other, key.key).is_not_distinct_from(key) for key in keys))
+    session.execute(update(column.class_).where(column == source_id, ~taken).values({column.key: target_id}))
 
 
 def merge_traits(customer: Customer, traits: dict[str, Any]) -> None:
@@ -243,11 +274,13 @@ def preload(session: Session, events: Sequence[Event]) -> list[Customer]:
     targets = {target for _, target in found if target is not None} - ids
     while targets:  # merged-away customers lead to the ones they were merged into
         ids |= targets
-        targets = set(
-            session.execute(
+        targets = {
+            target
+            for target in session.execute(
                 select(Customer.merged_into_id).where(Customer.id.in_(targets), Customer.merged_into_id.is_not(None))
             ).scalars()
-        ) - ids
+            if target is not None
+        } - ids
     customers = lock_customers(session, ids)
     cache = session.info.setdefault(_BY_EXTERNAL_ID, {})
     cache.update({customer.external_id: customer for customer in customers if customer.external_id in user_ids})
@@ -310,6 +343,21 @@ def anonymous_ids(session: Session, customer: Customer) -> list[str]:
             .order_by(AnonymousId.created_at, AnonymousId.anonymous_id)
         ).scalars()
     )
+
+
+def public_id(session: Session, customer: Customer) -> tuple[str, bool]:
+    """How the customer is named to people and providers: (user id, False), else
+    (their first anonymous id, True); a row id only for a profile with neither."""
+    if customer.external_id:
+        return customer.external_id, False
+    anonymous = anonymous_ids(session, customer)
+    return (anonymous[0] if anonymous else f"#{customer.id}"), True
+
+
+def describe(session: Session, customer: Customer) -> str:
+    """The customer as errors and notes name them: ``customer 'ada'``, ``anonymous customer 'anon-123'``."""
+    ident, anonymous = public_id(session, customer)
+    return customer_label(ident, anonymous=anonymous)
 
 
 def _follow(session: Session, customer: Customer | None) -> Customer | None:

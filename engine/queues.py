@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -153,9 +153,10 @@ def _redis_carried(broker: RedisBroker, dead_before: datetime) -> Carried:
     client, ns = broker.client, broker.namespace
     prefix = _glob_escape(ns)
     abandoned: set[bytes] = set()  # the message ids held by dead workers
-    for worker in client.zrangebyscore(f"{ns}:__heartbeats__", 0, int(dead_before.timestamp() * 1000)):
+    # The broker's client answers bytes (no decode_responses); redis types its answers as any response.
+    for worker in cast(list[bytes], client.zrangebyscore(f"{ns}:__heartbeats__", 0, int(dead_before.timestamp() * 1000))):
         for acks in client.scan_iter(f"{prefix}:__acks__.{_glob_escape(worker.decode())}.*", count=SCAN_CHUNK):
-            abandoned.update(client.smembers(acks))
+            abandoned.update(cast(set[bytes], client.smembers(acks)))
     ids: dict[str, set[Any]] = {}
     unreadable: set[str] = set()
     for key in client.scan_iter(f"{prefix}:*.msgs", count=SCAN_CHUNK):

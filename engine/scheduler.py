@@ -5,7 +5,8 @@ waits are timer rows, never Dramatiq's ``delay``). Every ``JOURNEY_SWEEP_INTERVA
 sweeps: events, deliveries, and timers enqueued but not fired, still pending after
 ``JOURNEY_SWEEP_AFTER`` and carried by no message on the broker (their message was lost:
 Redis flushed, a message dead-lettered) are enqueued again; work still waiting on its
-queue, however long the backlog, is left to its message. Deliveries a worker stopped
+queue, however long the backlog, is left to its message, and a timer of a paused journey
+to the resume (:func:`not_held_by_a_pause`). Deliveries a worker stopped
 working on (``UNKNOWN_AFTER_FACTOR`` times that) are settled: claimed but never handed to
 an adapter, they are pending again; stopped in the middle of their send, they are
 ``unknown`` for an operator, or resent if their provider deduplicates on the key. Several
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, select, update
+from sqlalchemy import ColumnElement, Row, exists, func, select, update
 from sqlalchemy.orm import InstrumentedAttribute
 
 from channels import registry
@@ -30,7 +31,7 @@ from engine import delivery, queues
 from engine.orchestrator import Followups
 from engine.queues import Carried
 from engine.services import Services
-from engine.storage.models import Base, Delivery, Event, Timer
+from engine.storage.models import Base, Delivery, Enrollment, Event, JourneyRecord, Timer
 from engine.workers.actors import EVENTS_QUEUE, MAX_EVENT_ATTEMPTS, TIMERS_QUEUE, delivery_queue
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,19 @@ class _Work:
     where: tuple[ColumnElement[bool], ...]
     queue: Callable[[Row[Any]], str]
     send: Callable[[list[Row[Any]]], bool]
+
+
+def not_held_by_a_pause() -> ColumnElement[bool]:
+    """Timers not of an enrollment of a paused or archived journey.
+
+    Such a timer, once claimed, waits for the journey's resume, which releases it
+    (:func:`engine.deploy.set_status`), instead of being swept back onto the queue every
+    ``JOURNEY_SWEEP_AFTER`` for a worker that would leave it alone again. The rule of
+    the scheduler's sweep and of the twin's driver loop (:func:`engine.twin.due_work`).
+    """
+    return ~exists().where(
+        Enrollment.id == Timer.enrollment_id, JourneyRecord.id == Enrollment.journey_id, JourneyRecord.status != "active"
+    )
 
 
 class Scheduler:
@@ -111,7 +125,7 @@ class Scheduler:
                 lambda row: EVENTS_QUEUE,
                 lambda rows: self.services.enqueue_events([row.id for row in rows]),
             ),
-            self._timers(Timer.due_at <= now, Timer.enqueued_at < cutoff),
+            self._timers(Timer.due_at <= now, Timer.enqueued_at < cutoff, not_held_by_a_pause()),
             _Work(
                 "deliveries", Delivery, Delivery.id, (Delivery.channel,),
                 (delivery.lost_condition(now, settings.sweep_after),),
@@ -195,4 +209,4 @@ def pending_events(services: Services) -> int:
         ).scalar_one()
 
 
-__all__ = ["Scheduler", "pending_events"]
+__all__ = ["Scheduler", "not_held_by_a_pause", "pending_events"]

@@ -17,11 +17,12 @@ from __future__ import annotations
 import contextlib
 import uuid
 from datetime import datetime, timezone
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
 
-from engine.errors import PayloadError, Problem
+from engine.errors import PayloadError, Problem, did_you_mean
 
 TYPES = ("identify", "track", "page", "screen", "group", "alias")
 MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one message
@@ -72,7 +73,7 @@ def normalize(
     if kind is None:
         problem("type", f"is required; one of {', '.join(TYPES)}")
     elif kind not in TYPES:
-        problem("type", f"unknown type {kind!r}; expected one of {', '.join(TYPES)}")
+        problem("type", f"unknown type {kind!r}.{did_you_mean(kind, TYPES)} (expected one of {', '.join(TYPES)})".replace(". (", " ("))
 
     user_id = _identifier(message, "userId", problem)
     anonymous_id = _identifier(message, "anonymousId", problem)
@@ -240,6 +241,7 @@ def _nul_path(value: Any, path: str = "") -> str:
     """Return the path of the first string (or key) holding a NUL character."""
     if isinstance(value, str):
         return path if "\x00" in value else ""
+    items: Iterable[tuple[Any, Any]]
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, list):

@@ -185,7 +185,9 @@ def read_environment(env: Mapping[str, str], variables: Iterable[Variable]) -> t
         try:
             values[attr] = convert(raw.strip())
         except ValueError as exc:
-            problems.append(f"{name}={_shown(name, raw)} is invalid: {exc}; expected {expects}")
+            # A converter's reason may already say what is expected (parse_duration does): once is enough.
+            reason = str(exc) if expects in str(exc) else f"{exc}; expected {expects}"
+            problems.append(f"{name}={_shown(name, raw)} is invalid: {reason}")
     return values, problems
 
 

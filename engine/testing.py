@@ -152,7 +152,7 @@ class JourneyTest:
     @property
     def enrollments(self) -> list[Enrollment]:
         """The customer's enrollments, oldest first."""
-        return self.twin.read(enrollments, self.customer_id)  # type: ignore[no-any-return]
+        return self.twin.read(enrollments, self.customer_id)
 
     @property
     def enrollment(self) -> Enrollment:
@@ -191,7 +191,7 @@ class JourneyTest:
 
     def trace(self, enrollment: Enrollment | None = None) -> list[Trace]:
         """How the runtime decided, and how each delivery went, for the latest enrollment (or the one given)."""
-        return self.twin.read(trace, (enrollment or self.enrollment).id)  # type: ignore[no-any-return]
+        return self.twin.read(trace, (enrollment or self.enrollment).id)
 
     def path(self, enrollment: Enrollment | None = None) -> list[str]:
         """The steps the enrollment ran, in order (a step run twice appears twice)."""

@@ -23,7 +23,7 @@ same instant (docs/runtime.md).
 The outputs are the database rows themselves, read by the small query functions below:
 deliveries with their statuses and reasons, trace rows, enrollments, stage history,
 points, referral codes. ``journey simulate``, :class:`engine.testing.JourneyTest` and
-``journey dev --demo`` (which drives real processes with the same loop) are built on it.
+the demo (:mod:`engine.demo`, a twin per sample scene) are built on it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import dramatiq
 from dramatiq.brokers.stub import StubBroker
@@ -52,7 +52,7 @@ from engine import deploy, ingest, profiles
 from engine.definitions import Journey
 from engine.runtime import Enrollment as State
 from engine.runtime import Trace
-from engine.scheduler import Scheduler
+from engine.scheduler import Scheduler, not_held_by_a_pause
 from engine.segment import parse_time
 from engine.services import Services
 from engine.settings import Settings
@@ -72,6 +72,7 @@ from engine.storage.models import (
 from engine.workers.actors import DELIVERIES_QUEUE, EVENTS_QUEUE, TIMERS_QUEUE
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: How far past the last event the twin runs when told no end: far enough for any shipped
 #: journey, bounded so that a journey that loops through waits still stops.
@@ -98,21 +99,24 @@ class TwinStuck(RuntimeError):
     """The driver loop made no progress at one instant (a timer held back for good)."""
 
 
-# -- the driver loop's steps, shared with ``journey dev --demo`` --------------------------------
+# -- the driver loop's steps, shared with the differential test ----------------------------
 
 
 def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None]:
     """When the scheduler has work next: (a timer to fire, a deferred send to release).
 
-    A timer is due at ``due_at``; one enqueued and not fired (its journey paused) again
-    ``JOURNEY_SWEEP_AFTER`` after that enqueue, as :meth:`Scheduler.fire_due` claims it. A
-    deferred send is due at its ``not_before``.
+    A timer is due at ``due_at``, as :meth:`Scheduler.fire_due` claims it; one enqueued and
+    not fired (its message lost) again ``JOURNEY_SWEEP_AFTER`` after that enqueue, as
+    the sweep claims it, unless its journey is paused: then it waits for the resume
+    (:func:`~engine.scheduler.not_held_by_a_pause`, the sweep's rule). A deferred send is
+    due at its ``not_before``.
     """
     with services.sessions() as session:  # one statement: the loop asks before every step
         timer, again, deferred = session.execute(select(
             select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_(None))
             .scalar_subquery(),
-            select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None))
+            select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+                                                      not_held_by_a_pause())
             .scalar_subquery(),
             select(func.min(Delivery.not_before)).where(
                 Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.enqueued_at.is_(None)
@@ -162,7 +166,7 @@ def fast_forward(
         settle: called after each step, until the work it caused is done.
         also: another source of due moments (the twin's delayed queue messages), which
             ``settle`` runs.
-        max_rounds: stop after that many rounds (the demo bounds itself).
+        max_rounds: stop after that many rounds (a driver of real workers may bound itself).
 
     Raises:
         TwinStuck: the same instant came round ``MAX_ROUNDS_AT_ONE_INSTANT`` times.
@@ -250,7 +254,7 @@ class TwinBroker(StubBroker):
             if not queue.empty():
                 data = queue.get_nowait()
                 queue.task_done()
-                return data  # type: ignore[no-any-return]
+                return data
         return None
 
 
@@ -280,14 +284,15 @@ def migrated_database(path: str | Path | None = None) -> Engine:
     with _template_lock:
         if _template is None:
             connection = sqlite3.connect(":memory:", check_same_thread=False)
-            engine = make_engine("sqlite://", connection=connection).execution_options(compiled_cache=_COMPILED)
-            upgrade(engine)
-            _template = (connection, engine)
+            made = make_engine("sqlite://", connection=connection).execution_options(compiled_cache=_COMPILED)
+            upgrade(made)
+            _template = (connection, made)
         template, base = _template
         copy = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False)
         template.backup(copy)
     sqlite_pragmas(copy)
-    engine = Engine(StaticPool(lambda: copy, dialect=base.dialect), base.dialect, base.url,
+    # The ignore: sqlite3.Connection is a DB-API connection, but its typeshed stubs do not match SQLAlchemy's DBAPIConnection.
+    engine = Engine(StaticPool(lambda: copy, dialect=base.dialect), base.dialect, base.url,  # type: ignore[arg-type]
                     execution_options={"compiled_cache": _COMPILED})
     event.listen(engine, "begin", begin_immediate)
     return engine
@@ -443,6 +448,12 @@ class Twin:
                 self.services.deployed.add(snap.id, versions[snap.id], snap.journey)
         self.services.deployed.invalidate()
 
+    def set_status(self, journey_id: str, status: str) -> None:
+        """Pause (``paused``), resume (``active``) or archive a journey now, as ``journey pause`` and friends do."""
+        with self.services.sessions.begin() as session:
+            deploy.set_status(session, journey_id, status, self.now)
+        self.services.deployed.invalidate()
+
     def send(self, event: Mapping[str, Any]) -> None:
         """Take one Segment event at its ``timestamp`` (now, if it has none; never in the past).
 
@@ -476,8 +487,8 @@ class Twin:
 
         Without ``until``, run until nothing is due, at most :data:`DEFAULT_HORIZON` on.
         """
-        for event in sorted(events, key=lambda e: _moment(e["timestamp"]) if e.get("timestamp") else self.now):
-            self.send(event)
+        for item in sorted(events, key=lambda e: _moment(e["timestamp"]) if e.get("timestamp") else self.now):
+            self.send(item)
         self.finish(until)
 
     def finish(self, until: dt.timedelta | None = None) -> None:
@@ -516,22 +527,22 @@ class Twin:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def read(self, query: Callable[..., Any], *args: Any) -> Any:
+    def read(self, query: Callable[..., _T], *args: Any) -> _T:
         """Run one of this module's query functions in a session: ``twin.read(deliveries, "ada")``."""
         with self.services.sessions() as session:
             return query(session, *args)
 
     def profile(self, ident: str) -> Profile | None:
         """The customer known by ``ident`` (user id or anonymous id), or None."""
-        return self.read(profile, ident)  # type: ignore[no-any-return]
+        return self.read(profile, ident)
 
     def effects(self, ident: str | None = None) -> list[Effect]:
         """Everything that happened, to one customer or to all, in order."""
-        return self.read(effects, ident)  # type: ignore[no-any-return]
+        return self.read(effects, ident)
 
     def customers(self) -> list[str]:
         """Every customer, in the order they were first seen."""
-        return self.read(customers)  # type: ignore[no-any-return]
+        return self.read(customers)
 
 
 # -- queries: the outputs are the rows -------------------------------------------------------------
@@ -659,11 +670,12 @@ def effects(session: Session, ident: str | None = None) -> list[Effect]:
     items: list[tuple[dt.datetime, int, int, Effect]] = []
 
     def add(at: Any, rank: int, order: int, effect: Effect) -> None:
-        items.append((_aware(at), rank, order, effect))  # type: ignore[arg-type]
+        items.append((_aware(at), rank, order, effect))
 
     for e in session.execute(select(Event).where(Event.customer_id.in_(wanted)).order_by(Event.id)).scalars():
+        assert e.customer_id is not None  # selected by it
         data = e.traits if e.type == "identify" else e.properties
-        add(e.received_at, 0, e.id, Effect(_aware(e.received_at), label[e.customer_id], None, None, None, "event",  # type: ignore[arg-type]
+        add(e.received_at, 0, e.id, Effect(_aware(e.received_at), label[e.customer_id], None, None, None, "event",
                                            {"event": e.event or e.name or e.type, "type": e.type, "data": dict(data or {})}))
     rows = list(session.execute(select(Enrollment).where(Enrollment.customer_id.in_(wanted))).scalars())
     triggers = dict(session.execute(
@@ -671,11 +683,11 @@ def effects(session: Session, ident: str | None = None) -> list[Effect]:
     by_id = {r.id: r for r in rows}
     for r in rows:
         who = label[r.customer_id]
-        add(r.started_at, 1, 0, Effect(_aware(r.started_at), who, r.journey_id, r.id, None, "enter",  # type: ignore[arg-type]
-                                       {"trigger": triggers.get(r.trigger_event_id) or "segment"}))
+        add(r.started_at, 1, 0, Effect(_aware(r.started_at), who, r.journey_id, r.id, None, "enter",
+                                       {"trigger": (triggers.get(r.trigger_event_id) if r.trigger_event_id else None) or "segment"}))
         if r.ended_at is not None:
             state = r.state or {}
-            add(r.ended_at, 9, 0, Effect(_aware(r.ended_at), who, r.journey_id, r.id, state.get("step"), "exit",  # type: ignore[arg-type]
+            add(r.ended_at, 9, 0, Effect(_aware(r.ended_at), who, r.journey_id, r.id, state.get("step"), "exit",
                                          {"status": r.status, "reason": state.get("reason")}))
     sent = {d.id: d for d in session.execute(select(Delivery).where(Delivery.customer_id.in_(wanted))).scalars()}
     for t in session.execute(
@@ -685,17 +697,18 @@ def effects(session: Session, ident: str | None = None) -> list[Effect]:
     ).scalars():
         row = by_id[t.enrollment_id]
         if t.what == "no referrer":
-            add(t.at, 5, t.id, Effect(_aware(t.at), label[row.customer_id], row.journey_id, row.id, t.step,  # type: ignore[arg-type]
+            add(t.at, 5, t.id, Effect(_aware(t.at), label[row.customer_id], row.journey_id, row.id, t.step,
                                       "no_referrer", {"reason": t.detail, **dict(t.value or {})}))
             continue
-        delivery = sent.get((t.value or {}).get("delivery"))
+        delivery_id = (t.value or {}).get("delivery")
+        delivery = sent.get(delivery_id) if isinstance(delivery_id, int) else None
         if delivery is None:
             continue
         what = t.what.removeprefix("delivery ")
-        add(t.at, 4, t.id, delivery_effect(delivery, label[row.customer_id], _aware(t.at),  # type: ignore[arg-type]
+        add(t.at, 4, t.id, delivery_effect(delivery, label[row.customer_id], _aware(t.at),
                                            "send" if what == "sent" else what.replace(" ", "_"), t.error))
     for change in session.execute(select(StageChange).where(StageChange.customer_id.in_(wanted))).scalars():
-        add(change.at, 3, change.id, Effect(_aware(change.at), label[change.customer_id], None, None, None, "stage",  # type: ignore[arg-type]
+        add(change.at, 3, change.id, Effect(_aware(change.at), label[change.customer_id], None, None, None, "stage",
                                             {"from": change.from_stage, "to": change.to_stage, "reason": change.reason}))
     balance: dict[int, int] = {}
     for entry in session.execute(
@@ -703,10 +716,10 @@ def effects(session: Session, ident: str | None = None) -> list[Effect]:
     ).scalars():
         target = live[entry.customer_id]
         balance[target] = balance.get(target, 0) + entry.amount
-        add(entry.at, 5, entry.id, Effect(_aware(entry.at), label[entry.customer_id], None, None, None, "points",  # type: ignore[arg-type]
+        add(entry.at, 5, entry.id, Effect(_aware(entry.at), label[entry.customer_id], None, None, None, "points",
                                           {"amount": entry.amount, "reason": entry.reason, "balance": balance[target]}))
     for code in session.execute(select(ReferralCode).where(ReferralCode.customer_id.in_(wanted))).scalars():
-        add(code.created_at, 6, 0, Effect(_aware(code.created_at), label[code.customer_id], None, None, None,  # type: ignore[arg-type]
+        add(code.created_at, 6, 0, Effect(_aware(code.created_at), label[code.customer_id], None, None, None,
                                           "referral", {"code": code.code, "program": code.program}))
     # By the second, then by kind: the deliverer's clock moves on by the time a send
     # takes (microseconds here), and what a step caused still reads before the exit.
@@ -721,10 +734,7 @@ def _live(customers_by_id: Mapping[int, Customer], customer_id: int) -> int:
 
 
 def _name(session: Session, customer: Customer) -> str:
-    if customer.external_id:
-        return customer.external_id
-    anonymous = profiles.anonymous_ids(session, customer)
-    return anonymous[0] if anonymous else f"customer {customer.id}"
+    return profiles.public_id(session, customer)[0]
 
 
 def _moment(value: Any) -> dt.datetime:
@@ -734,6 +744,14 @@ def _moment(value: Any) -> dt.datetime:
 
 def _earliest(*moments: dt.datetime | None) -> dt.datetime | None:
     return min((m for m in moments if m is not None), default=None)
+
+
+@overload
+def _aware(value: None) -> None: ...
+
+
+@overload
+def _aware(value: dt.datetime | str) -> dt.datetime: ...
 
 
 def _aware(value: dt.datetime | str | None) -> dt.datetime | None:

@@ -66,7 +66,8 @@ def times_carried(services: Services) -> Counter[tuple[str, int]]:
     """
     carried = message_ids(services.broker)
     with services.sessions() as session:
-        rows = [("process_events", i) for i in session.execute(select(Event.id).where(Event.processed_at.is_(None))).scalars()]
+        rows: list[tuple[str, object]] = []
+        rows += [("process_events", i) for i in session.execute(select(Event.id).where(Event.processed_at.is_(None))).scalars()]
         rows += [("fire_timers", k) for k in session.execute(select(Timer.key).where(Timer.fired_at.is_(None))).scalars()]
         rows += [("deliver", i) for i in session.execute(select(Delivery.id).where(Delivery.status == "pending")).scalars()]
     return Counter((actor, carried[actor, row_id]) for actor, row_id in rows)

@@ -32,6 +32,55 @@ PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
+# Fixtures that reach a real service: a test that uses one belongs to the integration suite.
+REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services"})
+REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis"}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--integration", action="store_true", default=False,
+        help="run the integration suite (real PostgreSQL, Redis, processes and peers) instead of the unit suite",
+    )
+
+
+def is_integration(item: pytest.Item) -> bool:
+    """A test marked ``integration``, under tests/integration, or using a real service."""
+    if item.get_closest_marker("integration") or "integration" in item.path.parts:
+        return True
+    if REAL_SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    # Parametrized over a real service's case (any_services' "postgresql", a limiter's "redis")
+    # or over fixture names fetched with `request.getfixturevalue(url)`.
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    return any(isinstance(value, str) and value in REAL_SERVICE_CASES for value in params.values())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark what needs a real service, then keep one suite: the unit suite by default,
+    the integration suite under ``--integration``; an explicit ``-m`` decides alone."""
+    for item in items:
+        if is_integration(item) and not item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.integration)
+    if config.option.markexpr:
+        return
+    wanted = config.getoption("--integration")
+    keep = [item for item in items if is_integration(item) == wanted]
+    dropped = [item for item in items if is_integration(item) != wanted]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if config.option.markexpr:
+        return f"suite: -m {config.option.markexpr!r}"
+    if config.getoption("--integration"):
+        return "suite: integration (real PostgreSQL, Redis, processes and loopback peers)"
+    return "suite: unit (SQLite and the StubBroker; `pytest --integration` runs the integration suite)"
+
+
 def unavailable(what: str, exc: BaseException) -> None:
     """Skip locally, fail under CI: integration tests must not pass by skipping there."""
     message = f"{what} is unreachable: {exc}"

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,7 +35,7 @@ from channels import registry as channel_registry
 from engine import deliveries, ingest, keys, metrics, preferences
 from engine.api import spec
 from engine.api.views import customer_view
-from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem
+from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem, did_you_mean
 from engine.segment import MAX_BATCH_BYTES, TYPES
 from engine.services import Services
 from engine.trace import explain
@@ -120,11 +121,17 @@ def create_app(services: Services) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = "not_found" if exc.status_code == 404 else "http_error"
+        message = str(exc.detail)
+        if exc.status_code == 404 and request.method == "POST" and request.url.path.startswith("/v1/"):
+            # No route: most often a misspelt type, as in POST /v1/trak.
+            endpoints = [route.path for route in app.routes
+                         if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and "{" not in route.path]
+            hint = did_you_mean(request.url.path, endpoints)
+            message = f"no endpoint POST {request.url.path}.{hint} (endpoints: {', '.join(endpoints)})".replace(". (", " (")
         headers = exc.headers
         if exc.status_code == 405:  # Starlette's Allow names the first route of the path only
             headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request))}
-        return JSONResponse({"success": False, "code": code, "message": str(exc.detail)}, exc.status_code,
-                            headers=headers)
+        return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code, headers=headers)
 
 
     @app.exception_handler(OperationalError)

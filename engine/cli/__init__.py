@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "engine.cli.journeys",  # validate, lint, schema, graph
     "engine.cli.deploy",  # plan, deploy, journeys, pause, resume, archive
     "engine.cli.simulate",  # simulate
+    "engine.cli.demo",  # demo
     "engine.cli.replay",  # replay
     "engine.cli.ops",  # trace, queues
     "engine.cli.policy",  # suppress add / list / remove, consent set / show

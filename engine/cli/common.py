@@ -6,6 +6,7 @@ import logging
 from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import click
@@ -26,6 +27,14 @@ def fail(message: str, code: int) -> NoReturn:
     """Print ``Error: message`` on stderr and exit with ``code``."""
     click.echo(f"Error: {message}", err=True)
     raise SystemExit(code)
+
+
+def a_directory(ctx: click.Context, param: click.Parameter, value: T) -> T:
+    """A click callback: a file given where a directory belongs is a usage error that says what to give."""
+    if value is not None and Path(str(value)).is_file():
+        option = param.opts[0] if param.opts else param.name
+        raise click.BadParameter(f"{value} is a file; give the directory that holds it, such as {option} {Path(str(value)).parent}")
+    return value
 
 
 def load_settings() -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import click
 from sqlalchemy import func, select
@@ -9,7 +10,7 @@ from sqlalchemy import func, select
 from engine import deploy as deploying
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.cli.common import fail, services_for
-from engine.definitions import journey_files
+from engine.cli.journeys import _files_or_fail
 from engine.errors import DefinitionError
 from engine.storage.db import check_current
 from engine.storage.models import Enrollment, JourneyRecord
@@ -18,7 +19,7 @@ _PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True))
 
 
 def _snapshots(paths: tuple[str, ...]) -> list[deploying.Snapshot]:
-    files = journey_files(paths or ("journeys",))
+    files = _files_or_fail(tuple(Path(p) for p in paths))
     snapshots, errors = [], []
     for file in files:
         try:
@@ -35,28 +36,34 @@ def _snapshots(paths: tuple[str, ...]) -> list[deploying.Snapshot]:
     return snapshots
 
 
+_ALL = click.option("--all", "show_all", is_flag=True,
+                    help="Also list the deployed journeys that PATHS leave out (listed anyway without PATHS).")
+
+
 @click.command("plan")
 @_PATHS
-def plan(paths: tuple[str, ...]) -> None:
-    """Show what deploying PATHS (default: journeys/) would change."""
+@_ALL
+def plan(paths: tuple[str, ...], show_all: bool) -> None:
+    """Show what deploying PATHS (default: journeys/) would change, field by field."""
     snapshots = _snapshots(paths)
     with services_for() as services:
         check_current(services.engine)
         with services.sessions() as session:
             changes = deploying.plan(session, snapshots)
-    _print(changes)
+    _print(changes, show_all or not paths)
 
 
 @click.command("deploy")
 @_PATHS
-def deploy(paths: tuple[str, ...]) -> None:
+@_ALL
+def deploy(paths: tuple[str, ...], show_all: bool) -> None:
     """Deploy PATHS (default: journeys/) as new versions of the journeys that changed."""
     snapshots = _snapshots(paths)
     with services_for() as services:
         check_current(services.engine)
         with services.sessions.begin() as session:
             changes = deploying.deploy(session, snapshots, services.clock())
-    _print(changes)
+    _print(changes, show_all or not paths)
     done = [c for c in changes if c.kind in ("new", "changed")]
     click.echo(f"deployed {len(done)} journey version{'s' if len(done) != 1 else ''}")
 
@@ -99,10 +106,16 @@ def journeys() -> None:
         click.echo(f"{record.id:<28} {record.current_version:>7}  {record.status:<9} {running.get(record.id, 0)}")
 
 
-def _print(changes: list[deploying.Change]) -> None:
+def _print(changes: list[deploying.Change], show_others: bool) -> None:
+    """Each change; the deployed journeys not in the files given only when asked (or when none were given)."""
+    others = [c for c in changes if c.kind == "not in files"]
     for change in changes:
-        for line in change.describe():
-            click.echo(line)
+        if change.kind != "not in files" or show_others:
+            for line in change.describe():
+                click.echo(line)
+    if others and not show_others:
+        noun = "journey is" if len(others) == 1 else "journeys are"
+        click.echo(f"({len(others)} other deployed {noun} not in these files and left as they are; --all lists them)")
 
 
 COMMANDS = [

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,8 @@ def read_events(path: Path) -> list[tuple[str, dict[str, Any]]]:
 @click.command()
 @_paths
 @click.option("--events", "events_path", required=True, type=click.Path(path_type=Path), help="Segment events, one JSON object a line.")
-@click.option("--until", callback=_duration, metavar="DURATION", help=f"How long to run after the last event ({DURATION_HELP}); default: until nothing is due (at most 365d).")
+@click.option("--until", callback=_duration, metavar="DURATION",
+              help=f"How long to run after the last event ({DURATION_HELP}); default: until nothing is due (at most 365d).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per effect instead of timelines.")
 def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bool) -> None:
     """Run the journeys in PATHS (files or directories; default journeys/) against recorded events.
@@ -78,6 +80,11 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
     if not events_path.exists():
         click.echo(f"Error: no such file or directory: {events_path}", err=True)
         sys.exit(RET_NOT_FOUND)
+    if events_path.is_dir():
+        files = sorted(events_path.glob("*.jsonl"))
+        example = f", such as --events {files[0]}" if files else ""
+        click.echo(f"Error: --events {events_path} is a directory; give one file of events (JSON lines){example}", err=True)
+        sys.exit(RET_INVALID)
     result = load_journeys(_files_or_fail(paths))
     if result.errors:
         for error in result.errors:
@@ -109,8 +116,13 @@ def simulate(paths: tuple[Path, ...], events_path: Path, until: Any, as_json: bo
         click.echo(timelines(twin, until is None))
 
 
-def timelines(twin: Twin, open_ended: bool = False) -> str:
-    """Each customer's timeline (times in UTC), then a summary line."""
+def timelines(twin: Twin, open_ended: bool = False, line: Callable[[Effect], str] | None = None) -> str:
+    """Each customer's timeline (times in UTC), then a summary line.
+
+    ``line``: how each effect reads (default :func:`describe`; the demo says which sends
+    went out and which would have).
+    """
+    line = line or describe
     everything = twin.effects()
     by_customer: dict[str, list[Effect]] = {}
     for effect in everything:
@@ -125,7 +137,7 @@ def timelines(twin: Twin, open_ended: bool = False) -> str:
             bits.append("codes " + ", ".join(person.referral_codes.values()))
         lines.append(f"{name} ({', '.join(bits)})")
         for effect in by_customer.get(name, []):
-            lines.append(f"  {effect.at:%Y-%m-%d %H:%M}  {effect.journey or '':<20} {effect.step or '':<16} {describe(effect)}".rstrip())
+            lines.append(f"  {effect.at:%Y-%m-%d %H:%M}  {effect.journey or '':<20} {effect.step or '':<16} {line(effect)}".rstrip())
         lines.append("")
     lines.append(summary(twin, everything))
     if open_ended:
@@ -149,8 +161,12 @@ def summary(twin: Twin, everything: list[Effect] | None = None) -> str:
     return text + "".join(f", {n} {status}" for status, n in sorted(outcomes.items()))
 
 
-def describe(effect: Effect) -> str:
-    """A short line for people: what happened, with the message's subject or text, or why it did not go."""
+def describe(effect: Effect, sent: str = "send", note: str = "") -> str:
+    """A short line for people: what happened, with the message's subject or text, or why it did not go.
+
+    ``sent``: the word for a delivery that went (``journey simulate`` sends nothing, so
+    ``send``); ``note``: what follows it, in brackets.
+    """
     d = effect.detail
     if effect.effect == "event":
         shown = ", ".join(f"{k}={v}" for k, v in list((d.get("data") or {}).items())[:3])
@@ -166,9 +182,10 @@ def describe(effect: Effect) -> str:
         content = d.get("content") or {}
         headline = content.get("subject") or content.get("title") or content.get("text") or content.get("body") or ""
         headline = " ".join(str(headline).split())
+        after = f" ({note})" if note else ""
         if d.get("audience") or not headline:
-            return f"send {what}"
-        return f"send {what}: {headline[:70] + ('...' if len(headline) > 70 else '')!r}"
+            return f"{sent} {what}{after}"
+        return f"{sent} {what}: {headline[:70] + ('...' if len(headline) > 70 else '')!r}{after}"
     if effect.effect == "enter":
         return f"enter (on {d.get('trigger')})"
     if effect.effect == "stage":

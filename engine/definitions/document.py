@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, Union
 
 from pydantic import (
     BaseModel,
@@ -101,7 +101,7 @@ def one_of(members: dict[str, Any], error_type: str, message: str) -> Any:
     """A union of models told apart by which of their keys (the dict's keys) is present."""
     tagged = tuple(Annotated[model, Tag(key)] for key, model in members.items())
     return Annotated[
-        Union[tagged],  # type: ignore[valid-type]
+        Union[tagged],  # noqa: UP007 - a union of a tuple built at run time has no X | Y spelling
         Discriminator(by_key(*members), custom_error_type=error_type, custom_error_message=message),
     ]
 
@@ -138,7 +138,10 @@ class SegmentTrigger(_Model):
     when: Cel = Field(description="a CEL condition over `customer`")
 
 
-Trigger = one_of({"event": EventTrigger, "segment": SegmentTrigger}, "trigger_kind", "needs either 'event' or 'segment'")
+if TYPE_CHECKING:  # the union one_of builds at run time, as mypy can see it
+    Trigger: TypeAlias = EventTrigger | SegmentTrigger
+else:
+    Trigger = one_of({"event": EventTrigger, "segment": SegmentTrigger}, "trigger_kind", "needs either 'event' or 'segment'")
 
 
 class Entry(_Model):
@@ -218,7 +221,7 @@ class WaitTime(_Model):
 
 class WaitStep(_Continues):
     wait: Annotated[
-        Union[Annotated[Duration, Tag("text")], Annotated[WaitTime, Tag("other")]],
+        Annotated[Duration, Tag("text")] | Annotated[WaitTime, Tag("other")],
         Discriminator(_by_type),
     ]
 
@@ -244,7 +247,10 @@ class BranchElse(_Model):
     else_: StepRef = Field(alias="else")
 
 
-BranchItem = one_of({"when": BranchCase, "else": BranchElse}, "branch_kind", "needs either 'when' with 'goto', or 'else'")
+if TYPE_CHECKING:
+    BranchItem: TypeAlias = BranchCase | BranchElse
+else:
+    BranchItem = one_of({"when": BranchCase, "else": BranchElse}, "branch_kind", "needs either 'when' with 'goto', or 'else'")
 
 
 class BranchStep(_Step):
@@ -261,9 +267,12 @@ class HoldoutPath(_Model):
     holdout: float = Field(ge=0, description="percent held out: sent nothing, reported as the control group")
 
 
-SplitItem = one_of(
-    {"weight": SplitPath, "holdout": HoldoutPath}, "split_kind", "needs either 'weight' (with 'goto' or 'name') or 'holdout'"
-)
+if TYPE_CHECKING:
+    SplitItem: TypeAlias = SplitPath | HoldoutPath
+else:
+    SplitItem = one_of(
+        {"weight": SplitPath, "holdout": HoldoutPath}, "split_kind", "needs either 'weight' (with 'goto' or 'name') or 'holdout'"
+    )
 
 
 class SplitStep(_Step):
@@ -281,7 +290,7 @@ class UpdateStep(_Continues):
 
 class Reward(_Model):
     points: Annotated[
-        Union[Annotated[int, Tag("other")], Annotated[Cel, Tag("text")]],
+        Annotated[int, Tag("other")] | Annotated[Cel, Tag("text")],
         Discriminator(_by_type),
         Field(description="points, or a CEL expression giving them"),
     ]
@@ -323,7 +332,10 @@ STEP_KINDS: dict[str, type[_Step]] = {
     "exit": ExitStep,
 }
 
-Step = one_of(STEP_KINDS, "step_kind", "a step needs exactly one of " + ", ".join(STEP_KINDS))
+if TYPE_CHECKING:
+    Step: TypeAlias = SendStep | WaitStep | WaitUntilStep | BranchStep | SplitStep | UpdateStep | RewardStep | ReferralStep | ExitStep
+else:
+    Step = one_of(STEP_KINDS, "step_kind", "a step needs exactly one of " + ", ".join(STEP_KINDS))
 
 
 class JourneyDocument(_Model):

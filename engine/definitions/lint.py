@@ -146,7 +146,8 @@ def _unguarded(journey: model.Journey, at: Callable[[str, str], None]) -> None:
             if field is None or field in guarded or field in warned:
                 continue
             warned.add(field)
-            at(path, f'"{expression.source}" reads {field}, {why}; then the condition fails and counts as false. {_guard(expression.source, ref, field)}')
+            guard = _guard(expression.source, ref, field)
+            at(path, f'"{expression.source}" reads {field}, {why}; then the condition fails and counts as false. {guard}')
 
 
 def _may_be_missing(ref: FieldReference, traits_set: set[str], events: Mapping[str, Any]) -> tuple[str | None, str]:

@@ -48,6 +48,11 @@ def load_journey(path: str | Path, *, engine: TemplateEngine | None = None) -> m
         DefinitionError: the file is invalid; ``problems`` lists every problem found.
     """
     path = Path(path)
+    if path.is_dir():
+        files = journey_files([path])
+        example = f", such as {files[0]}" if files else ""
+        message = f"{path} is a directory, not a journey file; give one of its journey files{example}"
+        raise DefinitionError(str(path), [Problem("", message)])
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -62,9 +67,15 @@ def load_text(
     templates: Path | None = None,
     engine: TemplateEngine | None = None,
     path: Path | None = None,
+    templates_shown_as: str | None = None,
 ) -> model.Journey:
-    """Load and check a journey from YAML text (see :func:`load_journey`)."""
-    checker = _Checker(read_yaml(text), TemplateStore(templates or Path("templates")), engine or _ENGINE)
+    """Load and check a journey from YAML text (see :func:`load_journey`).
+
+    ``templates_shown_as`` names the templates' directory in messages when ``templates``
+    is a private copy (a deployed version's), e.g. ``cart_abandonment v2 templates``.
+    """
+    store = TemplateStore(templates or Path("templates"), shown_as=templates_shown_as)
+    checker = _Checker(read_yaml(text), store, engine or _ENGINE)
     journey = checker.run(path)
     if checker.problems or journey is None:
         raise DefinitionError(filename, _ordered(checker.problems))
@@ -121,11 +132,11 @@ def _ordered(problems: list[Problem]) -> list[Problem]:
 @cache
 def _adapter(name: str) -> TypeAdapter[Any]:
     info = doc.JourneyDocument.model_fields[name]
-    annotation = info.annotation
+    annotation: Any = info.annotation
     if info.metadata:
         from typing import Annotated
 
-        annotation = Annotated[(annotation, *info.metadata)]  # type: ignore[assignment]
+        annotation = Annotated[(annotation, *info.metadata)]
     return TypeAdapter(annotation)
 
 
@@ -184,7 +195,8 @@ class _Checker:
                 parts[name] = _adapter(name).validate_python(data[name])
             except ValidationError:
                 parts[name] = None
-        raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+        given = data.get("steps")
+        raw_steps = given if isinstance(given, list) else []
         steps: list[Any] = []
         for raw in raw_steps:
             try:
@@ -213,7 +225,7 @@ class _Checker:
         events = {name: sample_event(name, sample.events, customer["id"]) for name in self._event_names(parts)}
         self.events = events
         trigger = parts["trigger"]
-        trigger_event = events.get(trigger.event) if isinstance(trigger, doc.EventTrigger) else {}
+        trigger_event = events[trigger.event] if isinstance(trigger, doc.EventTrigger) else {}  # _event_names has it
         self.variables = {"customer": [customer], "trigger": [trigger_event]}
         self.journey_info = (parts["id"] or "journey", parts["name"] or "", stage)
 
@@ -221,7 +233,7 @@ class _Checker:
             candidates = [trigger_event] if isinstance(trigger, doc.EventTrigger) else []
             self._condition(("trigger", "when"), trigger.when, candidates, None)
         outcomes = [("goal",), *[("exit_on", i) for i in range(len(parts["exit_on"] or []))]]
-        for where, outcome in zip(outcomes, [parts["goal"], *(parts["exit_on"] or [])]):
+        for where, outcome in zip(outcomes, [parts["goal"], *(parts["exit_on"] or [])], strict=True):
             if outcome is not None and outcome.when:
                 self._condition((*where, "when"), outcome.when, [events[outcome.event]], None)
 
@@ -282,8 +294,8 @@ class _Checker:
                     refs.append(((*at, key), getattr(step, key)))
             if isinstance(step, doc.BranchStep):
                 for i, item in enumerate(step.branch):
-                    key = "goto" if isinstance(item, doc.BranchCase) else "else"
-                    refs.append(((*at, "branch", i, key), item.goto if key == "goto" else item.else_))
+                    key, ref = ("goto", item.goto) if isinstance(item, doc.BranchCase) else ("else", item.else_)
+                    refs.append(((*at, "branch", i, key), ref))
             if isinstance(step, doc.SplitStep):
                 for i, path in enumerate(step.split):
                     if isinstance(path, doc.SplitPath) and path.goto:
@@ -357,7 +369,7 @@ class _Checker:
             return
         self.compiled[at] = compiled
         journey_id, name, stage = self.journey_info
-        variables = {
+        variables: dict[str, list[Any]] = {
             **self.variables,
             "event": events,
             "context": [sample_context(journey_id, name, stage, step_id)],
@@ -428,9 +440,10 @@ class _Checker:
             return
         sources: dict[str, tuple[str, DocPath, int]] = {}
         if send.template:
-            sources = self._template_files((*at, "template"), send.template, allowed)
-            if sources is None:
+            templates = self._template_files((*at, "template"), send.template, allowed)
+            if templates is None:
                 return
+            sources = templates
         else:
             sources = {part: (text, (*at, part), 0) for part, text in inline.items() if part in allowed}
         for group in CHANNELS[send.channel]:
@@ -465,11 +478,11 @@ class _Checker:
         compiled = {}
         for part, (text, where, shift) in sources.items():
             label = f"{send.template}.{part}" if send.template else f"{format_path(at)}.{part}"
+            file = self.store.parts(send.template)[part] if shift < 0 and send.template else None
             try:
-                compiled[part] = self.engine.compile(text, label, PARTS[part])
+                compiled[part] = self.engine.compile(text, label, PARTS[part], file=self.store.shown(file) if file else None)
             except TemplateSyntaxProblem as exc:
-                if shift < 0:  # a file: say which file and line
-                    file = self.store.parts(send.template or "")[part]
+                if file is not None:  # a file: say which file and line
                     self.add(where, f"Jinja syntax error in {file} line {exc.line}: {exc.reason}")
                 else:
                     self._inline_syntax_problem(where, exc)
@@ -613,7 +626,7 @@ def _edges(step: Any, index: int, steps: list[Any], ids: dict[str, int], here: s
     if isinstance(step, doc.WaitUntilStep):
         moves = [(step.on_event, {step.wait_until.event}), (step.on_timeout, here)]
     elif isinstance(step, doc.BranchStep):
-        refs = [item.goto if isinstance(item, doc.BranchCase) else item.else_ for item in step.branch]
+        refs: list[str | None] = [item.goto if isinstance(item, doc.BranchCase) else item.else_ for item in step.branch]
         if not any(isinstance(item, doc.BranchElse) for item in step.branch):
             refs.append(None)
         moves = [(ref, here) for ref in refs]

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from engine.definitions.syntax import explain
 from engine.errors import Problem
 
 Path = tuple[str | int, ...]
@@ -79,12 +80,8 @@ def _syntax_problem(text: str) -> Source:
     try:
         yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        reason = exc.problem or "invalid YAML"
-        if exc.context:
-            reason = f"{reason} ({exc.context})"
-        line, column = (mark.line + 1, mark.column + 1) if mark else (None, None)
-        return Source(None, problems=[Problem("", f"YAML syntax error: {reason}", line, column)])
+        message, line, column = explain(text, exc)
+        return Source(None, problems=[Problem("", message, line, column)])
     except yaml.YAMLError as exc:
         return Source(None, problems=[Problem("", f"YAML error: {exc}")])
     return Source(None, problems=[Problem("", "invalid YAML")])

@@ -42,13 +42,16 @@ def translate(errors: list[ErrorDetails], source: Source) -> list[Problem]:
 
 
 def _problem(error: ErrorDetails, source: Source) -> Problem:
-    path, annotation, parent = _resolve(error["loc"])
+    path, annotation, parent, levels = _resolve(error["loc"])
     kind, value = error["type"], error.get("input")
     if kind == "missing":
         return source.problem(path[:-1], f"missing key '{path[-1]}'")
     if kind == "extra_forbidden":
+        moved = _misplaced(path, levels, source)
+        if moved:
+            return source.problem(path, moved, key=True)
         allowed = _keys(parent)
-        hint = did_you_mean(path[-1], allowed)
+        hint = did_you_mean(str(path[-1]), allowed)
         return source.problem(path, f"unknown key '{path[-1]}'.{hint} (allowed: {', '.join(allowed)})".replace(". (", " ("), key=True)
     if kind in _KIND_KEYS:
         return source.problem(path, _kind_message(kind, value, error["msg"]))
@@ -72,6 +75,54 @@ def _problem(error: ErrorDetails, source: Source) -> Problem:
     if kind == "string_too_short":
         return source.problem(path, "must not be empty")
     return source.problem(path, error["msg"])
+
+
+def _misplaced(path: Path, levels: list[tuple[Path, Any]], source: Source) -> str | None:
+    """Where an unknown key belongs when it is a key of another level: an enclosing one, or one nested here.
+
+    ``on_event`` indented under ``wait_until`` belongs to the step; ``timeout`` beside
+    ``wait_until`` belongs inside it. Saying so beats suggesting a lookalike key.
+    """
+    key, here = path[-1], path[:-1]
+    enclosing = [(at, model) for at, model in levels if len(at) < len(here)]
+    for depth, (at, model) in enumerate(reversed(enclosing), start=1):
+        if key in _keys(model) and not _has_key(source, at, key):
+            steps = "one level" if depth == 1 else f"{depth} levels"
+            beside = f", in line with '{here[-1]}'" if depth == 1 and isinstance(here[-1], str) else ""
+            return (f"unknown key '{key}' in {_level(here)}: move it up {steps}{beside}; "
+                    f"it belongs to {_level(at)}, not to {_level(here)}")
+    owner = next((model for at, model in levels if at == here), None)
+    fields = owner.model_fields.items() if owner is not None and _is_model(owner) else ()
+    for name, info in fields:
+        child = _unwrap(info.annotation)
+        field = info.alias or name
+        if _is_model(child) and key in _keys(child) and isinstance(source.data, dict) and _has_key(source, here, field):
+            return (f"unknown key '{key}' in {_level(here)}: move it into '{field}' (indent it under {field}); "
+                    f"it belongs to {field}, not to {_level(here)}")
+    return None
+
+
+def _has_key(source: Source, at: Path, key: str | int) -> bool:
+    node: Any = source.data
+    for part in at:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, dict) and key in node
+
+
+def _level(at: Path) -> str:
+    """How a message names the mapping at ``at``: the step, wait_until, the journey's top level..."""
+    if not at:
+        return "the journey's top level"
+    if isinstance(at[-1], int):
+        return "the step" if at[:-1] == ("steps",) else f"an item of {at[-2] if len(at) > 1 else 'the list'}"
+    return str(at[-1])
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def _kind_message(kind: str, value: Any, default: str) -> str:
@@ -133,11 +184,13 @@ def _tagged(annotation: Any) -> dict[str, Any]:
     return members
 
 
-def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any]:
-    """The document path of a Pydantic location (without union tags), its type, and its parent model."""
+def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any, list[tuple[Path, Any]]]:
+    """The document path of a Pydantic location (without union tags), its type, its parent model,
+    and the model of each mapping along the way (by its document path)."""
     annotation: Any = JourneyDocument
     parent: Any = None
     path: list[str | int] = []
+    levels: list[tuple[Path, Any]] = []
     for part in loc:
         annotation = _unwrap(annotation)
         if typing.get_origin(annotation) is typing.Annotated:  # a tagged union: skip its tag
@@ -147,11 +200,12 @@ def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any]:
                 continue
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             parent = annotation
+            levels.append((tuple(path), annotation))
             field = next((f for n, f in annotation.model_fields.items() if (f.alias or n) == part), None)
             if field is None:
                 annotation = None
             elif field.metadata:
-                annotation = typing.Annotated[(field.annotation, *field.metadata)]  # type: ignore[misc]
+                annotation = typing.Annotated[(field.annotation, *field.metadata)]
             else:
                 annotation = field.annotation
         elif typing.get_origin(annotation) in (list, dict):
@@ -160,7 +214,7 @@ def _resolve(loc: tuple[str | int, ...]) -> tuple[Path, Any, Any]:
         else:
             parent, annotation = None, None
         path.append(part)
-    return tuple(path), annotation, parent
+    return tuple(path), annotation, parent, levels
 
 
 __all__ = ["translate", "Literal"]

@@ -30,7 +30,9 @@ from engine.runtime.commands import (
 )
 from engine.runtime.entry import Route, TriggerIndex, concerns, may_enter, route
 from engine.runtime.inputs import EventArrived, Input, TimerFired, input_from_dict
-from engine.runtime.machine import MAX_STEPS, Outcome, advance, customer_variable, referral_code, render_send, start
+from engine.runtime.machine import (
+    MAX_STEPS, Outcome, advance, customer_variable, referral_code, render_send, start, stop,
+)
 from engine.runtime.state import FINAL_STATUSES, STATUSES, Enrollment, Wait
 
 __all__ = [
@@ -67,4 +69,5 @@ __all__ = [
     "render_send",
     "route",
     "start",
+    "stop",
 ]

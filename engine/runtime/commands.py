@@ -159,7 +159,7 @@ def command_from_dict(data: Mapping[str, Any]) -> Command:
     cls = COMMAND_TYPES.get(data.get("type", ""))
     if cls is None:
         raise ValueError(f"unknown command type {data.get('type')!r}; expected one of {', '.join(COMMAND_TYPES)}")
-    values = {}
+    values: dict[str, Any] = {}
     for f in fields(cls):
         if f.name in data:
             values[f.name] = parse_iso(data[f.name]) if f.name == "at" else data[f.name]

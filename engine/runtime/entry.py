@@ -168,6 +168,10 @@ def _activation(journey: Journey, event: Mapping[str, Any], customer: Mapping[st
         "event": dict(event),
         "trigger": dict(event),
         "customer": customer_variable(customer),
-        "context": {"journey": {"id": journey.id, "name": journey.name, "stage": journey.stage}, "step": {"id": ""}, "enrollment": {"id": "", "started_at": ""}},
+        "context": {
+            "journey": {"id": journey.id, "name": journey.name, "stage": journey.stage},
+            "step": {"id": ""},
+            "enrollment": {"id": "", "started_at": ""},
+        },
         "now": now,
     }

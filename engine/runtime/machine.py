@@ -13,7 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -179,6 +179,26 @@ def advance(journey: Journey, state: Enrollment, input: Input, customer: Mapping
         run.event_arrived(input.event)
     else:  # pragma: no cover - typing forbids it
         raise TypeError(f"unknown input {input!r}")
+    return run.outcome()
+
+
+def stop(journey: Journey, state: Enrollment, customer: Mapping[str, Any], now: dt.datetime, reason: str, *,
+         keep_audiences: Collection[str] = ()) -> Outcome:
+    """End an active enrollment from outside its journey, as ``exited`` with ``reason``.
+
+    As an exit event would end it: its timer is cancelled and the customer leaves the
+    audiences it added them to, except ``keep_audiences`` (another enrollment of the
+    customer holds them there). Used when a profile merge leaves a customer in a journey
+    more often than its entry rules allow (``reason`` ``merged``, docs/runtime.md
+    "Merges"). An ended enrollment changes nothing.
+    """
+    iso(now)
+    run = _Run(journey, state, customer, now)
+    if not state.active:
+        run.trace.append(Trace(state.step, "ignore", f"the enrollment has ended ({state.status})"))
+        return run.outcome()
+    run.leaving = frozenset(run.audiences) - frozenset(keep_audiences)
+    run.end("exited", reason)
     return run.outcome()
 
 

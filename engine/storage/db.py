@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.resources
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 from alembic import command
@@ -66,7 +67,7 @@ def begin_immediate(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def sqlite_pragmas(dbapi_connection, _record=None) -> None:  # type: ignore[no-untyped-def]
+def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
     """Set up a new SQLite connection: BEGIN issued by the engine, WAL, foreign keys, a busy timeout."""
     dbapi_connection.isolation_level = None  # let the "begin" listener issue BEGIN
     cursor = dbapi_connection.cursor()

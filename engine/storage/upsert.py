@@ -32,7 +32,7 @@ def insert_ignore(
 def insert_rows(
     session: Session, model: Any, rows: Sequence[dict[str, Any]], conflict: Sequence[str] = (),
     returning: Sequence[str] = (),
-) -> list[Row[Any]]:
+) -> list[Row]:  # bare: as many columns as ``returning`` names
     """Insert many ``rows`` into ``model``'s table in one statement; skip clashes on ``conflict``.
 
     On PostgreSQL the rows travel as one JSON parameter (``jsonb_to_recordset``): the

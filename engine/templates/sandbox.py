@@ -55,7 +55,7 @@ class _Undefined(jinja2.StrictUndefined):
             return f"'{name}' is not defined"
         if isinstance(owner, Mapping):
             keys = sorted(str(k) for k in owner)
-            hint = did_you_mean(name, keys)
+            hint = did_you_mean(name, keys) if name else ""
             return f"no field '{name}'{'.' + hint if hint else ''} (has: {', '.join(keys) or 'nothing'})"
         return f"{type(owner).__name__} value has no field '{name}'"
 
@@ -123,12 +123,20 @@ class _Sandbox(ImmutableSandboxedEnvironment):
 class Template:
     """A compiled template; :meth:`render` gives its output or raises TemplateError."""
 
-    def __init__(self, name: str, source: str, kind: str, compiled: jinja2.Template, engine: TemplateEngine) -> None:
+    def __init__(self, name: str, source: str, kind: str, compiled: jinja2.Template, engine: TemplateEngine,
+                 file: str | None = None) -> None:
         self.name = name
         self.source = source
         self.kind = kind
+        self.file = file
         self._compiled = compiled
         self._engine = engine
+
+    def _label(self, exc: BaseException | None = None) -> str:
+        """``template cart_reminder.text (journeys/templates/cart_reminder.text.j2 line 3)``: the name, file and line."""
+        line = _template_line(exc) if exc is not None else None
+        where = " ".join(part for part in (self.file or "", f"line {line}" if line else "") if part)
+        return f"template {self.name} ({where})" if where else f"template {self.name}"
 
     def render(self, context: Mapping[str, Any]) -> str:
         """Render with the given variables (``customer``, ``event``, ``trigger``, ``context``...).
@@ -145,21 +153,19 @@ class Template:
             for chunk in self._compiled.generate(dict(context)):
                 size += len(chunk)
                 if size > self._engine.max_output:
-                    raise TemplateError(
-                        f"template {self.name}: output exceeds {self._engine.max_output} characters"
-                    )
+                    raise TemplateError(f"{self._label()}: output exceeds {self._engine.max_output} characters")
                 budget.spend()
                 chunks.append(chunk)
         except TemplateError as exc:
             if str(exc).startswith(f"template {self.name}"):
                 raise
-            raise TemplateError(f"template {self.name}: {exc}") from None
+            raise TemplateError(f"{self._label(exc)}: {exc}") from None
         except jinja2.UndefinedError as exc:
-            raise UndefinedVariable(f"template {self.name}: {exc}") from None
+            raise UndefinedVariable(f"{self._label(exc)}: {exc}") from None
         except jinja2.TemplateError as exc:
-            raise TemplateError(f"template {self.name}: {exc}") from None
+            raise TemplateError(f"{self._label(exc)}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - a filter on a wrong type, a division by zero
-            raise TemplateError(f"template {self.name}: {type(exc).__name__}: {exc}") from None
+            raise TemplateError(f"{self._label(exc)}: {type(exc).__name__}: {exc}") from None
         finally:
             budget.stop()
         output = "".join(chunks)
@@ -167,7 +173,7 @@ class Template:
             try:
                 json.loads(output)
             except ValueError as exc:
-                raise TemplateError(f"template {self.name}: the body is not valid JSON ({exc})") from None
+                raise TemplateError(f"{self._label()}: the body is not valid JSON ({exc})") from None
         return output
 
     def __repr__(self) -> str:
@@ -187,13 +193,14 @@ class TemplateEngine:
         self._html.budget = self.sandbox.budget
         self._compiled: dict[tuple[str, str], jinja2.Template] = {}
 
-    def compile(self, source: str, name: str, kind: str = "text") -> Template:
+    def compile(self, source: str, name: str, kind: str = "text", *, file: str | None = None) -> Template:
         """Compile a template.
 
         Args:
             source: the Jinja2 text.
             name: how messages name it, e.g. ``cart_reminder.subject``.
             kind: ``text``, ``html`` (autoescaped) or ``json`` (must render valid JSON).
+            file: the file it was read from, which render errors name with the line.
 
         Raises:
             TemplateSyntaxProblem: a Jinja syntax error, with its line in the template.
@@ -209,4 +216,15 @@ class TemplateEngine:
                 raise TemplateSyntaxProblem(name, exc.lineno, exc.message or "syntax error") from None
             # Journeys share templates: compile each text once (Jinja compiles to Python, slowly).
             self._compiled[(source, kind)] = compiled
-        return Template(name, source, kind, compiled, self)
+        return Template(name, source, kind, compiled, self, file)
+
+
+def _template_line(exc: BaseException) -> int | None:
+    """The template line an error was raised at: Jinja puts the template's frames in the traceback."""
+    line = None
+    trace = exc.__traceback__
+    while trace is not None:
+        if trace.tb_frame.f_code.co_filename == "<template>":  # from_string's templates have no file name
+            line = trace.tb_lineno
+        trace = trace.tb_next
+    return line

@@ -15,8 +15,9 @@ class TemplateStore:
     A journey's templates live in ``templates/`` next to the journey file.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, shown_as: str | None = None) -> None:
         self.directory = directory
+        self.shown_as = shown_as
         self._parts: dict[str, dict[str, Path]] = {}
         if directory.is_dir():
             for path in sorted(directory.glob(f"*{SUFFIX}")):
@@ -32,3 +33,7 @@ class TemplateStore:
     def parts(self, name: str) -> dict[str, Path]:
         """The files of template ``name`` by part (``subject``, ``text``...); empty if unknown."""
         return dict(self._parts.get(name, {}))
+
+    def shown(self, path: Path) -> str:
+        """How messages name the template file ``path``: as found, or under ``shown_as`` (a deployed version's copy)."""
+        return f"{self.shown_as}/{path.name}" if self.shown_as else str(path)

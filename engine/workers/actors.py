@@ -83,17 +83,17 @@ def declare(services: Services) -> Actors:
     broker = services.broker
     return Actors(
         process_events=dramatiq.actor(
-            process_events, broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
+            broker=broker, actor_name="process_events", queue_name=EVENTS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_EVENTS,
-        ),
+        )(process_events),
         fire_timers=dramatiq.actor(
-            fire_timers, broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
+            broker=broker, actor_name="fire_timers", queue_name=TIMERS_QUEUE,
             max_retries=MAX_EVENT_ATTEMPTS - 1, min_backoff=500, max_backoff=60_000, priority=PRIORITY_TIMERS,
-        ),
+        )(fire_timers),
         deliver=dramatiq.actor(
-            deliver, broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
+            broker=broker, actor_name="deliver", queue_name=delivery_queue("log"),
             max_retries=MAX_DELIVERY_ATTEMPTS, min_backoff=1_000, max_backoff=300_000, priority=PRIORITY_DELIVERIES,
-        ),
+        )(deliver),
     )
 
 
@@ -210,7 +210,7 @@ def fire_timers_together(services: Services, keys: list[str]) -> None:
             except Exception as exc:  # noqa: BLE001 - the others still fire; raised below
                 errors.append(exc)
         if errors:
-            raise errors[0]
+            raise errors[0] from None  # the batch's error is logged above
         return
     services.dispatch(followups)
 

@@ -91,7 +91,8 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('events', schema=None) as batch_op:
         batch_op.create_index('ix_events_customer_id_timestamp', ['customer_id', 'timestamp'], unique=False)
-        batch_op.create_index('ix_events_pending', ['received_at'], unique=False, postgresql_where=sa.text('processed_at IS NULL'), sqlite_where=sa.text('processed_at IS NULL'))
+        batch_op.create_index('ix_events_pending', ['received_at'], unique=False,
+                              postgresql_where=sa.text('processed_at IS NULL'), sqlite_where=sa.text('processed_at IS NULL'))
 
     op.create_table('stage_changes',
     sa.Column('id', ID, nullable=False),

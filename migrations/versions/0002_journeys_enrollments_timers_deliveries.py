@@ -139,7 +139,8 @@ def upgrade() -> None:
     with op.batch_alter_table('deliveries', schema=None) as batch_op:
         batch_op.create_index('ix_deliveries_customer_id_created_at', ['customer_id', 'created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_deliveries_enrollment_id'), ['enrollment_id'], unique=False)
-        batch_op.create_index('ix_deliveries_pending', ['created_at'], unique=False, postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
+        batch_op.create_index('ix_deliveries_pending', ['created_at'], unique=False,
+                              postgresql_where=sa.text("status = 'pending'"), sqlite_where=sa.text("status = 'pending'"))
 
     op.create_table('timers',
     sa.Column('key', sa.String(length=255), nullable=False),
@@ -151,7 +152,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('key', name=op.f('pk_timers'))
     )
     with op.batch_alter_table('timers', schema=None) as batch_op:
-        batch_op.create_index('ix_timers_due', ['due_at'], unique=False, postgresql_where=sa.text('fired_at IS NULL'), sqlite_where=sa.text('fired_at IS NULL'))
+        batch_op.create_index('ix_timers_due', ['due_at'], unique=False,
+                              postgresql_where=sa.text('fired_at IS NULL'), sqlite_where=sa.text('fired_at IS NULL'))
         batch_op.create_index(batch_op.f('ix_timers_enrollment_id'), ['enrollment_id'], unique=False)
 
     op.create_table('trace',

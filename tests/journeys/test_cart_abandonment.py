@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 import pytest
 
-from engine.definitions import load_text
 from engine.testing import JourneyTest
 
 JOURNEY = "journeys/cart_abandonment.yaml"
@@ -86,14 +84,17 @@ def test_an_empty_cart_does_not_enter(t):
     assert t.enrollments == []
 
 
-def test_without_its_leave_step_the_order_still_takes_the_customer_out_of_the_audience_once():
-    # The goal's goto to the remove step is the journey's own way out; the engine's is the same
-    # removal, made by the runtime for every audience the enrollment added the customer to.
-    source = Path(JOURNEY).read_text(encoding="utf-8")
-    assert source.count("  goto: leave_audience") == 1
-    journey = load_text(source.replace("  goto: leave_audience", ""), filename=JOURNEY,
-                        templates=Path(JOURNEY).parent / "templates")
-    t = JourneyTest(journey, customer={"first_name": "Ada", "email": "ada@example.com"})
+def test_an_order_before_the_audience_sends_no_removal_to_a_customer_never_added(t):
+    checkout(t)
+    t.advance("2h")  # the reminder went; the audience comes after a day
+    t.send("order_completed", order_id="o-1")
+    t.advance("30d")
+    assert t.enrollment.status == "converted"
+    assert t.deliveries("retargeting") == []
+
+
+def test_an_order_after_the_audience_takes_the_customer_out_of_it_once(t):
+    # The runtime's removal for every audience the enrollment added the customer to.
     checkout(t)
     t.advance("2d")
     t.send("order_completed", order_id="o-1", total=120.5)

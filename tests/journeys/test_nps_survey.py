@@ -37,7 +37,9 @@ def test_a_detractor_opens_a_support_follow_up_by_webhook():
     t.send("nps_submitted", score=3, comment="Late")
     [hook] = t.sent("webhook")
     body = json.loads(hook.content["body"])
-    assert body == {"type": "nps_detractor", "customer_id": "test-customer", "email": "ada@example.com", "score": 3, "comment": "Late", "order_id": "o-1"}
+    assert body == {
+        "type": "nps_detractor", "customer_id": "test-customer", "email": "ada@example.com", "score": 3, "comment": "Late", "order_id": "o-1"
+    }
     assert hook.detail["url"].endswith("/hooks/nps-detractor")
 
 

@@ -126,6 +126,18 @@ class TestBadInput:
         assert "unknown type 'purchase'" in rejected["errors"][0]["message"]
         assert count_events(services) == 0
 
+    def test_a_misspelt_type_in_a_batch_gets_a_suggestion(self, client, services, write_key):
+        body = {"batch": [{"type": "trak", "event": "x", "userId": "u1"}]}
+        response = client.post("/v1/batch", json=body, headers=basic(write_key))
+        assert response.json()["rejected"][0]["errors"][0]["message"] == (
+            "unknown type 'trak'. Did you mean 'track'? (expected one of identify, track, page, screen, group, alias)"
+        )
+
+    def test_a_misspelt_endpoint_gets_a_suggestion(self, client, write_key):
+        response = client.post("/v1/trak", json=TRACK, headers=basic(write_key))
+        assert response.status_code == 404
+        assert response.json()["message"].startswith("no endpoint POST /v1/trak. Did you mean '/v1/track'? (endpoints: ")
+
     def test_event_over_32kb(self, client, services, write_key):
         body = {**TRACK, "properties": {"blob": "x" * 33_000}}
         response = client.post("/v1/track", json=body, headers=basic(write_key))

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
+
 import pytest
 from click.testing import CliRunner
 
@@ -9,6 +15,7 @@ from engine import keys
 from engine.cli import main
 from engine.cli.codes import RET_CONFIG, RET_NOT_FOUND, RET_SERVICE
 from engine.storage.db import make_engine, current_revision
+from tests.conftest import free_port
 
 HEAD = current_revision(make_engine("sqlite://"))[1]
 
@@ -89,3 +96,23 @@ def test_worker_without_redis_says_what_to_do(run):
     result = run("worker")
     assert result.exit_code == RET_SERVICE
     assert "REDIS_URL is not set" in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "dev"])
+def test_a_port_in_use_is_one_clear_line_and_a_non_zero_exit(command, sqlite_url, tmp_path):
+    # Given another process listening on the port the API would take
+    port = free_port()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", port))
+        other.listen()
+        environment = {key: value for key, value in os.environ.items() if key not in ("PORT", "REDIS_URL")}
+        environment["DATABASE_URL"] = sqlite_url
+        # When `journey serve` (or `journey dev`) starts on it, as a person starts it
+        started = subprocess.run(
+            [sys.executable, "-m", "engine", command, "--port", str(port)],
+            capture_output=True, text=True, env=environment, cwd=tmp_path, timeout=300,
+        )
+    # Then it says so, and what to do, and exits with the configuration code
+    said = started.stderr.splitlines()[-1]
+    pattern = rf"Error: port {port} is in use on 127\.0\.0\.1: stop the other process or set PORT=\d+ \(or --port\)"
+    assert (started.returncode, bool(re.fullmatch(pattern, said))) == (RET_CONFIG, True), started.stderr

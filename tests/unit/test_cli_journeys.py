@@ -8,6 +8,8 @@ from click.testing import CliRunner
 
 from engine.cli import main
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND, RET_OK
+from engine.definitions import load_journey
+from engine.errors import DefinitionError
 
 ROOT = Path(__file__).parents[2]
 
@@ -40,6 +42,15 @@ def test_validate_missing_path(run) -> None:
 
     assert result.exit_code == RET_NOT_FOUND
     assert result.output == "Error: no such file or directory: nowhere\n"
+
+
+def test_a_misspelt_journey_file_suggests_the_one_meant(run) -> None:
+    result = run("validate", "journeys/cart_abandonmnt.yaml")
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output == (
+        "Error: no such file or directory: journeys/cart_abandonmnt.yaml. Did you mean 'journeys/cart_abandonment.yaml'?\n"
+    )
 
 
 def test_lint_strict_passes_on_shipped_journeys(run) -> None:
@@ -85,6 +96,60 @@ def test_graph_of_unknown_journey(run) -> None:
 
     assert result.exit_code == RET_NOT_FOUND
     assert result.output.startswith("Error: no journey file or id 'nope'")
+
+
+def test_graph_of_a_misspelt_id_suggests_the_journey(run) -> None:
+    result = run("graph", "browse_abandonmnt")
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output.startswith(
+        "Error: no journey file or id 'browse_abandonmnt' in journeys/. Did you mean 'cart_abandonment'? "
+        "(journeys: cart_abandonment, loyalty_points,"
+    )
+
+
+def test_graph_of_a_directory_says_to_give_one_file(run) -> None:
+    result = run("graph", "journeys/")
+
+    assert result.exit_code == RET_INVALID
+    assert result.output == (
+        "Error: journeys/ is a directory; give one journey file, such as "
+        "`journey graph journeys/cart_abandonment.yaml`, or a journey id\n"
+    )
+
+
+def test_a_directory_given_as_a_journey_file_says_so(tmp_path: Path) -> None:
+    (tmp_path / "cart.yaml").write_text("id: cart\n")
+
+    with pytest.raises(DefinitionError) as caught:
+        load_journey(tmp_path)
+
+    assert [str(p) for p in caught.value.problems] == [
+        f"{tmp_path} is a directory, not a journey file; give one of its journey files, such as {tmp_path / 'cart.yaml'}"
+    ]
+
+
+def test_a_directory_without_journeys_says_where_it_looked(run, tmp_path: Path) -> None:
+    result = run("validate", str(tmp_path))
+
+    assert result.exit_code == RET_NOT_FOUND
+    assert result.output == (
+        f"Error: no journey files (*.yaml, *.yml) in {tmp_path}/; give a directory of journeys or journey files\n"
+    )
+
+
+def test_a_misspelt_command_gets_a_suggestion(run) -> None:
+    result = run("grpah", "cart_abandonment")
+
+    assert result.exit_code == 2
+    assert "No such command 'grpah'. Did you mean 'graph'?" in result.output
+
+
+def test_dev_refuses_a_file_where_the_journeys_directory_belongs(run) -> None:
+    result = run("dev", "--journeys", "journeys/winback.yaml")
+
+    assert result.exit_code == 2
+    assert "journeys/winback.yaml is a file; give the directory that holds it, such as --journeys journeys" in result.output
 
 
 def test_the_mistakes_of_issue_10_fail_validate_and_lint_strict(run, tmp_path: Path) -> None:

@@ -124,3 +124,64 @@ def test_cli_refuses_to_deploy_an_invalid_journey(services, journeys_dir, sqlite
     assert "broken.yaml is invalid" in result.output
     with services.sessions() as session:
         assert session.execute(select(JourneyVersion)).first() is None
+
+
+def test_plan_shows_the_old_and_new_value_of_each_changed_field(services, journeys_dir):
+    path = journeys_dir / "cart_abandonment.yaml"
+    with services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(path)], NOW)
+    # Given an edit of a wait, a timeout, the trigger's condition and the quiet hours
+    text = path.read_text()
+    text = text.replace("    wait: 1h\n", "    wait: 2h\n")
+    text = text.replace("      timeout: 24h\n", "      timeout: 12h\n")
+    text = text.replace("  when: event.properties.cart_value > 0\n", "  when: event.properties.cart_value > 10\n")
+    text = text.replace('quiet_hours: {start: "21:00"', 'quiet_hours: {start: "22:00"')
+    path.write_text(text)
+
+    with services.sessions() as session:
+        (change,) = deploy.plan(session, [deploy.snapshot(path)])
+
+    assert change.describe() == [
+        "~ cart_abandonment: version 1 -> 2",
+        "    steps changed:",
+        "      wait_1h: wait 1h → 2h",
+        "      bought: wait_until.timeout 24h → 12h",
+        "    trigger: when event.properties.cart_value > 0 → event.properties.cart_value > 10",
+        "    policy: quiet_hours.start 21:00 → 22:00",
+        "    goal unchanged",
+        "    0 enrollments running stay on version 1",
+    ]
+
+
+def test_plan_says_when_trigger_goal_and_policy_are_unchanged(services, journeys_dir):
+    path = journeys_dir / "winback.yaml"
+    with services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(path)], NOW)
+    path.write_text(path.read_text().replace("name:", "name: New", 1))
+
+    with services.sessions() as session:
+        (change,) = deploy.plan(session, [deploy.snapshot(path)])
+
+    assert change.describe()[1:3] == [
+        "    name: Win back lapsed customers → New Win back lapsed customers",
+        "    trigger, goal and policy unchanged",
+    ]
+
+
+def test_planning_one_file_is_quiet_about_the_other_deployed_journeys_unless_asked(
+    services, journeys_dir, sqlite_url, monkeypatch
+):
+    monkeypatch.setenv("DATABASE_URL", sqlite_url)
+    runner = CliRunner()
+    assert runner.invoke(main, ["deploy", str(journeys_dir)]).exit_code == 0
+    one = str(journeys_dir / "winback.yaml")
+
+    quiet = runner.invoke(main, ["plan", one])
+    everything = runner.invoke(main, ["plan", "--all", one])
+
+    others = len(list(journeys_dir.glob("*.yaml"))) - 1
+    assert quiet.output == (
+        "= winback: unchanged (version 1)\n"
+        f"({others} other deployed journeys are not in these files and left as they are; --all lists them)\n"
+    )
+    assert everything.output.count("but not in these files; left as it is\n") == others

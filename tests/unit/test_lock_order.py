@@ -143,14 +143,14 @@ def test_events_and_timers_of_the_same_customers_at_the_same_instant_neither_dea
 
         def run(work: Callable[[], object]) -> None:
             try:
-                barrier.wait()
+                barrier.wait()  # noqa: B023 - the threads are joined in this iteration
                 work()
             except BaseException as exc:  # noqa: BLE001 - judged below
-                errors.append(exc)
+                errors.append(exc)  # noqa: B023
 
         threads = [
-            threading.Thread(target=run, args=(lambda: apply_events(services, events),)),
-            threading.Thread(target=run, args=(lambda: fire_timers_together(services, keys),)),
+            threading.Thread(target=run, args=(lambda: apply_events(services, events),)),  # noqa: B023
+            threading.Thread(target=run, args=(lambda: fire_timers_together(services, keys),)),  # noqa: B023
         ]
         for thread in threads:
             thread.start()

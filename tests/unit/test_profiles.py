@@ -30,7 +30,7 @@ def api(any_services):  # type: ignore[no-untyped-def]
             assert response.status_code == 200, response.text
 
         yield send
-    
+
 
 def live_customers(services):  # type: ignore[no-untyped-def]
     with services.sessions() as session:

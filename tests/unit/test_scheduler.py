@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from sqlalchemy import select, update
 
+from engine import deploy, ingest
 from engine import scheduler as scheduler_module
 from engine.scheduler import Scheduler, pending_events
-from engine.storage.models import Event
+from engine.storage.models import Delivery, Event
 from engine.workers.actors import MAX_EVENT_ATTEMPTS
 from tests.backlog import build_backlog, times_carried
 from tests.conftest import drain
@@ -138,3 +140,33 @@ def test_a_failing_event_in_a_batch_fails_alone(any_services, monkeypatch):
         events = list(session.execute(select(Event).order_by(Event.id)).scalars())
     assert [(e.processed_at is not None, e.attempts, e.error) for e in events] == [
         (True, 0, None), (False, 1, "ValueError: bad trait"), (True, 0, None)]
+
+
+def test_a_paused_journeys_claimed_timer_is_not_swept_again_and_the_resume_releases_it(any_services):
+    # Given Ada in cart_abandonment, her reminder's timer an hour away, and the journey paused
+    now = datetime.now(timezone.utc)
+    with any_services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(Path(__file__).parents[2] / "journeys" / "cart_abandonment.yaml")], now)
+    rows, _ = ingest.prepare({"type": "track", "event": "checkout_started", "userId": "ada", "messageId": "m-1",
+                              "properties": {"cart_value": 80, "order_id": "o-1"}},
+                             source="app", received_at=now, type_="track")
+    with any_services.sessions.begin() as session:
+        any_services.enqueue_events(ingest.store(session, rows))
+    drain(any_services)
+    with any_services.sessions.begin() as session:
+        deploy.set_status(session, "cart_abandonment", "paused", now)
+    any_services.deployed.invalidate()
+    scheduler = Scheduler(any_services)
+    # When its timer falls due, is claimed and left alone by the worker
+    assert scheduler.fire_due(now + timedelta(hours=2)) == 1
+    drain(any_services)
+    # Then the sweeps leave it to the resume
+    assert scheduler.sweep(now + timedelta(hours=3)) == 0
+    # and once resumed, the scheduler's next tick fires it
+    with any_services.sessions.begin() as session:
+        deploy.set_status(session, "cart_abandonment", "active", now)
+    any_services.deployed.invalidate()
+    assert scheduler.fire_due(now + timedelta(hours=3)) == 1
+    drain(any_services)
+    with any_services.sessions() as session:
+        assert session.execute(select(Delivery.step)).scalars().all() == ["reminder"]

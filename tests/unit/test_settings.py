@@ -45,8 +45,18 @@ def test_every_bad_value_is_named_at_once():
     assert len(lines) == 3
     assert lines[0].startswith("REDIS_URL='localhost:6379' is invalid: the scheme must be redis://")
     assert lines[1].startswith("JOURNEY_SWEEP_AFTER='2 minutes' is invalid: '2 minutes' is not a duration")
-    assert "expected a duration such as 30s" in lines[1]
+    assert "a duration such as 30s" in lines[1]
     assert lines[2] == "JOURNEY_WORKER_THREADS='0' is invalid: it must be at least 1; expected a whole number >= 1"
+
+
+def test_a_hint_the_reason_already_gives_is_not_repeated():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"JOURNEY_SWEEP_AFTER": "2 minutes"})
+
+    assert str(caught.value) == (
+        "JOURNEY_SWEEP_AFTER='2 minutes' is invalid: '2 minutes' is not a duration; "
+        "write a duration such as 30s, 15m, 1h, 3d, 2w or 1d12h"
+    )
 
 
 def test_unsupported_database_is_refused():

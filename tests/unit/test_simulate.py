@@ -40,19 +40,30 @@ def test_each_sample_runs_renders_every_message_and_ends_every_enrollment(name):
 
 
 def test_human_output_is_a_timeline_per_customer():
-    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"), "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"))
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"),
+                    "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"))
     assert result.exit_code == 0
     out = result.output
     assert out.index("ada (") < out.index("grace (") < out.index("linus (")
     assert "2024-05-06 11:00  cart_abandonment     reminder         send email cart_reminder (marketing): 'Ada, your cart is waiting'" in out
     assert "converted: goal:order_completed" in out
-    assert out.rstrip().splitlines()[-2] == "3 customers, 3 enrollments (1 completed, 2 converted), 8 sends, 1 held"
+    # grace was never in the audience: no removal for her
+    assert out.rstrip().splitlines()[-2] == "4 customers, 4 enrollments (1 completed, 3 converted), 7 sends, 1 held"
+
+
+def test_the_samples_anonymous_checkout_then_identify_is_one_customer_converted_without_a_reminder():
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"),
+                    "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"), "--json")
+    margaret = [json.loads(line) for line in result.output.splitlines() if json.loads(line)["customer"] == "margaret"]
+    assert [(e["effect"], e.get("status")) for e in margaret if e["effect"] in ("enter", "send", "hold", "exit")] == [
+        ("enter", None), ("exit", "converted")]
 
 
 def test_quiet_hours_defer_graces_reminder_and_her_order_then_holds_it():
     # 06:30 in New York: the reminder falls due at 07:30, inside the quiet hours (21:00-08:00);
     # it waits for 08:00, when she has just ordered: held, with the reason.
-    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"), "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"))
+    result = invoke("simulate", str(ROOT / "journeys" / "cart_abandonment.yaml"),
+                    "--events", str(ROOT / "journeys" / "samples" / "cart_abandonment.jsonl"))
     grace = result.output.split("grace (")[1].split("\n\n")[0]
     assert ("2024-05-06 11:30  cart_abandonment     reminder         DEFERRED email cart_reminder (marketing): "
             "quiet hours 21:00-08:00 America/New_York: deferred to 2024-05-06T12:00:00+00:00") in grace
@@ -99,7 +110,8 @@ def test_each_send_shows_its_kind():
 def test_until_stops_the_clock(tmp_path):
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(json.dumps(e) for e in [
-        {"type": "identify", "userId": "u", "traits": {"first_name": "Uma", "email": "u@example.com", "phone": "+15550100"}, "timestamp": "2024-05-06T09:00:00Z"},
+        {"type": "identify", "userId": "u", "traits": {"first_name": "Uma", "email": "u@example.com", "phone": "+15550100"},
+         "timestamp": "2024-05-06T09:00:00Z"},
         {"type": "track", "event": "order_completed", "userId": "u", "timestamp": "2024-05-06T10:00:00Z",
          "properties": {"order_id": "o", "total": 5}},
     ]) + "\n")  # fmt: skip
@@ -122,6 +134,28 @@ def test_bad_input_is_reported_with_its_line(tmp_path):
     assert invalid.exit_code == RET_INVALID and "broken.yaml is invalid" in invalid.output
     bad_until = CliRunner().invoke(main, ["simulate", str(ROOT / "journeys"), "--events", str(events), "--until", "3 days"])
     assert bad_until.exit_code == 2 and "not a duration" in bad_until.output
+
+
+def test_a_misspelt_type_in_an_events_file_gets_a_suggestion_and_its_line(tmp_path):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "trak", "event": "checkout_started", "userId": "u", "timestamp": "2024-05-06T10:00:00Z"}\n')
+
+    result = CliRunner().invoke(main, ["simulate", str(ROOT / "journeys"), "--events", str(events)])
+
+    assert result.exit_code == 1
+    assert f"{events}:1: " in result.output
+    assert "unknown type 'trak'. Did you mean 'track'?" in result.output
+
+
+def test_a_directory_of_events_says_to_give_one_file(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    result = CliRunner().invoke(main, ["simulate", "journeys", "--events", "journeys/samples"])
+
+    assert result.exit_code == RET_INVALID
+    assert result.output == (
+        "Error: --events journeys/samples is a directory; give one file of events (JSON lines), "
+        "such as --events journeys/samples/cart_abandonment.jsonl\n"
+    )
 
 
 def test_a_whole_directory_routes_one_event_to_every_journey_it_triggers():

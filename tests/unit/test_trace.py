@@ -53,7 +53,7 @@ def test_explanation_shows_the_path_conditions_wait_and_delivery_outcome(abandon
     path = [(t["step"], t["what"]) for t in cart["trace"]]
     assert path[:3] == [(None, "condition"), (None, "enter"), (None, "stage")]
     assert path.index(("wait_1h", "wait")) < path.index(("wait_1h", "resume")) < path.index(("reminder", "run"))
-    assert path[-2:] == [("leave_audience", "end"), ("leave_audience", "delivery sent")]
+    assert path[-2:] == [("bought", "goal"), ("bought", "end")]  # never added to the audience: no removal
     trigger = cart["trace"][0]
     assert (trigger["detail"], trigger["value"], trigger["error"]) == (
         "trigger checkout_started: event.properties.cart_value > 0", True, None)
@@ -85,10 +85,13 @@ def test_text_is_a_timeline_people_can_read(abandoned_then_bought):
     assert re.search(r"  wait_1h  wait until (\d{4}-\d\d-\d\d )?\d\d:\d\d\n", text)
     assert "  reminder  send email cart_reminder (marketing) -> sent (provider id rec-1)\n" in text
     assert re.search(r"  bought  wait for order_completed until \d{4}-\d\d-\d\d \d\d:\d\d\n", text)
-    assert "  leave_audience  end converted  (goal:order_completed)\n" in text
+    assert "  bought  end converted  (goal:order_completed)\n" in text
     assert "delivery sent" not in text  # the outcome is on the send line, once
     assert "condition customer.points >= 1000 && (!has(customer.tier) || customer.tier != \"gold\") -> false\n" in text
-    assert "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text: no field 'item_count'" in text
+    assert (
+        "  thank_you  send email order_thanks (transactional) -> failed: template: template order_thanks.text "
+        "(order_followup v1 templates/order_thanks.text.j2 line 3): no field 'item_count'"
+    ) in text
     assert "\norder_followup v1  active at delivered  started " in text
     assert "  now at delivered, waiting for order_delivered until " in text
 

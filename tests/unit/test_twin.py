@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from engine.twin import Twin, deliveries, trace
+from engine.twin import Twin, deliveries, next_due, trace
 
 ROOT = Path(__file__).parents[2]
 START = dt.datetime(2024, 5, 6, 10, tzinfo=dt.timezone.utc)
@@ -53,3 +53,24 @@ def test_twins_share_nothing():
     with Twin([], start=START) as one, Twin([], start=START) as other:
         identified(one)
         assert one.customers() == ["ada"] and other.customers() == []
+
+
+def test_an_anonymous_customer_is_named_by_their_anonymous_id_when_a_send_fails():
+    with Twin([ROOT / "journeys" / "order_followup.yaml"], start=START) as twin:
+        twin.send({**ORDER, "userId": None, "anonymousId": "anon-123"})
+        [thanks] = twin.read(deliveries, "anon-123")
+        assert thanks.error == "anonymous customer 'anon-123' has no email; a email message needs one"
+
+
+def test_a_paused_journeys_due_timer_waits_for_the_resume_and_is_not_claimed_again_meanwhile():
+    with Twin([ROOT / "journeys" / "cart_abandonment.yaml"], start=START) as twin:
+        identified(twin)
+        twin.send({"type": "track", "event": "checkout_started", "userId": "ada",
+                   "properties": {"cart_value": 80, "order_id": "o-1", "currency": "EUR", "item_count": 1}})
+        twin.set_status("cart_abandonment", "paused")
+        twin.advance(dt.timedelta(hours=2))  # the reminder's timer falls due while paused
+        assert next_due(twin.services) is None  # nothing for the scheduler until the resume
+        assert twin.read(deliveries, "ada") == []
+        twin.set_status("cart_abandonment", "active")
+        twin.advance(dt.timedelta(seconds=1))
+        assert [d.step for d in twin.read(deliveries, "ada")] == ["reminder"]

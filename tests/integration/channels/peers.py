@@ -175,7 +175,7 @@ class Mailbox:
         if self._replies:
             return self._replies.pop(0)
         self.envelopes.append(envelope)
-        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))  # type: ignore[arg-type]
+        self.messages.append(message_from_bytes(envelope.content, policy=policy.default))
         return "250 2.0.0 Ok: queued"
 
 

@@ -69,7 +69,7 @@ def test_an_smtp_550_user_unknown_suppresses_the_address_and_the_next_send_is_he
     assert (entry.channel, entry.address, entry.customer_id, entry.reason) == (
         "email", "ada@example.com", None, "hard_bounce")
     assert entry.note is not None and "550 5.1.1 <ada@example.com>: No such user" in entry.note
-    assert f"delivery {first}, journey nps_survey, customer ada" in entry.note
+    assert f"delivery {first}, journey nps_survey, customer 'ada'" in entry.note
     # and a second bounce of the same address finds the same entry
     again = record(services, first, email.send(email_to("ada@example.com", "d-1")))
     assert again is not None and again.id == entry.id

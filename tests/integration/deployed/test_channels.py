@@ -40,7 +40,7 @@ def sent(deployment: Deployment, customer: str, count: int) -> list[Any]:
 def test_every_process_logs_its_channels_configured(deployment: Deployment):
     # The worker and the scheduler read the channel settings from the environment
     for process in ("worker", "scheduler"):
-        line = eventually(lambda: [ln for ln in deployment.log(process).splitlines() if "channels configured" in ln],
+        line = eventually(lambda: [ln for ln in deployment.log(process).splitlines() if "channels configured" in ln],  # noqa: B023 - called here
                           bool, f"the {process}'s start-up log")[0]
         assert line.endswith("channels configured: email, log, push, retargeting, sms, webhook"), line
 

@@ -86,3 +86,9 @@ def test_a_customer_without_email_or_usable_phone_has_no_identifiers() -> None:
 )
 def test_only_a_retargeting_remove_is_a_removal(channel: str, content: dict[str, str] | None, removal: bool) -> None:
     assert is_removal(channel, content) is removal
+
+
+def test_an_anonymous_customer_is_matched_by_address_only_their_anonymous_id_is_no_user_id() -> None:
+    identifiers = hashed_identifiers(Recipient("anon-123", email="ada@example.com", anonymous=True))
+
+    assert identifiers == {"email_sha256": sha256_hex("ada@example.com")}

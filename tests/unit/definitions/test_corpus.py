@@ -87,6 +87,12 @@ EXPECTED: dict[str, list[str]] = {
     'jinja_syntax_inline': [
         "line 17, col 13, steps[0].send.text: Jinja syntax error: Unexpected end of template. Jinja was looking for the following tags: 'elif' or 'else' or 'endif'. The innermost block that needs to be closed is 'if'.",
     ],
+    'key_not_deep_enough': [
+        "line 15, col 5, steps[0].timeout: unknown key 'timeout' in the step: move it into 'wait_until' (indent it under wait_until); it belongs to wait_until, not to the step",
+    ],
+    'key_too_deep': [
+        "line 16, col 7, steps[0].wait_until.on_event: unknown key 'on_event' in wait_until: move it up one level, in line with 'wait_until'; it belongs to the step, not to wait_until",
+    ],
     'many_problems': [
         'line 11, col 55, goal.when: unknown field \'order_idd\' in "event.properties.order_idd == trigger.properties.order_id" (event.properties has: nothing; if the field is real, add it to sample.events)',
         "line 14, col 11, steps[0].wait: '1 hour' is not a duration; write a duration such as 30s, 15m, 1h, 3d, 2w or 1d12h",
@@ -130,8 +136,11 @@ EXPECTED: dict[str, list[str]] = {
     'template_missing_part': [
         "line 13, col 38, steps[0].send.template: template 'only_text' has no 'subject' part; add only_text.subject.j2 to tests/corpus/templates",
     ],
+    'template_render_error': [
+        "line 13, col 38, steps[0].send.template: template points_by_zero.text (tests/corpus/templates/points_by_zero.text.j2 line 3): ZeroDivisionError: integer division or modulo by zero (rendering the journey's sample)",
+    ],
     'template_variable_absent': [
-        "line 13, col 38, steps[0].send.template: template needs_last_name.text: no field 'last_name'. Did you mean 'first_name'? (has: email, first_name, id, phone, points, stage, timezone); add it to the journey's sample (sample.customer or sample.events) or fix the name",
+        "line 13, col 38, steps[0].send.template: template needs_last_name.text (tests/corpus/templates/needs_last_name.text.j2 line 1): no field 'last_name'. Did you mean 'first_name'? (has: email, first_name, id, phone, points, stage, timezone); add it to the journey's sample (sample.customer or sample.events) or fix the name",
     ],
     'trigger_kind': [
         "line 5, col 3, trigger: unknown key 'evnt'. Did you mean 'event'? (needs either 'event' or 'segment')",
@@ -152,7 +161,7 @@ EXPECTED: dict[str, list[str]] = {
         "line 12, col 5, steps[0]: unknown key 'sned'. Did you mean 'send'? (a step needs exactly one of send, wait, wait_until, branch, split, update, reward, referral, exit)",
     ],
     'unknown_template': [
-        "line 13, col 38, steps[0].send.template: unknown template 'greetng'. Did you mean 'greeting'? (in tests/corpus/templates: broken_syntax, greeting, needs_last_name, only_text)",
+        "line 13, col 38, steps[0].send.template: unknown template 'greetng'. Did you mean 'greeting'? (in tests/corpus/templates: broken_syntax, greeting, needs_last_name, only_text, points_by_zero)",
     ],
     'unknown_top_key': [
         "line 1, col 1, missing key 'stage'",
@@ -161,8 +170,26 @@ EXPECTED: dict[str, list[str]] = {
     'webhook_no_url': [
         "line 13, col 11, steps[0].send: a webhook send needs 'url', where the body is posted",
     ],
+    'yaml_colon_in_value': [
+        'line 15, col 18, YAML syntax error: the value of \'subject\' contains \': \'; put it in quotes: subject: "Hi: your cart"\n       13 |     send:\n       14 |       channel: email\n    >  15 |       subject: Hi: your cart',
+    ],
+    'yaml_indentation': [
+        "line 17, col 6, YAML indentation error: 'template' is indented 5 spaces, in line with no key above it; indent it 6 spaces to put it under 'send' with 'channel' (line 16), or 4 spaces to put it beside 'send' (line 15)\n       15 |     send:\n       16 |       channel: email\n    >  17 |      template: greeting",
+    ],
+    'yaml_indentation_list': [
+        "line 14, col 4, YAML indentation error: this list item is indented 3 spaces, but the items before it are at 2 ('- id: wait_1h', line 12); indent every item of a list alike\n       12 |   - id: wait_1h\n       13 |     wait: 1h\n    >  14 |    - id: reminder",
+    ],
+    'yaml_indentation_too_deep': [
+        "line 15, col 17, YAML indentation error: 'template' is indented more than 'channel' (line 14), so it reads as more of channel's value; indent it 6 spaces, like 'channel'\n       13 |     send:\n       14 |       channel: email\n    >  15 |         template: greeting",
+    ],
+    'yaml_list_item_for_key': [
+        "line 11, col 1, YAML indentation error: a list item ('- ') where a key is expected; remove the '- ', or indent the item under the key whose list it is\n        9 |     checkout_started:\n       10 |       properties: {cart_value: 120, order_id: o-1}\n    >  11 | - steps:",
+    ],
     'yaml_syntax': [
-        "line 5, col 6, YAML syntax error: expected ',' or '}', but got ':' (while parsing a flow mapping)",
+        "line 5, col 6, YAML syntax error: the '{' on line 4, col 10 is never closed; end it with '}' on that line\n        3 | stage: consideration\n        4 | trigger: {event: checkout_started\n    >   5 | steps:",
+    ],
+    'yaml_tab': [
+        'line 13, col 1, YAML syntax error: a tab in the indentation; YAML indents with spaces only: replace the tab with spaces\n       11 | steps:\n       12 |   - id: wait_1h\n    >  13 | \twait: 1h',
     ],
 }
 

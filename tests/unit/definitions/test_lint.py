@@ -61,7 +61,8 @@ def test_transactional_send_without_goal_is_fine(load) -> None:
 
 def test_the_goal_warning_follows_each_sends_own_kind(load) -> None:
     receipts = "steps:\n  - id: a\n    send: {channel: sms, text: Paid, kind: transactional}\n"
-    mixed = "policy: {kind: transactional}\nsteps:\n  - id: a\n    send: {channel: sms, text: Paid}\n  - id: b\n    send: {channel: sms, text: Offer, kind: marketing}\n"
+    mixed = ("policy: {kind: transactional}\nsteps:\n  - id: a\n    send: {channel: sms, text: Paid}\n"
+             "  - id: b\n    send: {channel: sms, text: Offer, kind: marketing}\n")
 
     assert messages(load(receipts)) == []  # a marketing journey whose only send is transactional
     assert messages(load(mixed)) == [
@@ -86,7 +87,8 @@ def test_conditions_that_can_never_hold(load) -> None:
 
     assert messages(load(text)) == [
         'line 17, col 15, steps[0].branch[0].when: "1 > 2" is always false, so it can never hold',
-        'line 21, col 15, steps[0].branch[2].when: "trigger.properties.cart_value > 10" repeats an earlier case of this branch, so it never picks this path',
+        'line 21, col 15, steps[0].branch[2].when: "trigger.properties.cart_value > 10" repeats an earlier case of this branch, '
+        'so it never picks this path',
     ]
 
 

@@ -36,12 +36,12 @@ def test_cart_abandonment_resolves_every_target() -> None:
 
     bought = journey.step("bought")
     assert isinstance(bought, WaitUntilStep)
-    assert (bought.on_event, bought.on_timeout, bought.timeout) == ("leave_audience", "big_cart", dt.timedelta(hours=24))
+    assert (bought.on_event, bought.on_timeout, bought.timeout) == (None, "big_cart", dt.timedelta(hours=24))
     branch = journey.step("big_cart")
     assert isinstance(branch, BranchStep)
     assert [c.goto for c in branch.cases] == ["discount"] and branch.next == "retarget"
     assert journey.step("leave_audience").next is None
-    assert journey.goal is not None and journey.goal.goto == "leave_audience"
+    assert journey.goal is not None and journey.goal.goto is None
     assert journey.entry.reentry == "after" and journey.entry.reentry_after == dt.timedelta(days=7)
 
 
@@ -159,7 +159,8 @@ def test_a_send_may_override_the_journeys_kind(load) -> None:
 
 
 def test_a_wrong_send_kind_is_located_with_the_choices(load) -> None:
-    text = "steps:\n  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactionl}\n  - id: b\n    send: {channel: sms, text: Hi, kind: 1}\n"
+    text = ("steps:\n  - id: receipt\n    send: {channel: sms, text: Paid, kind: transactionl}\n"
+            "  - id: b\n    send: {channel: sms, text: Hi, kind: 1}\n")
 
     with pytest.raises(DefinitionError) as caught:
         load(text)

@@ -7,7 +7,7 @@ import json
 import pytest
 from runtime_helpers import T0, checkout, customer, event, hours, journey
 
-from engine.runtime import Enrollment, EventArrived, Exit, Send, TimerFired, advance, start
+from engine.runtime import CancelTimer, Enrollment, EventArrived, Exit, Send, TimerFired, advance, start, stop
 
 JOURNEY = """goal:
   event: order_completed
@@ -159,3 +159,12 @@ def test_a_state_stored_before_audiences_were_tracked_reads_them_from_its_visits
 def test_the_audiences_round_trip_through_json():
     _, out = at_pause()
     assert Enrollment.from_dict(json.loads(json.dumps(out.state.to_dict()))) == out.state
+
+
+def test_an_enrollment_stopped_by_a_merge_leaves_the_audiences_no_other_enrollment_holds():
+    j, out = at_pause()
+    stopped = stop(j, out.state, customer(), T0 + hours(2), "merged", keep_audiences={"carts"})
+    assert (stopped.state.status, stopped.state.reason) == ("exited", "merged")
+    assert removals(stopped) == [("e1:leave:browsers", "join_browsers", "browsers")]  # carts: the kept one's
+    assert any(isinstance(c, CancelTimer) for c in stopped.commands) and isinstance(stopped.commands[-1], Exit)
+    assert not stop(j, stopped.state, customer(), T0 + hours(3), "merged").changed

@@ -266,7 +266,8 @@ def test_a_condition_that_fails_at_run_time_counts_as_false_and_is_traced():
 
 
 def test_branch_without_else_continues_with_the_next_step():
-    j = journey("steps:\n  - id: b\n    branch:\n      - when: customer.tier == 'gold'\n        goto: end\n  - id: after\n    send: {channel: log, text: x}\n")
+    j = journey("steps:\n  - id: b\n    branch:\n      - when: customer.tier == 'gold'\n        goto: end\n"
+                "  - id: after\n    send: {channel: log, text: x}\n")
     assert [s.step for s in of(Send, start(j, "e1", customer(tier="silver"), checkout(), T0))] == ["after"]
     assert of(Send, start(j, "e1", customer(tier="gold"), checkout(), T0)) == []
 
@@ -379,7 +380,8 @@ def test_reward_to_the_referrer_names_the_referral_code():
 
 
 def test_referral_issues_a_stable_code_stores_it_and_reuses_an_existing_one():
-    j = journey("steps:\n  - id: code\n    referral: {program: friends, store_as: my_code}\n  - id: ask\n    send: {channel: log, text: \"{{ customer.my_code }}\"}\n")
+    j = journey("steps:\n  - id: code\n    referral: {program: friends, store_as: my_code}\n"
+                "  - id: ask\n    send: {channel: log, text: \"{{ customer.my_code }}\"}\n")
     out = start(j, "e1", customer("c-9"), checkout(), T0)
     [issued] = of(IssueReferral, out)
     assert issued.code == referral_code(customer("c-9"), "friends") and issued.code.startswith("ADA-")

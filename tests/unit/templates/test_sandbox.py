@@ -23,7 +23,19 @@ def test_missing_field_is_an_error_naming_it_with_a_suggestion(engine: TemplateE
     with pytest.raises(UndefinedVariable) as caught:
         template.render({"customer": {"first_name": "Ada"}})
 
-    assert str(caught.value) == "template greeting.text: no field 'first_nme'. Did you mean 'first_name'? (has: first_name)"
+    assert str(caught.value) == "template greeting.text (line 1): no field 'first_nme'. Did you mean 'first_name'? (has: first_name)"
+
+
+def test_a_render_error_names_the_file_and_the_line(engine: TemplateEngine) -> None:
+    template = engine.compile("Hi {{ customer.first_name }},\n\n{{ customer.points // 0 }} points",
+                              "points.text", file="journeys/templates/points.text.j2")
+
+    with pytest.raises(TemplateError) as caught:
+        template.render({"customer": {"first_name": "Ada", "points": 3}})
+
+    assert str(caught.value) == (
+        "template points.text (journeys/templates/points.text.j2 line 3): ZeroDivisionError: integer division or modulo by zero"
+    )
 
 
 def test_syntax_error_has_the_line(engine: TemplateEngine) -> None:
@@ -62,7 +74,7 @@ def test_string_repetition_is_capped(engine: TemplateEngine) -> None:
 def test_runaway_loop_is_stopped_by_its_step_budget(engine: TemplateEngine) -> None:
     template = engine.compile("{% for i in range(100000) %}{% for j in range(100000) %}{{ j.real }}{% endfor %}{% endfor %}", "slow")
 
-    with pytest.raises(TemplateError, match=r"template slow: rendering took more than 100000 steps"):
+    with pytest.raises(TemplateError, match=r"template slow \(line 1\): rendering took more than 100000 steps"):
         TemplateEngine(max_output=10**9).compile(template.source, "slow").render({})
 
 
@@ -70,7 +82,7 @@ def test_a_loop_that_looks_nothing_up_is_stopped_by_its_cpu_time() -> None:
     spinning = TemplateEngine(max_output=10**9, max_steps=10**9, max_cpu_seconds=0.2)
     template = spinning.compile("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}", "spin")
 
-    with pytest.raises(TemplateError, match=r"template spin: rendering used more than 0.2s of CPU time"):
+    with pytest.raises(TemplateError, match=r"template spin \(line 1\): rendering used more than 0.2s of CPU time"):
         template.render({})
 
 
