@@ -296,8 +296,9 @@ _ERRORS = {
     503: "The database is unavailable: nothing was stored, retry after Retry-After seconds",
 }
 
-INGEST_SECURITY = [{"basic": []}, {"bearer": []}]
-ADMIN_SECURITY = [{"basic": []}, {"bearer": []}]
+#: Either kind of Authorization header (a batch may also name its key in its body or URL).
+INGEST_SECURITY: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"basic": []}, {"bearer": []}]
 
 
 def query(name: str, schema: Schema, description: str, *, required: bool = False) -> Schema:
