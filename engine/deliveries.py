@@ -1,211 +1,343 @@
-"""What operators do with deliveries: list them by status, and resolve the ``unknown`` ones.
+"""What operators do with deliveries: list them, and retry, drop, resend or mark sent.
 
-A delivery is ``unknown`` when a worker stopped in the middle of its send: the
-provider may or may not have it. An operator who knows (the provider's logs, the
-customer) says so: **resend** it (pending again and enqueued; a second copy may arrive)
-or **mark it sent**. The admin API (``/v1/deliveries``) and ``journey deliveries`` call
-the same functions with the same checks, and each action is recorded in the delivery's
-trace with who took it. Channels whose provider deduplicates on the idempotency key
-never need this: the sweeper resends their unknown deliveries itself
+The command line (``journey deliveries``) and the admin API (``/v1/deliveries``) call
+these functions, with the same checks; each action is recorded in each delivery's
+trace with who took it, and in the audit log (:mod:`engine.audit`). Selections by ids
+or by filter work as :mod:`engine.actions` says.
+
+| action | applies to | makes it |
+|---|---|---|
+| retry | ``dead``, ``failed`` | ``pending``, enqueued, attempts from 0 (the full ``CHANNEL_MAX_ATTEMPTS``; the trace keeps the old count) |
+| drop | ``dead``, ``failed``, ``unknown``, ``pending`` | ``dropped``, with ``droppedAt`` and ``droppedBy``: given up, never sent, never deleted |
+| resend | ``unknown`` | ``pending``, enqueued (a second copy may arrive) |
+| mark-sent | ``unknown`` | ``sent`` (when is not known: ``sentAt`` stays empty) |
+
+A delivery is ``unknown`` when a worker stopped in the middle of its send: the provider
+may or may not have it. Channels whose provider deduplicates on the idempotency key
+never need an operator for those: the sweeper resends them itself
 (:func:`engine.delivery.sweep_abandoned`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from sqlalchemy import select, update
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
+from engine import actions
+from engine.audit import Actor
 from engine.delivery import trace_row
 from engine.errors import ConflictError, NotFoundError, Problem
 from engine.orchestrator import Followups
 from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
-from engine.segment import whole_number
-from engine.storage.models import Customer, Delivery, TraceEntry
+from engine.storage.models import Customer, Delivery
 from engine.storage.upsert import insert_rows
+from engine.storage.models import TraceEntry
 
 if TYPE_CHECKING:
     from engine.services import Services
 
 #: Every status a delivery can have (see :class:`~engine.storage.models.Delivery`).
-STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown")
-LISTING_FIELDS = ("status", "limit", "cursor")
-SELECTION_FIELDS = ("ids", "all")
-#: The largest delivery id (a BIGINT).
-MAX_DELIVERY_ID = 2**63 - 1
+STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
+Status = Literal["pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped"]
+LISTING_FIELDS = ("status", "channel", "journey", "reason", "since", "until", "limit", "cursor")
+DeliveryId = Annotated[int, Field(ge=1, le=actions.MAX_ID)]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What an action does: the statuses it applies to, and what it makes of a delivery."""
+
+    action: str
+    done: str  # the trace's word: "delivery retried"
+    applies: tuple[str, ...]
+    hint: str
+    enqueue: bool
+
+    def values(self, now: datetime, actor: Actor) -> dict[str, Any]:
+        """The columns the action sets."""
+        if self.action == "retry":
+            return {"status": "pending", "attempts": 0, "error": None, "not_before": None, "enqueued_at": now,
+                    "updated_at": now}
+        if self.action == "drop":
+            return {"status": "dropped", "dropped_at": now, "dropped_by": actor.name, "updated_at": now}
+        if self.action == "resend":
+            return {"status": "pending", "error": None, "enqueued_at": now, "updated_at": now}
+        return {"status": "sent", "error": None, "updated_at": now}
+
+
+RULES = {
+    rule.action: rule for rule in (
+        Rule("retry", "retried", ("dead", "failed"), "only dead or failed deliveries can be retried", True),
+        Rule("drop", "dropped", ("dead", "failed", "unknown", "pending"),
+             "only dead, failed, unknown or pending deliveries can be dropped", False),
+        Rule("resend", "resent", ("unknown",),
+             "only unknown deliveries can be resent (see `journey deliveries list --status unknown`)", True),
+        Rule("mark-sent", "marked sent", ("unknown",),
+             "only unknown deliveries can be marked sent (see `journey deliveries list --status unknown`)", False),
+    )
+}
+ACTIONS = tuple(RULES)
+
+
+class DeliveryFilter(actions.Strict):
+    """Which deliveries: every condition given holds (none given: every delivery)."""
+
+    status: Status | None = Field(None, description="only this status (`held`: see `reason`)")
+    channel: str | None = Field(None, max_length=32, description="only this channel")
+    journey: str | None = Field(None, max_length=100, description="only this journey's")
+    reason: str | None = Field(None, min_length=1, max_length=200,
+                               description="only those whose error or held reason contains this, in any case")
+    since: AwareDatetime | None = Field(None, description="created at or after this time")
+    until: AwareDatetime | None = Field(None, description="created before this time")
+
+    @model_validator(mode="after")
+    def _window(self) -> DeliveryFilter:
+        problem = actions.window_problem(self.since, self.until)
+        if problem:
+            raise PydanticCustomError("window", problem)
+        return self
+
+    def where(self) -> list[ColumnElement[bool]]:
+        """The filter as SQL conditions."""
+        conditions: list[ColumnElement[bool]] = []
+        if self.status is not None:
+            conditions.append(Delivery.status == self.status)
+        if self.channel is not None:
+            conditions.append(Delivery.channel == self.channel)
+        if self.journey is not None:
+            conditions.append(Delivery.journey_id == self.journey)
+        if self.reason is not None:
+            conditions.append(func.lower(Delivery.error).contains(self.reason.lower(), autoescape=True))
+        if self.since is not None:
+            conditions.append(Delivery.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(Delivery.created_at < self.until)
+        return conditions
+
+
+class DeliveryAction(actions.Strict):
+    """The deliveries an action is for: ``ids``, or every one a ``filter`` selects that the action applies to.
+
+    ``{"all": true}`` is the same as ``{"filter": {}}``.
+    """
+
+    ids: list[DeliveryId] | None = Field(None, min_length=1, max_length=MAX_LIMIT,
+                                         description=f"these deliveries (at most {MAX_LIMIT}): all of them, or none")
+    filter: DeliveryFilter | None = Field(None, description="every delivery it selects that the action applies to")
+    all: Literal[True] | None = Field(None, description="every delivery the action applies to")
+
+    @model_validator(mode="after")
+    def _one(self) -> DeliveryAction:
+        given = [name for name in ("ids", "filter", "all") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise PydanticCustomError("selection", "give the deliveries as ids, a filter, or all: true (one of them)"
+                             + (f", not {' and '.join(given)}" if given else ""))
+        return self
+
+
+class DeliveryView(BaseModel):
+    """A delivery as the API and the command line show it."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    id: int
+    customer: str = Field(description="the customer's user id")
+    journey: str
+    version: int
+    step: str
+    channel: str
+    kind: str
+    status: Status
+    attempts: int
+    error: str | None = Field(description="the last error, or why a policy held it back")
+    created_at: datetime = Field(alias="createdAt")
+    updated_at: datetime = Field(alias="updatedAt", description="for an unknown delivery: when its send began")
+    dropped_at: datetime | None = Field(None, alias="droppedAt")
+    dropped_by: str | None = Field(None, alias="droppedBy")
+
+
+class DeliveryPage(BaseModel):
+    """A page of deliveries, oldest first."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    deliveries: list[DeliveryView]
+    next_cursor: str | None = Field(alias="nextCursor", description="pass as cursor for the next page")
+
+
+class DeliveryActionResult(BaseModel):
+    """What an action did."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    action: str
+    acted: int = Field(description="how many deliveries it changed")
+    deliveries: list[DeliveryView] | None = Field(
+        None, description="the deliveries as they are now (selected by ids; by a filter, only the count)")
+    enqueued: bool | None = Field(None, description="retry and resend: False if the broker could not take them "
+                                                    "now (they are pending: the scheduler enqueues them)")
+    audit_id: int = Field(alias="auditId", description="the action's row in the audit log")
 
 
 @dataclass(frozen=True)
 class DeliveryListing:
-    """A checked listing query: a status filter, the page size, and the last id of the previous page."""
+    """A checked listing query: a filter, the page size, and the last id of the previous page."""
 
-    status: str | None = None
+    filter: DeliveryFilter = field(default_factory=DeliveryFilter)
     limit: int = DEFAULT_LIMIT
     after: int | None = None
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Deliveries an action is for: these ``ids``, or ``every`` delivery it applies to."""
-
-    ids: tuple[int, ...] = ()
-    every: bool = False
-
-
 def read_listing(query: Mapping[str, Any]) -> DeliveryListing:
-    """Check a listing query: ``status``, ``limit`` and ``cursor``, all optional.
+    """Check a listing query: the filter's fields, ``limit`` and ``cursor``, all optional.
 
     Raises:
         PayloadError: every problem found, each naming its parameter.
     """
-    fields = RequestFields(dict(query), LISTING_FIELDS, "status=unknown&limit=100", "parameter")
-    status = fields.choice("status", STATUSES, "a delivery status") if "status" in query else None
+    fields = RequestFields(dict(query), LISTING_FIELDS, "status=dead&channel=email&limit=100", "parameter")
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the deliveries per page, 1 to {MAX_LIMIT}")
     cursor = fields.cursor("cursor")
     fields.raise_if_any("the listing")
-    return DeliveryListing(status, DEFAULT_LIMIT if limit is None else limit, cursor)
+    wanted = actions.checked(DeliveryFilter, {k: query[k] for k in LISTING_FIELDS[:6] if k in query}, "the listing")
+    return DeliveryListing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
-def read_selection(body: Any, *, every: bool = True) -> Selection:
-    """Check an action's body: ``{"ids": [1, 2]}``, or ``{"all": true}`` where ``every`` allows it.
-
-    Raises:
-        PayloadError: every problem found, each naming its field.
-    """
-    fields = RequestFields(body, SELECTION_FIELDS if every else ("ids",), '{"ids": [12, 13]}')
-    ids, everything = body.get("ids"), body.get("all")
-    if everything is not None and every and everything is not True:
-        fields.problem("all", f"must be true (every unknown delivery), not {everything!r}; or give ids")
-    if ids is None and everything is None:
-        fields.problem("ids", "is required: the ids of the deliveries" + (", or all: true" if every else ""))
-    elif ids is not None and everything is not None and every:
-        fields.problem("ids", "give ids or all: true, not both")
-    elif ids is not None:
-        if not isinstance(ids, list) or not ids:
-            fields.problem("ids", f"must be a non-empty list of delivery ids, not {ids!r}")
-        elif len(ids) > MAX_LIMIT:
-            fields.problem("ids", f"lists {len(ids)} deliveries; at most {MAX_LIMIT} at a time")
-        else:
-            for index, value in enumerate(ids):
-                number = whole_number(value)
-                if number is None or not 1 <= number <= MAX_DELIVERY_ID:
-                    fields.problem(f"ids[{index}]", f"must be a delivery id (a whole number from 1 to {MAX_DELIVERY_ID}), "
-                                                    f"not {value!r}")
-    fields.raise_if_any("the request")
-    return Selection(tuple(dict.fromkeys(int(value) for value in ids or ())), everything is True)  # checked whole
-
-
-def list_deliveries(session: Session, listing: DeliveryListing) -> tuple[list[dict[str, Any]], str | None]:
+def list_deliveries(session: Session, listing: DeliveryListing) -> tuple[list[DeliveryView], str | None]:
     """A page of deliveries, oldest first; the entries, and the cursor of the next page (None: the last)."""
-    query = select(Delivery, Customer.external_id).join(Customer, Customer.id == Delivery.customer_id)
-    if listing.status is not None:
-        query = query.where(Delivery.status == listing.status)
+    query = select(Delivery).where(*listing.filter.where())
     if listing.after is not None:
         query = query.where(Delivery.id > listing.after)
-    rows = session.execute(query.order_by(Delivery.id).limit(listing.limit + 1)).all()
+    rows = list(session.execute(query.order_by(Delivery.id).limit(listing.limit + 1)).scalars())
     page = rows[: listing.limit]
-    cursor = str(page[-1][0].id) if len(rows) > listing.limit else None
-    return [delivery_view(delivery, user_id) for delivery, user_id in page], cursor
+    cursor = str(page[-1].id) if len(rows) > listing.limit else None
+    return views(session, page), cursor
 
 
-def delivery_view(delivery: Delivery, user_id: str | None) -> dict[str, Any]:
-    """A delivery as the API and the command line show it."""
-    return {
-        "id": delivery.id,
-        "customer": user_id if user_id is not None else f"customer {delivery.customer_id}",
-        "journey": delivery.journey_id,
-        "version": delivery.version,
-        "step": delivery.step,
-        "channel": delivery.channel,
-        "kind": delivery.kind,
-        "status": delivery.status,
-        "attempts": delivery.attempts,
-        "error": delivery.error,
-        "createdAt": delivery.created_at.isoformat(),
-        "updatedAt": delivery.updated_at.isoformat(),
-    }
-
-
-def resend(session: Session, selection: Selection, now: datetime, by: str) -> list[dict[str, Any]]:
-    """Make the selected unknown deliveries pending again (to be enqueued after the commit).
-
-    Returns:
-        The deliveries as they are now; enqueue them with their channel.
-
-    Raises:
-        NotFoundError: an id names no delivery (all such ids named).
-        ConflictError: a delivery is not ``unknown`` (each one named).
-    """
-    return _resolve(session, selection, now, "resent", f"by {by}",
-                    {"status": "pending", "error": None, "enqueued_at": now, "updated_at": now})
-
-
-def mark_sent(session: Session, selection: Selection, now: datetime, by: str) -> list[dict[str, Any]]:
-    """Record the selected unknown deliveries as sent (when is not known: ``sent_at`` stays empty).
-
-    Raises:
-        NotFoundError: an id names no delivery (all such ids named).
-        ConflictError: a delivery is not ``unknown`` (each one named).
-    """
-    return _resolve(session, selection, now, "marked sent", f"by {by}",
-                    {"status": "sent", "error": None, "updated_at": now})
-
-
-def resend_now(services: Services, selection: Selection, by: str) -> tuple[list[dict[str, Any]], bool]:
-    """:func:`resend` in one transaction, then enqueue what it made pending.
-
-    Returns:
-        The deliveries, and False if the broker could not take them (they are pending
-        in the database: the scheduler's sweep enqueues them).
-    """
-    with services.sessions.begin() as session:
-        resent = resend(session, selection, services.clock(), by)
-    enqueued = services.dispatch(Followups(deliveries=[(d["id"], d["channel"]) for d in resent])) if resent else True
-    return resent, bool(enqueued)
-
-
-def mark_sent_now(services: Services, selection: Selection, by: str) -> list[dict[str, Any]]:
-    """:func:`mark_sent` in one transaction."""
-    with services.sessions.begin() as session:
-        return mark_sent(session, selection, services.clock(), by)
-
-
-def _resolve(session: Session, selection: Selection, now: datetime, what: str, note: str,
-             values: dict[str, Any]) -> list[dict[str, Any]]:
-    """Change the selected ``unknown`` deliveries with ``values`` and trace it; all of them or none."""
-    statement = update(Delivery).where(Delivery.status == "unknown")
-    if not selection.every:
-        _check_unknown(session, selection.ids)
-        statement = statement.where(Delivery.id.in_(selection.ids))
-    changed = list(session.execute(statement.values(**values).returning(Delivery)).scalars())
-    insert_rows(session, TraceEntry, [trace_row(d, now, what, None, note) for d in changed])
+def views(session: Session, deliveries: Sequence[Delivery]) -> list[DeliveryView]:
+    """The deliveries as shown, with their customers' user ids."""
     users = dict(session.execute(
-        select(Customer.id, Customer.external_id).where(Customer.id.in_({d.customer_id for d in changed}))
-    ).all())
-    return [delivery_view(d, users.get(d.customer_id)) for d in sorted(changed, key=lambda d: d.id)]
+        select(Customer.id, Customer.external_id).where(Customer.id.in_({d.customer_id for d in deliveries}))
+    ).all()) if deliveries else {}
+    return [delivery_view(d, users.get(d.customer_id)) for d in deliveries]
 
 
-def _check_unknown(session: Session, ids: Sequence[int]) -> None:
-    """Lock the deliveries ``ids``; raise naming every one that does not exist or is not ``unknown``."""
-    found = dict(session.execute(
-        select(Delivery.id, Delivery.status).where(Delivery.id.in_(ids)).with_for_update()
-    ).all())
+def delivery_view(delivery: Delivery, user_id: str | None) -> DeliveryView:
+    """A delivery as the API and the command line show it."""
+    return DeliveryView(
+        id=delivery.id, customer=user_id if user_id is not None else f"customer {delivery.customer_id}",
+        journey=delivery.journey_id, version=delivery.version, step=delivery.step, channel=delivery.channel,
+        kind=delivery.kind, status=delivery.status, attempts=delivery.attempts, error=delivery.error,
+        created_at=delivery.created_at, updated_at=delivery.updated_at, dropped_at=delivery.dropped_at,
+        dropped_by=delivery.dropped_by,
+    )
+
+
+def act(services: Services, action: str, selection: DeliveryAction, actor: Actor) -> DeliveryActionResult:
+    """Carry out ``action`` (one of :data:`ACTIONS`) on the deliveries ``selection`` names.
+
+    Raises:
+        NotFoundError: an id names no delivery (every such id named).
+        ConflictError: by ids, a delivery the action does not apply to (each one named, with its status).
+        PayloadError: by filter, a status the action does not apply to.
+    """
+    rule = RULES[action]
+    enqueue = _enqueue(services) if rule.enqueue else None
+    name = f"deliveries.{action}"
+    if selection.ids is not None:
+        ids = list(dict.fromkeys(selection.ids))
+        changed, enqueued, entry = actions.by_ids(
+            services, actor, name, ids, lambda session, now: _change_ids(session, rule, ids, now, actor), enqueue)
+        return DeliveryActionResult(action=action, acted=len(changed), deliveries=changed,
+                                    enqueued=enqueued if rule.enqueue else None, audit_id=entry)
+    wanted = selection.filter or DeliveryFilter()
+    if wanted.status is not None and wanted.status not in rule.applies:
+        raise ConflictError("the request", [Problem("filter.status", f"{wanted.status} deliveries cannot be "
+                                                                    f"{rule.done}; {rule.hint}")])
+    upto = _newest(services, wanted, rule)
+    recorded = {"filter": wanted.model_dump(mode="json", exclude_none=True)}
+
+    def batch(session: Session, after: int | None, now: datetime) -> tuple[int | None, list[DeliveryView]]:
+        if upto is None:
+            return None, []
+        query = select(Delivery).where(*wanted.where(), Delivery.status.in_(rule.applies), Delivery.id <= upto)
+        if after is not None:
+            query = query.where(Delivery.id > after)
+        rows = list(session.execute(query.order_by(Delivery.id).limit(actions.BATCH).with_for_update()).scalars())
+        if not rows:
+            return None, []
+        return rows[-1].id, _change(session, rule, rows, now, actor)
+
+    acted, enqueued, entry = actions.by_filter(services, actor, name, recorded, batch, enqueue)
+    return DeliveryActionResult(action=action, acted=acted, enqueued=enqueued if rule.enqueue else None,
+                                audit_id=entry)
+
+
+def _newest(services: Services, wanted: DeliveryFilter, rule: Rule) -> int | None:
+    """The newest delivery the action on a filter may take: rows written after it starts are not its."""
+    with services.sessions() as session:
+        return session.execute(
+            select(func.max(Delivery.id)).where(*wanted.where(), Delivery.status.in_(rule.applies))
+        ).scalar_one_or_none()
+
+
+def _enqueue(services: Services) -> Any:
+    def enqueue(changed: list[DeliveryView]) -> bool:
+        return bool(services.dispatch(Followups(deliveries=[(d.id, d.channel) for d in changed])))
+
+    return enqueue
+
+
+def _change_ids(session: Session, rule: Rule, ids: list[int], now: datetime, actor: Actor) -> list[DeliveryView]:
+    """Lock the deliveries ``ids`` and change them all; raise naming every one that is missing or refused."""
+    found = {d.id: d for d in session.execute(
+        select(Delivery).where(Delivery.id.in_(ids)).order_by(Delivery.id).with_for_update()
+    ).scalars()}
     missing = [i for i in ids if i not in found]
-    wrong = [Problem(f"ids[{index}]", f"delivery {i} is {found[i]}, not unknown; only unknown deliveries can be "
-                                      f"resolved (see `journey deliveries unknown`)")
-             for index, i in enumerate(ids) if i in found and found[i] != "unknown"]
+    wrong = [Problem(f"ids[{index}]", f"delivery {i} is {found[i].status}; {rule.hint}")
+             for index, i in enumerate(ids) if i in found and found[i].status not in rule.applies]
     if missing:
         others = f" (and {'; '.join(p.message for p in wrong)})" if wrong else ""
         raise NotFoundError(f"no delivery has the id {', '.join(map(str, missing))}{others}")
     if wrong:
         raise ConflictError("the request", wrong)
+    return _change(session, rule, [found[i] for i in ids], now, actor)
+
+
+def _change(session: Session, rule: Rule, rows: list[Delivery], now: datetime, actor: Actor) -> list[DeliveryView]:
+    """Apply ``rule`` to the locked ``rows`` and trace each (a retry notes the attempts it had)."""
+    traces = []
+    for delivery in rows:
+        note = f"by {actor.note}"
+        if rule.action == "retry":
+            note += f", after {delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''}"
+        traces.append(trace_row(delivery, now, rule.done, None, note))
+        for column, value in rule.values(now, actor).items():
+            setattr(delivery, column, value)
+    session.flush()
+    insert_rows(session, TraceEntry, traces)
+    return views(session, rows)
+
+
+# The command line's and the older API's names for two of the actions.
+def resend_now(services: Services, selection: DeliveryAction, actor: Actor) -> DeliveryActionResult:
+    """Send unknown deliveries again (:func:`act` ``resend``)."""
+    return act(services, "resend", selection, actor)
+
+
+def mark_sent_now(services: Services, selection: DeliveryAction, actor: Actor) -> DeliveryActionResult:
+    """Record unknown deliveries as sent (:func:`act` ``mark-sent``)."""
+    return act(services, "mark-sent", selection, actor)
 
 
 __all__ = [
-    "DeliveryListing", "STATUSES", "Selection", "delivery_view", "list_deliveries", "mark_sent", "read_listing",
-    "read_selection", "resend", "resend_now", "mark_sent_now",
+    "ACTIONS", "DeliveryAction", "DeliveryActionResult", "DeliveryFilter", "DeliveryListing", "DeliveryPage",
+    "DeliveryView", "RULES", "STATUSES", "act", "delivery_view", "list_deliveries", "mark_sent_now", "read_listing",
+    "resend_now", "views",
 ]

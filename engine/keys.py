@@ -1,7 +1,11 @@
 """API keys: created once, stored only as a SHA-256 hash, recognizable by their prefix.
 
-A key looks like ``je_write_3q2...`` or ``je_admin_Xy...``: the prefix lets secret
-scanners and people tell at a glance what leaked and how much it can do.
+A key looks like ``je_write_3q2...``, ``je_read_Ab...`` or ``je_admin_Xy...``: the prefix
+lets secret scanners and people tell at a glance what leaked and how much it can do.
+
+Scopes: a ``write`` key sends events; a ``read`` key may read the admin API (every GET)
+but not act; an ``admin`` key reads and acts (and may send events). Lists show a key's
+id, prefix and name, never the key.
 """
 
 from __future__ import annotations
@@ -20,16 +24,33 @@ from engine.errors import AuthError
 from engine.storage.models import ApiKey
 
 WRITE_PREFIX = "je_write_"
+READ_PREFIX = "je_read_"
 ADMIN_PREFIX = "je_admin_"
+#: What a key may do: send events, look at the admin API, or also act on it.
+SCOPES = ("write", "read", "admin")
+PREFIXES = {"write": WRITE_PREFIX, "read": READ_PREFIX, "admin": ADMIN_PREFIX}
+#: Characters of the random part a key's stored prefix keeps, to tell keys apart.
+SHOWN = 4
 
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: the key's id, name (the event source) and scope."""
+    """Who is calling: the key's id, name (the event source), scope and prefix (never the key)."""
 
     key_id: int
     name: str
-    admin: bool
+    scope: str = "write"
+    prefix: str = ""
+
+    @property
+    def admin(self) -> bool:
+        """Whether the key may act on the admin API."""
+        return self.scope == "admin"
+
+    @property
+    def actor(self) -> str:
+        """The key as the audit log and the trace name it: id, prefix and name."""
+        return f"key {self.key_id} {self.prefix}… ({self.name})"
 
 
 def hash_key(key: str) -> str:
@@ -37,20 +58,24 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_key(session: Session, name: str, *, admin: bool = False) -> tuple[ApiKey, str]:
+def create_key(session: Session, name: str, *, admin: bool = False, scope: str | None = None) -> tuple[ApiKey, str]:
     """Create a key named ``name`` and return (its row, the key in clear).
 
-    The clear key is not stored anywhere; the caller shows it once.
+    ``scope`` is one of :data:`SCOPES` (``admin=True`` is ``scope="admin"``; the default
+    is a write key). The clear key is not stored anywhere; the caller shows it once.
     """
     name = name.strip()
     if not name:
         raise ValueError("a key needs a name, e.g. the app that will use it: `journey keys create web-app`")
-    secret = (ADMIN_PREFIX if admin else WRITE_PREFIX) + secrets.token_urlsafe(24)
+    scope = scope or ("admin" if admin else "write")
+    if scope not in SCOPES:
+        raise ValueError(f"unknown key scope {scope!r}; use one of {', '.join(SCOPES)}")
+    secret = PREFIXES[scope] + secrets.token_urlsafe(24)
     row = ApiKey(
         name=name,
-        prefix=secret[: len(WRITE_PREFIX) + 4],
+        prefix=secret[: len(PREFIXES[scope]) + SHOWN],
         key_hash=hash_key(secret),
-        admin=admin,
+        scope=scope,
         created_at=datetime.now(timezone.utc),
     )
     session.add(row)
@@ -63,7 +88,7 @@ def authenticate(session: Session, key: str | None, *, admin_required: bool = Fa
 
     Raises:
         AuthError: 401 when the key is missing, unknown or revoked; 403 when a write
-            key is used where an admin key is required.
+            or read key is used where an admin key is required.
     """
     if not key:
         raise AuthError(
@@ -71,7 +96,7 @@ def authenticate(session: Session, key: str | None, *, admin_required: bool = Fa
             "or as writeKey in the body"
         )
     row = session.execute(
-        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.admin, ApiKey.revoked_at).where(
+        select(ApiKey.id, ApiKey.name, ApiKey.prefix, ApiKey.scope, ApiKey.revoked_at).where(
             ApiKey.key_hash == hash_key(key)
         )
     ).one_or_none()
@@ -79,9 +104,34 @@ def authenticate(session: Session, key: str | None, *, admin_required: bool = Fa
         raise AuthError("unknown API key: check the key, or create one with `journey keys create NAME`")
     if row.revoked_at is not None:
         raise AuthError(f"the API key {row.prefix}… was revoked; create a new one with `journey keys create`")
-    if admin_required and not row.admin:
-        raise write_key_on_admin_path()
-    return Principal(key_id=row.id, name=row.name, admin=row.admin)
+    principal = Principal(key_id=row.id, name=row.name, scope=row.scope, prefix=row.prefix)
+    if admin_required:
+        require(principal, "admin")
+    return principal
+
+
+def require(principal: Principal, needed: str, what: str = "this endpoint") -> None:
+    """Check that ``principal`` may do what needs the scope ``needed`` (one of :data:`SCOPES`).
+
+    An admin key may do everything; a read key may only read the admin API; a write key
+    may only send events.
+
+    Raises:
+        AuthError: 403, saying what the key is, what it may do and which key to use.
+    """
+    have = principal.scope
+    if have == "admin" or have == needed:
+        return
+    if have == "read":
+        if needed == "write":
+            raise AuthError("this is a read key, which may only read the admin API; sending events needs a write "
+                            "key (`journey keys create NAME`)", status=403)
+        raise AuthError(f"this is a read key, which may look but not act; {what} needs an admin key "
+                        "(`journey keys create NAME --admin`)", status=403)
+    if needed == "read":
+        raise AuthError("this is a write key, which may only send events; this endpoint needs a read key "
+                        "(`journey keys create NAME --read`) or an admin key", status=403)
+    raise write_key_on_admin_path()
 
 
 def write_key_on_admin_path() -> AuthError:

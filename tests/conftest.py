@@ -192,10 +192,10 @@ def redis_services(pg_url: str, redis_namespace: str) -> Iterator[Services]:
     close_services(services)
 
 
-def create_key(services: Services, name: str = "test-app", *, admin: bool = False) -> str:
-    """Create an API key and return it in clear."""
+def create_key(services: Services, name: str = "test-app", *, admin: bool = False, scope: str | None = None) -> str:
+    """Create an API key (a write key, unless ``admin`` or another ``scope``) and return it in clear."""
     with services.sessions.begin() as session:
-        return keys.create_key(session, name, admin=admin)[1]
+        return keys.create_key(session, name, admin=admin, scope=scope)[1]
 
 
 def drain(services: Services, timeout: float = 30.0) -> None:

@@ -1,5 +1,6 @@
 """The FastAPI application: ``/v1/track`` and friends, ``/v1/batch``, the admin views and
-operations (customers, suppressions, consents, deliveries), ``/metrics`` and ``/u`` (unsubscribe).
+operations (customers, suppressions, consents, deliveries, failed events, the audit log),
+``/metrics`` and ``/u`` (unsubscribe). A read key may GET the admin views; acting needs an admin key.
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
@@ -18,11 +19,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -32,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from channels import registry as channel_registry
-from engine import deliveries, ingest, keys, metrics, preferences
+from engine import audit, deliveries, failed_events, ingest, keys, metrics, preferences
 from engine.api import spec
 from engine.api.views import customer_view
 from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem, did_you_mean
@@ -84,13 +86,24 @@ def create_app(services: Services) -> FastAPI:
         if app.openapi_schema is None:
             document = get_openapi(title=app.title, version=app.version, routes=app.routes,
                                    description="Segment-compatible ingestion and the admin API of Journey Engine.")
-            for operations in document["paths"].values():
+            for path, operations in document["paths"].items():
                 for operation in operations.values():
                     operation["responses"].pop("422", None)  # every problem is a 400 (the Error schema)
+                    if "security" not in operation and operation["operationId"] != "health_health_get":
+                        # The operator endpoints that declare their own body and answer with models.
+                        action = path.startswith(("/v1/deliveries/", "/v1/events/failed/"))
+                        operation["security"] = spec.ADMIN_SECURITY
+                        errors = spec.responses(None, 400, 401, 403, *((404, 409) if action else ()))
+                        operation["responses"] = {**errors["responses"], **operation["responses"]}
                     for parameter in operation.get("parameters", []):
                         if parameter["in"] == "path" and parameter["name"] == "channel":
                             parameter["schema"]["enum"] = any_channel  # the channels installed here
-            document["components"] = spec.components(channels)
+            components = document.setdefault("components", {})
+            generated = {name: schema for name, schema in components.get("schemas", {}).items()
+                         if name not in ("HTTPValidationError", "ValidationError")}  # never answered: a 400
+            ours = spec.components(channels)
+            components["schemas"] = {**generated, **ours["schemas"]}
+            components["securitySchemes"] = {**components.get("securitySchemes", {}), **ours["securitySchemes"]}
             app.openapi_schema = document
         return app.openapi_schema
 
@@ -141,15 +154,22 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse({"success": False, "code": "unavailable", "message": message}, 503,
                             headers={"Retry-After": "5"})
 
-    async def authenticate(key: Any, *, admin: bool = False) -> keys.Principal:
+    async def authenticate(key: Any, *, admin: bool = False, read: bool = False,
+                           what: str = "this endpoint") -> keys.Principal:
         key = key if isinstance(key, str) else None
         principal = key_cache.get(key)
         if principal is None:
             principal = await run_in_threadpool(_authenticate, services, key)
             key_cache.put(key or "", principal)
-        if admin and not principal.admin:
-            raise keys.write_key_on_admin_path()
+        keys.require(principal, "admin" if admin else "read" if read else "write", what)
         return principal
+
+    def acting(what: str) -> Callable[[Request], Any]:
+        """A dependency: an admin key, checked before the body is (a read key is told it may only look)."""
+        async def admin_key(request: Request) -> keys.Principal:
+            return await authenticate(_basic_key(request), admin=True, what=what)
+
+        return admin_key
 
     async def ingest_request(request: Request, type_: str | None) -> JSONResponse:
         received_at = services.clock()
@@ -181,13 +201,13 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/v1/customers/{ident}", openapi_extra=_admin_doc(spec.ref("Customer"), 400, 404))
     async def get_customer(ident: Ident, request: Request) -> JSONResponse:
         """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, customer_view))
 
     @app.get("/v1/customers/{ident}/trace", openapi_extra=_admin_doc({"type": "object"}, 400, 404))
     async def get_customer_trace(ident: Ident, request: Request) -> JSONResponse:
         """What the journeys did with the customer: enrollments, paths, conditions, waits, deliveries."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
 
     @app.post("/v1/suppressions", status_code=201, openapi_extra={
@@ -214,7 +234,7 @@ def create_app(services: Services) -> FastAPI:
     })
     async def list_suppressions(request: Request) -> JSONResponse:
         """The suppression list, newest first, by ``channel`` and ``address``; pages of ``limit`` from ``cursor``."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         listing = preferences.read_listing(request.query_params)
         entries, cursor = await run_in_threadpool(_transaction, services, preferences.list_suppressions, listing)
         return JSONResponse({"suppressions": entries, "nextCursor": cursor})
@@ -243,7 +263,7 @@ def create_app(services: Services) -> FastAPI:
     }, 400, 404))
     async def get_consents(ident: Ident, request: Request) -> JSONResponse:
         """The customer's consent choices by channel and topic (none recorded: marketing is allowed)."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.consents_of, ident))
 
     @app.put("/v1/customers/{ident}/consents", openapi_extra={
@@ -258,46 +278,76 @@ def create_app(services: Services) -> FastAPI:
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.set_consent, ident, wanted,
                                                     services.clock(), f"admin API, key {principal.name}"))
 
-    @app.get("/v1/deliveries", openapi_extra={
-        "parameters": spec.listing_parameters(
-            spec.query("status", {"enum": list(deliveries.STATUSES)}, "only deliveries with this status"),
-        ),
-        **_admin_doc(_listing("deliveries", "Delivery"), 400),
-    })
+    @app.get("/v1/deliveries", response_model=deliveries.DeliveryPage,
+             openapi_extra=_listing_doc(deliveries.DeliveryFilter, "deliveries"))
     async def list_deliveries(request: Request) -> JSONResponse:
-        """Deliveries oldest first, by ``status`` (``unknown``: a worker stopped while sending them);
-        pages of ``limit`` from ``cursor``."""
-        await authenticate(_basic_key(request), admin=True)
+        """Deliveries oldest first, by ``status`` (``dead``, ``unknown``: a worker stopped while sending them,
+        ``held``...), ``channel``, ``journey``, ``reason`` and creation time; pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), read=True)
         listing = deliveries.read_listing(request.query_params)
         entries, cursor = await run_in_threadpool(_transaction, services, deliveries.list_deliveries, listing)
-        return JSONResponse({"deliveries": entries, "nextCursor": cursor})
+        return _model(deliveries.DeliveryPage(deliveries=entries, next_cursor=cursor))
 
-    @app.post("/v1/deliveries/resend", openapi_extra={
-        **spec.json_body(spec.ref("ResendRequest"), example={"ids": [1, 2]}),
-        **_admin_doc({"type": "object", "properties": {
-            "deliveries": {"type": "array", "items": spec.ref("Delivery")}, "enqueued": {"type": "boolean"},
-        }, "required": ["deliveries", "enqueued"]}, 400, 404, 409),
-    })
-    async def resend_deliveries(request: Request) -> JSONResponse:
-        """Send unknown deliveries again (``{"ids": [...]}`` or ``{"all": true}``): pending and enqueued."""
-        principal = await authenticate(_basic_key(request), admin=True)
-        selection = deliveries.read_selection(await _json_body(request))
-        resent, enqueued = await run_in_threadpool(deliveries.resend_now, services, selection,
-                                                   f"admin API, key {principal.name}")
-        return JSONResponse({"deliveries": resent, "enqueued": enqueued})
+    def delivery_action(action: str, summary: str) -> None:
+        admin_key = Depends(acting(f"{action} of deliveries"))
 
-    @app.post("/v1/deliveries/mark-sent", openapi_extra={
-        **spec.json_body(spec.ref("MarkSentRequest"), example={"ids": [3]}),
-        **_admin_doc({"type": "object", "properties": {"deliveries": {"type": "array", "items": spec.ref("Delivery")}},
-                      "required": ["deliveries"]}, 400, 404, 409),
-    })
-    async def mark_deliveries_sent(request: Request) -> JSONResponse:
-        """Record unknown deliveries (``{"ids": [...]}``) as sent: the provider had them."""
-        principal = await authenticate(_basic_key(request), admin=True)
-        selection = deliveries.read_selection(await _json_body(request), every=False)
-        marked = await run_in_threadpool(deliveries.mark_sent_now, services, selection,
-                                         f"admin API, key {principal.name}")
-        return JSONResponse({"deliveries": marked})
+        async def act(selection: deliveries.DeliveryAction, principal: keys.Principal = admin_key) -> JSONResponse:
+            return _model(await run_in_threadpool(deliveries.act, services, action, selection,
+                                                  audit.Actor.of_key(principal)))
+
+        act.__doc__ = summary + (" By ``ids`` (all or none: 404 for an unknown id, 409 naming each one the action "
+                                 "does not apply to), or every delivery a ``filter`` selects, in batches. Written "
+                                 "to each delivery's trace and to the audit log.")
+        app.add_api_route(f"/v1/deliveries/{action}", act, methods=["POST"], name=f"{action}_deliveries",
+                          response_model=deliveries.DeliveryActionResult)
+
+    delivery_action("retry", "Send dead or failed deliveries again: pending and enqueued, their attempts from 0.")
+    delivery_action("drop", "Give up dead, failed, unknown or pending deliveries: ``dropped``, never sent, kept.")
+    delivery_action("resend", "Send unknown deliveries again: pending and enqueued (a second copy may arrive).")
+    delivery_action("mark-sent", "Record unknown deliveries as sent: the provider had them.")
+
+    @app.get("/v1/events/failed", response_model=failed_events.FailedEventPage,
+             openapi_extra=_listing_doc(failed_events.EventFilter, "events"))
+    async def list_failed_events(request: Request) -> JSONResponse:
+        """Stored events that failed to apply, oldest first: ``failing`` (still retried), ``failed`` (given up),
+        ``dropped``; by ``name``, ``source`` and receipt time; pages of ``limit`` from ``cursor``."""
+        await authenticate(_basic_key(request), read=True)
+        listing = failed_events.read_listing(request.query_params)
+        entries, cursor = await run_in_threadpool(_transaction, services, failed_events.list_failed, listing)
+        return _model(failed_events.FailedEventPage(events=entries, next_cursor=cursor))
+
+    def event_action(action: str, summary: str) -> None:
+        admin_key = Depends(acting(f"{action} of events"))
+
+        async def act(selection: failed_events.EventAction, principal: keys.Principal = admin_key) -> JSONResponse:
+            return _model(await run_in_threadpool(failed_events.act, services, action, selection,
+                                                  audit.Actor.of_key(principal)))
+
+        act.__doc__ = summary + (" By ``ids`` (all or none: 404 for an unknown id, 409 naming each one applied, "
+                                 "dropped or never failed), or every failing or failed event a ``filter`` selects, "
+                                 "in batches. Written to the audit log.")
+        app.add_api_route(f"/v1/events/failed/{action}", act, methods=["POST"], name=f"{action}_events",
+                          response_model=failed_events.EventActionResult)
+
+    event_action("retry", "Apply failing or failed events again: enqueued, their attempts from 0.")
+    event_action("drop", "Give up failing or failed events: never applied; the rows stay, with who and when.")
+
+    @app.get("/v1/audit", response_model=audit.AuditPage, openapi_extra={"parameters": [
+        {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}, "description": "entries per page"},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the nextCursor of the previous page"},
+    ]})
+    async def list_audit(request: Request) -> JSONResponse:
+        """The operator actions, newest first: who (a key by id, prefix and name), when, what, on what, how many."""
+        await authenticate(_basic_key(request), read=True)
+        fields = preferences.RequestFields(dict(request.query_params), ("limit", "cursor"), "limit=100", "parameter")
+        limit = fields.whole("limit", 1, preferences.MAX_LIMIT, f"the entries per page, 1 to {preferences.MAX_LIMIT}")
+        cursor = fields.cursor("cursor")
+        fields.raise_if_any("the listing")
+        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit or preferences.DEFAULT_LIMIT,
+                                       cursor)
+        return _model(page)
 
     metrics_doc = spec.responses(None, 401, 403)
     metrics_doc["responses"]["200"] = {"description": "The metrics in Prometheus' text format",
@@ -306,7 +356,7 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/metrics", openapi_extra={"security": spec.ADMIN_SECURITY, **metrics_doc})
     async def get_metrics(request: Request) -> Response:
         """Prometheus metrics, read from the database and the broker at scrape time (admin key)."""
-        await authenticate(_basic_key(request), admin=True)
+        await authenticate(_basic_key(request), read=True)
         body = await run_in_threadpool(metrics.render, registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
@@ -406,6 +456,25 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
 
     endpoint.__doc__ = f"Ingest a Segment {'batch' if type_ is None else type_} call."
     return endpoint
+
+
+def _model(model: BaseModel) -> JSONResponse:
+    """A response model as JSON, with its API field names."""
+    return JSONResponse(model.model_dump(mode="json", by_alias=True))
+
+
+def _listing_doc(filter_model: type[BaseModel], noun: str) -> dict[str, Any]:
+    """The OpenAPI of a listing's query: the filter's fields, then ``limit`` and ``cursor``."""
+    schema = filter_model.model_json_schema()
+    parameters = [{"name": name, "in": "query", "required": False, "schema": field,
+                   "description": field.get("description", "")} for name, field in schema["properties"].items()]
+    parameters += [
+        {"name": "limit", "in": "query", "required": False, "description": f"{noun} per page",
+         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}},
+        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "the nextCursor of the previous page"},
+    ]
+    return {"parameters": parameters}
 
 
 def _authenticate(services: Services, key: str | None) -> keys.Principal:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from channels.base import ADDRESS_FIELDS
-from engine import deliveries, preferences
+from engine import preferences
 from engine.policy import REASONS
 from engine.segment import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_ID_NUMBER, MIN_ID_NUMBER, TYPES
 
@@ -163,10 +163,6 @@ def components(channels: Sequence[str]) -> Schema:
             "channel": {"type": "string"}, "topic": {"type": "string"}, "subscribed": {"type": "boolean"},
             "source": {"type": ["string", "null"]}, "at": {"type": "string"},
         }, "required": ["channel", "topic", "subscribed", "source", "at"]},
-        "Delivery": {"type": "object", "properties": {
-            "id": {"type": "integer"}, "customer": {"type": "string"}, "journey": {"type": "string"},
-            "status": {"enum": list(deliveries.STATUSES)}, "channel": {"type": "string"},
-        }, "required": ["id", "customer", "journey", "status", "channel"]},
         "Customer": {"type": "object", "properties": {
             "id": {"type": "integer"}, "userId": {"type": ["string", "null"]},
             "anonymousIds": {"type": "array", "items": {"type": "string"}},
@@ -199,20 +195,6 @@ def components(channels: Sequence[str]) -> Schema:
         },
         "required": ["channel", "subscribed"],
         "additionalProperties": False,
-    }
-    ids = {"type": "array", "minItems": 1, "maxItems": preferences.MAX_LIMIT,
-           "items": {"type": "integer", "minimum": 1, "maximum": deliveries.MAX_DELIVERY_ID}}
-    schemas["ResendRequest"] = {
-        "type": "object",
-        "properties": {"ids": _nullable(ids), "all": {"enum": [True, None]}},
-        "additionalProperties": False,
-        "anyOf": [
-            {"required": ["ids"], "properties": {"ids": ids, "all": {"type": "null"}}},
-            {"required": ["all"], "properties": {"all": {"const": True}, "ids": {"type": "null"}}},
-        ],
-    }
-    schemas["MarkSentRequest"] = {
-        "type": "object", "properties": {"ids": ids}, "required": ["ids"], "additionalProperties": False,
     }
     return {
         "schemas": schemas,

@@ -25,7 +25,9 @@ _COMMAND_MODULES = (
     "engine.cli.replay",  # replay
     "engine.cli.ops",  # trace, queues
     "engine.cli.policy",  # suppress add / list / remove, consent set / show
-    "engine.cli.deliveries",  # deliveries unknown / resend / mark-sent
+    "engine.cli.deliveries",  # deliveries list / unknown / retry / drop / resend / mark-sent
+    "engine.cli.events",  # events failed / retry / drop
+    "engine.cli.audit",  # audit
 )
 
 

@@ -1,117 +1,161 @@
-"""``journey deliveries``: see deliveries and resolve the ``unknown`` ones.
+"""``journey deliveries``: list deliveries, and retry, drop, resend or mark them sent.
 
-A delivery is ``unknown`` when a worker stopped in the middle of its send. The same
-checks and records as the admin API (:mod:`engine.deliveries`): a bad id is ``Error:
-...`` naming it, with exit code RET_NOT_FOUND (no such delivery) or RET_INVALID (not
-unknown). The group is the home of every delivery command (listing by status,
-retrying and dropping dead ones belong here too).
+The same checks and records as the admin API (:mod:`engine.deliveries`): by IDs, all
+or nothing (an id that names nothing exits with RET_NOT_FOUND, one the action does not
+apply to with RET_INVALID, each named with its reason); by filter options or ``--all``,
+every delivery selected that the action applies to, in batches. Each action is written
+to the delivery's trace and to the audit log (``journey audit``) as ``cli:<user>``.
 """
 
 from __future__ import annotations
 
-import getpass
-import json
+from collections.abc import Callable
 from typing import Any
 
 import click
-from sqlalchemy.orm import Session
 
 from engine import deliveries as operations
-from engine.cli.common import all_pages, in_transaction, run
+from engine.actions import checked
+from engine.audit import Actor
+from engine.cli.common import run
+from engine.cli.selection import at, echo_json, report, require_selection, table, window_options
 from engine.preferences import MAX_LIMIT
+from engine.services import Services
+
+COLUMNS = [("ID", "id"), ("STATUS", "status"), ("CUSTOMER", "customer"), ("JOURNEY", "journey"), ("STEP", "step"),
+           ("CHANNEL", "channel"), ("WHEN", "updatedAt"), ("ATTEMPTS", "attempts"), ("ERROR / REASON", "error")]
 
 
-def _by() -> str:
-    """Who acts, for the trace: the command line and the operating-system user."""
-    try:
-        return f"command line ({getpass.getuser()})"
-    except (KeyError, OSError):  # no user name in this environment (a bare container)
-        return "command line"
+def filter_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The filter: --status, --channel, --journey, --reason, --since, --until (created)."""
+    command = window_options("created")(command)
+    for option in reversed([
+        click.option("--status", type=click.Choice(operations.STATUSES), help="Only this status."),
+        click.option("--channel", help="Only this channel (email, sms...)."),
+        click.option("--journey", help="Only this journey's deliveries."),
+        click.option("--reason", help="Only those whose error or held reason contains TEXT (any case).",
+                     metavar="TEXT"),
+    ]):
+        command = option(command)
+    return command
 
 
-def _selection(ids: tuple[int, ...], every: bool | None) -> operations.Selection:
-    """The deliveries named; ``every`` is None for a command without ``--all``."""
-    if every and ids:
-        raise click.UsageError("give delivery IDs or --all, not both")
-    if not every and not ids:
-        raise click.UsageError("give the IDs of the deliveries (see `journey deliveries unknown`)"
-                               + (" or --all" if every is not None else ""))
-    return operations.Selection(ids=tuple(dict.fromkeys(ids)), every=bool(every))
+def _filter(services: Services, options: dict[str, Any]) -> operations.DeliveryFilter:
+    now = services.clock()
+    values = {**options, "since": at(options.get("since"), now), "until": at(options.get("until"), now)}
+    return checked(operations.DeliveryFilter, {k: v for k, v in values.items() if v is not None})
 
 
 @click.group("deliveries")
 def deliveries() -> None:
-    """See deliveries and resolve the unknown ones (a worker stopped while sending them)."""
+    """List deliveries by status, channel, journey and time; retry, drop, resend or mark them sent."""
+
+
+@deliveries.command("list")
+@filter_options
+@click.option("--limit", type=click.IntRange(min=1), default=MAX_LIMIT, show_default=True,
+              help="Show at most this many (oldest first).")
+@click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON.")
+def list_command(limit: int, as_json: bool, **options: Any) -> None:
+    """List deliveries, oldest first: `--status dead` (retries exhausted), `unknown` (a worker
+    stopped while sending), `failed`, `held` (with the policy's reason), `pending`...
+
+    WHEN is when the delivery last changed (for an unknown one: when its send began, to
+    compare with the provider's logs).
+    """
+
+    def read(services: Services) -> tuple[list[operations.DeliveryView], bool]:
+        wanted = _filter(services, options)
+        found: list[operations.DeliveryView] = []
+        after: int | None = None
+        with services.sessions() as session:
+            while len(found) < limit:
+                listing = operations.DeliveryListing(wanted, min(MAX_LIMIT, limit - len(found) + 1), after)
+                page, cursor = operations.list_deliveries(session, listing)
+                found += page
+                if cursor is None:
+                    break
+                after = int(cursor)
+        return found[:limit], len(found) > limit
+
+    entries, more = run(read)
+    if as_json:
+        echo_json(entries)
+    elif not entries:
+        click.echo("no deliveries" + (" match" if any(v is not None for v in options.values()) else ""))
+    else:
+        click.echo(table(entries, COLUMNS))
+    if more:
+        click.echo(f"(the first {limit} shown; narrow the filter or pass --limit)", err=True)
 
 
 @deliveries.command("unknown")
 @click.option("--json", "as_json", is_flag=True, help="Print the deliveries as JSON.")
-def unknown(as_json: bool) -> None:
-    """List the deliveries whose send may or may not have happened, oldest first
-    (WHEN: when the send began, to compare with the provider's logs).
+@click.pass_context
+def unknown(ctx: click.Context, as_json: bool) -> None:
+    """List the deliveries whose send may or may not have happened (`list --status unknown`).
 
-    Resolve each with `journey deliveries resend` (a second copy may arrive) or
-    `journey deliveries mark-sent` (the provider had it). Webhooks and audiences are
-    resent automatically: their providers deduplicate on the key.
+    Resolve each with `journey deliveries resend` (a second copy may arrive),
+    `mark-sent` (the provider had it) or `drop`. Webhooks and audiences are resent
+    automatically: their providers deduplicate on the key.
     """
-
-    def read(session: Session) -> list[dict[str, Any]]:
-        return all_pages(lambda cursor: operations.list_deliveries(session, operations.read_listing(
-            {"status": "unknown", "limit": MAX_LIMIT, **({"cursor": cursor} if cursor else {})})))
-
-    entries = in_transaction(read)
-    if as_json:
-        click.echo(json.dumps(entries, indent=2))
-    elif not entries:
-        click.echo("no unknown deliveries")
-    else:
-        click.echo(format_deliveries(entries))
+    ctx.invoke(list_command, status="unknown", as_json=as_json, limit=MAX_LIMIT)
 
 
-@deliveries.command("resend")
-@click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="ID...")
-@click.option("--all", "every", is_flag=True, help="Every unknown delivery.")
-def resend(ids: tuple[int, ...], every: bool) -> None:
-    """Send unknown deliveries again: pending, and enqueued on their channel's queue.
+def _action(name: str, done: str, summary: str) -> click.Command:
+    @click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+    @filter_options
+    @click.option("--all", "every", is_flag=True, help="Every delivery the action applies to.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    def command(ids: tuple[int, ...], every: bool, as_json: bool, **options: Any) -> None:
+        require_selection(ids, every, options, "deliveries", "journey deliveries list")
+
+        def act(services: Services) -> operations.DeliveryActionResult:
+            if ids:
+                selection = operations.DeliveryAction(ids=list(dict.fromkeys(ids)))
+            else:
+                selection = operations.DeliveryAction(filter=_filter(services, options))
+            local.append(not services.settings.redis_url)
+            return operations.act(services, name, selection, Actor.command_line())
+
+        local: list[bool] = []
+        result = run(act)
+        report(done, result, result.deliveries, "delivery", "deliveries", as_json)
+        if result.enqueued and result.acted and local[0]:
+            click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
+                       "within JOURNEY_SWEEP_AFTER)", err=True)
+
+    command.__doc__ = summary
+    return deliveries.command(name)(command)
+
+
+_action("retry", "retried", """Send dead or failed deliveries again: pending, enqueued, attempts from 0.
+
+    By IDs, or every dead or failed delivery the filter selects (`--status dead`,
+    `--channel email`, `--since 2h`...) or `--all`. Each retry is in the delivery's trace
+    (with the attempts it had) and in the audit log.
+    """)
+_action("drop", "dropped", """Give up dead, failed, unknown or pending deliveries: `dropped`, never sent.
+
+    The rows stay, with who dropped them and when (`droppedBy`, `droppedAt`); recorded
+    in the trace and the audit log.
+    """)
+_action("resend", "resent", """Send unknown deliveries again: pending, and enqueued on their channel's queue.
 
     The customer may get a second copy if the first one did go out. Recorded in each
-    delivery's trace.
-    """
-    selection = _selection(ids, every)
-    resent, enqueued = run(lambda services: operations.resend_now(services, selection, _by()))
-    click.echo(f"resent {len(resent)} deliver{'y' if len(resent) == 1 else 'ies'}"
-               + (": " + ", ".join(str(d["id"]) for d in resent) if resent else ""))
-    if not enqueued:
-        click.echo("the broker could not take them now; they are pending and the scheduler enqueues them", err=True)
+    delivery's trace and in the audit log.
+    """)
+_action("mark-sent", "marked sent", """Record unknown deliveries as sent (the provider had them).
+
+    Recorded in each delivery's trace and in the audit log.
+    """)
 
 
-@deliveries.command("mark-sent")
-@click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="ID...")
-def mark_sent(ids: tuple[int, ...]) -> None:
-    """Record unknown deliveries as sent (the provider had them). Recorded in each delivery's trace."""
-    selection = _selection(ids, None)  # no --all: each one is a decision
-    marked = run(lambda services: operations.mark_sent_now(services, selection, _by()))
-    click.echo(f"marked {len(marked)} deliver{'y' if len(marked) == 1 else 'ies'} sent: "
-               + ", ".join(str(d["id"]) for d in marked))
-
-
-def format_deliveries(entries: list[dict[str, Any]]) -> str:
+def format_deliveries(entries: list[operations.DeliveryView]) -> str:
     """A table of deliveries."""
-    columns = [("ID", "id"), ("CUSTOMER", "customer"), ("JOURNEY", "journey"), ("STEP", "step"),
-               ("CHANNEL", "channel"), ("WHEN", "updatedAt"), ("ATTEMPTS", "attempts"), ("ERROR", "error")]
-    cells = [[_cell(e[key], key) for _, key in columns] for e in entries]
-    widths = [max(len(title), *(len(row[i]) for row in cells)) for i, (title, _) in enumerate(columns)]
-    lines = ["  ".join(title.ljust(width) for (title, _), width in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
-    return "\n".join(lines)
+    return table(entries, COLUMNS)
 
 
-def _cell(value: Any, key: str) -> str:
-    if value is None:
-        return ""
-    if key == "updatedAt":
-        return str(value)[:19].replace("T", " ")
-    return str(value)
-
+__all__ = ["deliveries", "format_deliveries"]
 
 COMMANDS = [deliveries]

@@ -12,28 +12,32 @@ from engine.storage.db import check_current
 
 @click.group("keys")
 def keys() -> None:
-    """Manage API keys (write keys ingest events; admin keys read and operate)."""
+    """Manage API keys (write keys send events; read keys look at the admin API; admin keys look and act)."""
 
 
 @keys.command("create")
 @click.argument("name")
-@click.option("--admin", is_flag=True, help="An admin key (read and operator endpoints) instead of a write key.")
-def keys_create(name: str, admin: bool) -> None:
+@click.option("--admin", is_flag=True, help="An admin key (read and act on the admin API) instead of a write key.")
+@click.option("--read", is_flag=True, help="A read key: may read the admin API (every GET) but not act.")
+def keys_create(name: str, admin: bool, read: bool) -> None:
     """Create a key named NAME and print it once.
 
     NAME is the source of the events sent with it: messageIds are deduplicated per
     source, so a rotated key keeps the same name.
     """
+    if admin and read:
+        raise click.UsageError("give --admin or --read, not both")
+    scope = "admin" if admin else "read" if read else "write"
     with services_for() as services:
         check_current(services.engine)
         try:
             with services.sessions.begin() as session:
-                _, secret = api_keys.create_key(session, name, admin=admin)
+                _, secret = api_keys.create_key(session, name, scope=scope)
         except ValueError as exc:
             fail(str(exc), RET_INVALID)
     click.echo(secret)
     click.echo(
-        f"Created {'an admin' if admin else 'a write'} key for {name!r}. It is shown only now: store it safely.",
+        f"Created {'an' if scope == 'admin' else 'a'} {scope} key for {name!r}. It is shown only now: store it safely.",
         err=True,
     )
 
@@ -52,7 +56,7 @@ def keys_list() -> None:
     for row in rows:
         revoked = row.revoked_at.strftime("%Y-%m-%d %H:%M:%S") if row.revoked_at else "-"
         click.echo(
-            f"{row.id:>4}  {row.prefix + '…':<14} {row.name:<20} {'admin' if row.admin else 'write':<6} "
+            f"{row.id:>4}  {row.prefix + '…':<14} {row.name:<20} {row.scope:<6} "
             f"{row.created_at.strftime('%Y-%m-%d %H:%M:%S'):<20} {revoked}"
         )
 

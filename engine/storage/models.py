@@ -41,7 +41,7 @@ class Base(DeclarativeBase):
 
 
 class ApiKey(Base):
-    """A key that apps (write) or operators (admin) present to the API.
+    """A key that apps (``write``) or operators (``admin``, or ``read``: look, not act) present to the API.
 
     Only the SHA-256 hash of the key is stored; the key itself is shown once when created.
     """
@@ -52,7 +52,7 @@ class ApiKey(Base):
     name: Mapped[str] = mapped_column(String(100))
     prefix: Mapped[str] = mapped_column(String(32))
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    scope: Mapped[str] = mapped_column(String(8), default="write")  # write | read | admin
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -150,6 +150,9 @@ class Event(Base):
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(String(1000), default=None)
+    #: an operator gave up on it (it kept failing): ``processed_at`` is set too, so nothing applies it
+    dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    dropped_by: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class JourneyRecord(Base):
@@ -246,7 +249,7 @@ class Delivery(Base):
     called), ``sent``, ``failed`` (permanent), ``held`` (a policy held it back; ``error``
     says why), ``dead`` (retries exhausted), ``unknown`` (a worker died while sending: an
     operator decides, unless the provider deduplicates on the key; it is never sent again
-    silently).
+    silently), ``dropped`` (an operator gave up on it: ``dropped_at``, ``dropped_by``).
     """
 
     __tablename__ = "deliveries"
@@ -266,6 +269,8 @@ class Delivery(Base):
             postgresql_where=text(UNRESOLVED_WHERE),
             sqlite_where=text(UNRESOLVED_WHERE),
         ),
+        # The operators' lists and bulk actions by status (dead, failed, held...), paged by id.
+        Index("ix_deliveries_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -294,6 +299,9 @@ class Delivery(Base):
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     #: when the policy let it through; frequency caps count the deliveries cleared
     cleared_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    #: an operator gave up on it (status ``dropped``): when, and who (``cli:<user>``, ``key <id> <name>``)
+    dropped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    dropped_by: Mapped[str | None] = mapped_column(String(200), default=None)
 
 
 class AppliedEffect(Base):
@@ -405,6 +413,27 @@ class Suppression(Base):
     reason: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     note: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+class AuditEntry(Base):
+    """One operator action (retry, drop, resend, mark sent...): who, when, what, on which rows, how many.
+
+    ``actor`` names a key by id, prefix and name (never the key), or ``cli:<os user>``.
+    ``selection`` is what the action was given: ``{"ids": [...]}`` or ``{"filter": {...}}``.
+    ``acted`` grows with each batch, in the batch's own transaction, so it is exact even
+    if the action stopped half-way; ``finished_at`` is set when it is done.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    key_id: Mapped[int | None] = mapped_column(BigId, default=None)
+    action: Mapped[str] = mapped_column(String(64))
+    selection: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
+    acted: Mapped[int] = mapped_column(Integer, default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Secret(Base):

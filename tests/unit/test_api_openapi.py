@@ -126,7 +126,7 @@ def test_a_cursor_beyond_a_bigint_is_a_400(client: tuple[TestClient, dict[str, s
 def test_a_delivery_id_beyond_a_bigint_is_a_400(client: tuple[TestClient, dict[str, str]]) -> None:
     test_client, admin = client
     answer = test_client.post("/v1/deliveries/mark-sent", headers=admin, json={"ids": [2**63]})
-    assert (answer.status_code, [e["path"] for e in answer.json()["errors"]]) == (400, ["ids[0]"])
+    assert (answer.status_code, [e["path"] for e in answer.json()["errors"]]) == (400, ["body.ids.0"])
 
 
 def test_a_nul_in_a_suppression_note_is_a_400_naming_it(client: tuple[TestClient, dict[str, str]]) -> None:

@@ -1,0 +1,113 @@
+"""What every operator action shares: a selection by ids or by filter, done in batches, audited.
+
+Deliveries (:mod:`engine.deliveries`) and failed events (:mod:`engine.failed_events`)
+are acted on the same way, by the command line and the admin API alike:
+
+- **By ids** (at most :data:`~engine.preferences.MAX_LIMIT`): all or nothing, in one
+  transaction. An id that names nothing is a 404 (``RET_NOT_FOUND``); a row the action
+  does not apply to is refused with its reason (409, ``RET_INVALID``), and nothing is done.
+- **By filter**: every row the filter selects that the action applies to, up to the
+  newest one when the action starts, :data:`BATCH` rows per transaction (never one
+  transaction over a million rows); queue messages go after each commit. Rows the
+  action does not apply to are left alone.
+
+Each action writes a row to the audit log (:mod:`engine.audit`), counted batch by batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.orm import Session
+
+from engine import audit
+from engine.errors import PayloadError, Problem
+
+if TYPE_CHECKING:
+    from engine.services import Services
+
+#: Rows changed per transaction by an action on a filter.
+BATCH = 500
+#: The largest id (a BIGINT).
+MAX_ID = 2**63 - 1
+
+M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
+
+
+class Strict(BaseModel):
+    """A request model that refuses fields it does not know (a typo is an error, not ignored)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+def checked(model: type[M], data: dict[str, Any], subject: str = "the request") -> M:
+    """``model`` built from ``data``, or a PayloadError naming every problem (for the command line)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise PayloadError(subject, [
+            Problem(".".join(str(p) for p in error["loc"]) or "request", error["msg"].removeprefix("Value error, "))
+            for error in exc.errors()
+        ]) from None
+
+
+def window_problem(since: datetime | None, until: datetime | None) -> str | None:
+    """What is wrong with a time window ``[since, until)``, if anything."""
+    if since is not None and until is not None and since >= until:
+        return f"since ({since.isoformat()}) must be before until ({until.isoformat()})"
+    return None
+
+
+def by_filter(services: Services, actor: audit.Actor, action: str, selection: dict[str, Any],
+              batch: Callable[[Session, int | None, datetime], tuple[int | None, list[T]]],
+              after_commit: Callable[[list[T]], bool] | None = None) -> tuple[int, bool, int]:
+    """Run an action on a filter, batch by batch, audited.
+
+    Args:
+        batch: ``batch(session, after, now)`` changes the next rows after the id ``after``
+            (None: from the start) and returns (the last id it looked at, None when none is
+            left; what it changed).
+        after_commit: called with what each batch changed once it committed (enqueueing);
+            False if the broker could not take it.
+
+    Returns:
+        How many rows were acted on, whether every after_commit succeeded, the audit id.
+    """
+    with services.sessions.begin() as session:
+        entry = audit.start(session, actor, action, selection, services.clock())
+    after: int | None = None
+    delivered = True
+    while True:
+        with services.sessions.begin() as session:
+            after, changed = batch(session, after, services.clock())
+            audit.add(session, entry, len(changed))
+        if changed and after_commit is not None:
+            delivered = after_commit(changed) and delivered
+        if after is None:
+            break
+    with services.sessions.begin() as session:
+        acted = audit.finish(session, entry, services.clock())
+    return acted, delivered, entry
+
+
+def by_ids(services: Services, actor: audit.Actor, action: str, ids: Sequence[int],
+           change: Callable[[Session, datetime], list[T]],
+           after_commit: Callable[[list[T]], bool] | None = None) -> tuple[list[T], bool, int]:
+    """Run an action on ``ids`` in one transaction with its audit row: all of them, or none (``change`` raises).
+
+    Returns:
+        What was changed, whether after_commit succeeded, the audit id.
+    """
+    with services.sessions.begin() as session:
+        now = services.clock()
+        changed = change(session, now)
+        entry = audit.start(session, actor, action, {"ids": list(ids)}, now, len(changed), finished=True)
+    delivered = after_commit(changed) if changed and after_commit is not None else True
+    return changed, delivered, entry
+
+
+__all__ = ["BATCH", "MAX_ID", "Strict", "by_filter", "by_ids", "checked", "window_problem"]

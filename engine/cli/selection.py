@@ -1,0 +1,112 @@
+"""What the operator commands share: ids or a filter, time windows, tables, and the report of an action.
+
+``journey deliveries`` and ``journey events`` take the rows to act on as IDs, as filter
+options, or ``--all``; one of them is required, so that a bare ``retry`` never acts on
+everything by accident.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel
+
+from engine.durations import parse_duration
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Moment(click.ParamType):
+    """A time: ISO 8601 (``2026-12-01T09:00``, UTC unless it says otherwise), or a duration ago (``2h``, ``3d``)."""
+
+    name = "TIME"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime | timedelta:
+        if isinstance(value, (datetime, timedelta)):
+            return value
+        text = str(value).strip()
+        try:
+            return parse_duration(text)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            self.fail(f"{value!r} is neither a time (2026-12-01T09:00:00Z) nor a duration ago (2h, 3d)", param, ctx)
+        return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
+
+
+def at(moment: datetime | timedelta | None, now: datetime) -> datetime | None:
+    """A :class:`Moment` as a time, a duration counted back from ``now``."""
+    return now - moment if isinstance(moment, timedelta) else moment
+
+
+def window_options(what: str) -> Callable[[F], F]:
+    """``--since`` and ``--until``, on the time ``what`` (e.g. "created")."""
+
+    def decorate(command: F) -> F:
+        command = click.option("--until", type=Moment(), help=f"Only those {what} before TIME.")(command)
+        return click.option("--since", type=Moment(),
+                            help=f"Only those {what} at or after TIME (ISO 8601, UTC unless given; or 2h, 3d ago).",
+                            )(command)
+
+    return decorate
+
+
+def require_selection(ids: Sequence[int], every: bool, filters: dict[str, Any], noun: str, listing: str) -> None:
+    """Refuse a command line that names no rows, or both ids and a filter."""
+    given = {k: v for k, v in filters.items() if v is not None}
+    if ids and (every or given):
+        raise click.UsageError(f"give {noun} IDs, or filter options / --all, not both")
+    if not ids and not every and not given:
+        raise click.UsageError(f"give the IDs of the {noun} (see `{listing}`), filter options, or --all")
+
+
+def echo_json(value: Any) -> None:
+    """Print models (or lists of them) as indented JSON, with the API's field names."""
+    def plain(item: Any) -> Any:
+        return item.model_dump(mode="json", by_alias=True) if isinstance(item, BaseModel) else item
+
+    click.echo(json.dumps([plain(v) for v in value] if isinstance(value, list) else plain(value), indent=2))
+
+
+def table(rows: Sequence[BaseModel], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain-text table of ``rows`` (their fields by API name) under ``columns`` (title, field)."""
+    cells = [[_cell(row.model_dump(mode="json", by_alias=True).get(key), key) for _, key in columns] for row in rows]
+    widths = [max(len(title), *(len(row[i]) for row in cells)) for i, (title, _) in enumerate(columns)]
+    lines = ["  ".join(title.ljust(width) for (title, _), width in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any, key: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    if key.endswith("At") or key in ("at", "timestamp"):
+        return str(value)[:19].replace("T", " ")
+    return str(value)
+
+
+def plural(count: int, singular: str, many: str) -> str:
+    """``1 delivery``, ``3 deliveries``."""
+    return f"{count} {singular if count == 1 else many}"
+
+
+def report(done: str, result: Any, rows: Sequence[Any] | None, singular: str, many: str, as_json: bool) -> None:
+    """Print what an action did: the count, the ids when given by ids, the audit entry, and an enqueue warning."""
+    if as_json:
+        echo_json(result)
+    else:
+        ids = f": {', '.join(str(r.id) for r in rows)}" if rows else ""
+        click.echo(f"{done} {plural(result.acted, singular, many)}{ids}")
+    if result.enqueued is False:
+        click.echo("the broker could not take them now; they are pending and the scheduler enqueues them", err=True)
+
+
+__all__ = ["Moment", "at", "echo_json", "plural", "report", "require_selection", "table", "window_options"]

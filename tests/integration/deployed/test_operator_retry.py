@@ -1,0 +1,118 @@
+"""An operator retries a dead email once its SMTP server is back: the Procfile's processes,
+``journey deliveries retry`` as a command, the message judged at the SMTP peer.
+
+The deployment's SMTP_URL names a loopback port nothing listens on, and
+``CHANNEL_MAX_ATTEMPTS=email=1``: the receipt's one attempt fails and it is ``dead``.
+Then an SMTP peer starts on that port, the operator runs ``journey deliveries retry
+--status dead``, and the receipt arrives, reads ``sent``, is in the trace, and the action
+is in ``journey audit``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from aiosmtpd.controller import Controller
+
+from engine.demo import wait_for_http
+from tests.conftest import REDIS_URL, free_port, pg_schema, redis_prefix
+from tests.integration.channels.peers import Mailbox
+from tests.integration.deployed.deployment import JOURNEYS, Deployment
+from tests.integration.conftest import eventually
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    """The port the SMTP server will listen on, once it is up."""
+    return free_port()
+
+
+@pytest.fixture
+def deployment(tmp_path, smtp_port: int) -> Iterator[Deployment]:  # type: ignore[no-untyped-def]
+    """serve, worker and scheduler, configured by the environment; the SMTP server down."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    journeys = tmp_path / "journeys"
+    journeys.mkdir()
+    shutil.copy(JOURNEYS / "order_receipt.yaml", journeys)
+    port = free_port()
+    with pg_schema() as database_url, redis_prefix() as namespace:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JOURNEY_NAMESPACE": namespace,
+            "JOURNEY_SECRET": "operator-suite-secret-" + "s" * 32,
+            "JOURNEY_WORKER_PROCESSES": "1", "JOURNEY_WORKER_THREADS": "2", "LOG_LEVEL": "INFO",
+            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}", "EMAIL_FROM": "Shop <news@shop.example>",
+            "CHANNEL_TIMEOUT": "5s", "CHANNEL_MAX_ATTEMPTS": "email=1",
+        }
+        database = sa.create_engine(database_url)
+        running = Deployment(f"http://127.0.0.1:{port}", env, None, "", logs, database)  # type: ignore[arg-type]
+        try:
+            for args in (["db", "upgrade"], ["deploy", str(journeys)]):
+                done = running.journey(*args)
+                assert done.returncode == 0, f"journey {' '.join(args)}: {done.stdout}{done.stderr}"
+            running.write_key = running.journey("keys", "create", "shop").stdout.split()[0]
+            running.start("web", "serve", "--port", str(port))
+            running.start("worker", "worker")
+            running.start("scheduler", "scheduler")
+            wait_for_http(f"{running.url}/health", running.processes["web"], timeout=120)
+            yield running
+        finally:
+            running.stop_all()
+            database.dispose()
+
+
+@pytest.fixture
+def mailbox(smtp_port: int) -> Iterator[Any]:
+    """Start the SMTP server on its port when called; stop it after the test."""
+    started: list[Controller] = []
+    box = Mailbox()
+
+    def start() -> Mailbox:
+        controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
+        controller.start()
+        started.append(controller)
+        return box
+
+    yield start
+    for controller in started:
+        controller.stop()
+
+
+def receipt(deployment: Deployment) -> Any:
+    return deployment.rows("SELECT id, status, attempts, error FROM deliveries")
+
+
+def test_a_dead_email_is_retried_once_its_server_is_back_and_arrives(deployment: Deployment, mailbox):
+    # Given a receipt that went dead: its SMTP server was down and email has one attempt
+    answer = httpx.post(f"{deployment.url}/v1/batch", auth=(deployment.write_key, ""), json={"batch": [
+        {"type": "identify", "userId": "ada", "traits": {"email": "ada@example.com", "first_name": "Ada"}},
+        {"type": "track", "userId": "ada", "event": "order_completed", "properties": {"order_id": "o-7"}}]})
+    assert answer.json() == {"success": True}, answer.text
+    [dead] = eventually(lambda: receipt(deployment), lambda rows: [r.status for r in rows] == ["dead"], "a dead receipt")
+    assert "cannot reach" in dead.error
+
+    # When the server is back and the operator retries the dead deliveries
+    box = mailbox()
+    done = deployment.journey("deliveries", "retry", "--status", "dead", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    # Then the receipt arrives once, reads sent, is in the trace, and the action in the audit log
+    [message] = eventually(lambda: list(box.messages), lambda found: len(found) >= 1, "the receipt at the SMTP peer")
+    [row] = eventually(lambda: receipt(deployment), lambda rows: [r.status for r in rows] == ["sent"], "sent")
+    trace = deployment.journey("trace", "ada", "--json")
+    [entry] = json.loads(deployment.journey("audit", "--json").stdout)
+    assert (json.loads(done.stdout)["acted"], message["To"], row.attempts, len(box.messages)) == (
+        1, "ada@example.com", 1, 1)
+    assert "delivery retried" in trace.stdout
+    assert (entry["action"], entry["selection"], entry["acted"], entry["actor"].startswith("cli:"),
+            entry["finishedAt"] is not None) == ("deliveries.retry", {"filter": {"status": "dead"}}, 1, True, True)
