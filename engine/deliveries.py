@@ -203,13 +203,10 @@ def read_listing(query: Mapping[str, Any]) -> DeliveryListing:
     """
     fields = RequestFields(dict(query), LISTING_FIELDS, "status=dead&channel=email&limit=100", "parameter")
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the deliveries per page, 1 to {MAX_LIMIT}")
-    cursor = fields.text("cursor", 20)
-    if cursor is not None and not cursor.isdigit():
-        fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+    cursor = fields.cursor("cursor")
     fields.raise_if_any("the listing")
     wanted = actions.checked(DeliveryFilter, {k: query[k] for k in LISTING_FIELDS[:6] if k in query}, "the listing")
-    return DeliveryListing(wanted, DEFAULT_LIMIT if limit is None else limit,
-                           int(cursor) if cursor and cursor.isdigit() else None)
+    return DeliveryListing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
 def list_deliveries(session: Session, listing: DeliveryListing) -> tuple[list[DeliveryView], str | None]:

@@ -181,13 +181,10 @@ def read_listing(query: Mapping[str, Any]) -> EventListing:
     """
     fields = RequestFields(dict(query), LISTING_FIELDS, "status=failed&name=order_completed&limit=100", "parameter")
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the events per page, 1 to {MAX_LIMIT}")
-    cursor = fields.text("cursor", 20)
-    if cursor is not None and not cursor.isdigit():
-        fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+    cursor = fields.cursor("cursor")
     fields.raise_if_any("the listing")
     wanted = actions.checked(EventFilter, {k: query[k] for k in LISTING_FIELDS[:5] if k in query}, "the listing")
-    return EventListing(wanted, DEFAULT_LIMIT if limit is None else limit,
-                        int(cursor) if cursor and cursor.isdigit() else None)
+    return EventListing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
 def list_failed(session: Session, listing: EventListing) -> tuple[list[FailedEventView], str | None]:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from channels import registry
 from engine import profiles
 from engine.errors import NotFoundError, PayloadError, Problem, did_you_mean
+from engine.segment import whole_number
 from engine.policy import (
     ADDRESS_TRAITS,
     ALL_TOPICS,
@@ -41,8 +42,15 @@ SUPPRESSION_FIELDS = ("channel", "address", "userId", "reason", "note")
 CONSENT_FIELDS = ("channel", "topic", "subscribed", "source")
 LISTING_FIELDS = ("channel", "address", "limit", "cursor")
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
-_PHONE = re.compile(r"\+?[0-9]{6,15}")
+#: Longest address or userId, note, topic and source a request may give.
+ID_LENGTH, NOTE_LENGTH, TOPIC_LENGTH, SOURCE_LENGTH = 255, 1000, 100, 100
+#: What an address must look like, by channel (a channel not named: no spaces).
+ADDRESS_PATTERNS = {"email": r"[^@\s\x00]+@[^@\s\x00]+", "sms": r"\+?[0-9]{6,15}"}
+#: The largest cursor of a listing (an id, a BIGINT).
+MAX_CURSOR = 2**63 - 1
+
+_EMAIL = re.compile(ADDRESS_PATTERNS["email"])
+_PHONE = re.compile(ADDRESS_PATTERNS["sms"])
 
 
 @dataclass(frozen=True)
@@ -85,9 +93,9 @@ def read_suppression(body: Any) -> SuppressionRequest:
     fields = RequestFields(body, SUPPRESSION_FIELDS, '{"channel": "email", "address": "ada@example.com", "reason": "manual"}')
     channel = fields.channel("channel", every=True)
     reason = fields.choice("reason", REASONS, f"one of {', '.join(REASONS)}")
-    address = fields.text("address", 255)
-    user_id = fields.text("userId", 255)
-    note = fields.text("note", 1000)
+    address = fields.text("address", ID_LENGTH)
+    user_id = fields.text("userId", ID_LENGTH)
+    note = fields.text("note", NOTE_LENGTH)
     if fields.fine("address", "userId"):
         if address is None and user_id is None:
             fields.problem("address", "is required: the address to suppress, or else a userId to suppress the "
@@ -108,8 +116,8 @@ def read_consent(body: Any) -> ConsentRequest:
     """
     fields = RequestFields(body, CONSENT_FIELDS, '{"channel": "email", "topic": "newsletter", "subscribed": false}')
     channel = fields.channel("channel", every=False)
-    topic = fields.text("topic", 100)
-    source = fields.text("source", 100)
+    topic = fields.text("topic", TOPIC_LENGTH)
+    source = fields.text("source", SOURCE_LENGTH)
     subscribed = body.get("subscribed")
     if subscribed is None:
         fields.problem("subscribed", "is required: true to subscribe, false to unsubscribe")
@@ -127,14 +135,11 @@ def read_listing(query: Mapping[str, Any]) -> Listing:
     """
     fields = RequestFields(dict(query), LISTING_FIELDS, "channel=email&limit=100", "parameter")
     channel = fields.channel("channel", every=True, required=False)
-    address = fields.text("address", 255)
+    address = fields.text("address", ID_LENGTH)
     limit = fields.whole("limit", 1, MAX_LIMIT, f"the entries per page, 1 to {MAX_LIMIT}")
-    cursor = fields.text("cursor", 20)
-    if cursor is not None and not cursor.isdigit():
-        fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+    cursor = fields.cursor("cursor")
     fields.raise_if_any("the listing")
-    return Listing(channel, address and address.lower(), DEFAULT_LIMIT if limit is None else limit,
-                   int(cursor) if cursor and cursor.isdigit() else None)
+    return Listing(channel, address and address.lower(), DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
 def find_customer(session: Session, ident: str) -> Customer:
@@ -280,25 +285,39 @@ class RequestFields:
             raise PayloadError(subject, self.problems)
 
     def text(self, name: str, limit: int) -> str | None:
-        """An optional string, stripped; None when absent."""
+        """An optional string of at most ``limit`` characters, stripped; None when absent."""
         value = self.body.get(name)
         if value is None:
             return None
         if not isinstance(value, str) or not value.strip():
             self.problem(name, f"must be a non-empty string, not {value!r}")
             return None
-        if len(value.strip()) > limit:
-            self.problem(name, f"is {len(value.strip())} characters long; at most {limit} are allowed")
+        if len(value) > limit:
+            self.problem(name, f"is {len(value)} characters long; at most {limit} are allowed")
+            return None
+        if "\x00" in value:
+            self.problem(name, "contains a NUL character (\\u0000), which cannot be stored; remove it")
             return None
         return value.strip()
+
+    def cursor(self, name: str) -> int | None:
+        """An optional listing cursor: the nextCursor of the previous page (an id, up to :data:`MAX_CURSOR`)."""
+        value = self.body.get(name)
+        if value is None:
+            return None
+        number = _whole(value)
+        if number is None or not 0 <= number <= MAX_CURSOR:
+            self.problem(name, f"{value!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+            return None
+        return number
 
     def whole(self, name: str, low: int, high: int, what: str) -> int | None:
         """An optional whole number from ``low`` to ``high`` (a query string's digits too)."""
         value = self.body.get(name)
         if value is None:
             return None
-        number = int(value) if isinstance(value, str) and value.isdigit() else value
-        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        number = _whole(value)
+        if number is None or not low <= number <= high:
             self.problem(name, f"must be {what}, not {value!r}")
             return None
         return number
@@ -348,6 +367,13 @@ class RequestFields:
             self.problem(name, f"{address!r} has spaces; a {trait.replace('_', ' ')} has none")
 
 
+def _whole(value: object) -> int | None:
+    """A whole number (3 or 3.0), or a query string's ASCII digits as one; None for anything else."""
+    if isinstance(value, str):
+        return int(value) if value.isascii() and value.isdigit() else None
+    return whole_number(value)
+
+
 def _unknown(what: str, value: object, allowed: Sequence[str], listed: str) -> str:
     """``unknown channel 'emial'. Did you mean 'email'? (installed: ...)``, or without the guess."""
     hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
@@ -358,6 +384,8 @@ def _unknown(what: str, value: object, allowed: Sequence[str], listed: str) -> s
 
 
 __all__ = [
+    "ADDRESS_PATTERNS",
+    "MAX_CURSOR",
     "ConsentRequest",
     "EVERY_CHANNEL",
     "Listing",

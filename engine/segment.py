@@ -14,6 +14,7 @@ RudderStack sends the same spec, except that its SDKs put an ``identify``'s trai
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import datetime, timezone
 from collections.abc import Iterable
@@ -29,6 +30,9 @@ MAX_EVENT_BYTES = 32 * 1024  # Segment's limit for one message
 # lower limit would make a RudderStack SDK drop a whole batch, since it never retries a 400.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 MAX_ID_LENGTH = 255
+# An id may be a whole number (3 and 3.0 alike: JSON has one kind of number) of 64 bits;
+# beyond them JSON parsing rounds a number, so that it is no longer the id sent.
+MIN_ID_NUMBER, MAX_ID_NUMBER = -(2**63 - 1), 2**63 - 1
 
 _OBJECT_FIELDS = ("properties", "traits", "context", "integrations")
 _TIME_FIELDS = ("timestamp", "originalTimestamp", "sentAt")
@@ -129,12 +133,13 @@ def normalize(
 
     original = times["originalTimestamp"] or times["timestamp"]
     sent_at = times["sentAt"] or batch_sent_at
+    timestamp = original or received_at
     if original is not None and sent_at is not None:
         # Correct the client's clock skew as Segment does: the time between the event
-        # and the send is measured on the client's clock, and applied to ours.
-        timestamp = received_at - (sent_at - original)
-    else:
-        timestamp = original or received_at
+        # and the send is measured on the client's clock, and applied to ours (unless
+        # the two are so far apart that the result is no date at all).
+        with contextlib.suppress(OverflowError):
+            timestamp = received_at - (sent_at - original)
 
     return {
         "source": source,
@@ -158,7 +163,10 @@ def normalize(
 
 
 def parse_time(value: Any) -> datetime:
-    """Parse an ISO-8601 time; a time without a zone is taken as UTC.
+    """Parse an ISO-8601 time (every RFC 3339 one among them) into UTC; a time without a zone is taken as UTC.
+
+    A time whose UTC falls outside years 1 to 9999 (0001-01-01T00:00:00+01:00) is the
+    first or last moment that can be stored.
 
     Raises:
         ValueError: the value is not an ISO-8601 time.
@@ -166,12 +174,16 @@ def parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"expected an ISO-8601 time string such as 2026-11-23T09:30:00Z, got {_kind(value)}")
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value.upper())  # RFC 3339 allows 't' and 'z'
     except ValueError:
         raise ValueError(f"{value!r} is not an ISO-8601 time such as 2026-11-23T09:30:00Z") from None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed
+        return parsed.replace(tzinfo=timezone.utc)
+    try:
+        # In UTC: PostgreSQL refuses offsets beyond 15:59, RFC 3339 allows up to 23:59.
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        return (datetime.min if parsed.year == 1 else datetime.max).replace(tzinfo=timezone.utc)
 
 
 def _time(message: dict[str, Any], field: str, problem: Any) -> datetime | None:
@@ -185,18 +197,31 @@ def _time(message: dict[str, Any], field: str, problem: Any) -> datetime | None:
         return None
 
 
+def whole_number(value: Any) -> int | None:
+    """``value`` as an int when it is a whole JSON number (``3``, ``3.0``), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    return value if isinstance(value, int) else None
+
+
 def _identifier(message: dict[str, Any], field: str, problem: Any) -> str | None:
     value = message.get(field)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    number = whole_number(value)
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         problem(field, f"expected a string, got {_kind(value)}")
         return None
-    text = str(value).strip()
+    if not isinstance(value, str) and (number is None or not MIN_ID_NUMBER <= number <= MAX_ID_NUMBER):
+        problem(field, f"expected a string, or a whole number from {MIN_ID_NUMBER} to {MAX_ID_NUMBER}; got {value!r}")
+        return None
+    text = value if isinstance(value, str) else str(number)
     if len(text) > MAX_ID_LENGTH:
         problem(field, f"is {len(text)} characters long; at most {MAX_ID_LENGTH} are allowed")
         return None
-    return text or None
+    return text.strip() or None
 
 
 def _text(message: dict[str, Any], field: str, problem: Any) -> str | None:

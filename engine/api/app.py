@@ -4,7 +4,8 @@ operations (customers, suppressions, consents, deliveries, failed events, the au
 
 Endpoints read the raw body themselves instead of letting FastAPI validate a model:
 that keeps Segment's size limits exact, accepts gzip as the SDKs send it, and reports
-every problem as a 400 in one JSON shape (never a 422, never a 500).
+every problem as a 400 in one JSON shape (never a 422, never a 500). The OpenAPI document
+(``/openapi.json``) states those rules all the same: :mod:`engine.api.spec`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import contextlib
 import html
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.openapi.utils import get_openapi
 from prometheus_client import CONTENT_TYPE_LATEST
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
@@ -26,11 +28,14 @@ from pydantic import BaseModel
 from starlette.responses import HTMLResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from channels import registry as channel_registry
 from engine import audit, deliveries, failed_events, ingest, keys, metrics, preferences
+from engine.api import spec
 from engine.api import stats as stats_routes
 from engine.api.views import customer_view
 from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem, did_you_mean
@@ -39,6 +44,13 @@ from engine.services import Services
 from engine.trace import explain
 
 log = logging.getLogger(__name__)
+
+
+# Path parameters: a NUL cannot be looked up (PostgreSQL refuses it), so it is a 400.
+Ident = Annotated[str, Path(pattern=spec.NO_NUL, description="a user id or an anonymous id")]
+Address = Annotated[str, Path(pattern=spec.NO_NUL, description="the suppressed address")]
+Channel = Annotated[str, Path(description="an installed channel, or * for the entries of every channel")]
+UserId = Annotated[str, Query(alias="userId", pattern=spec.NO_NUL, description="the customer of the entry")]
 
 
 class JSONResponse(Response):
@@ -68,6 +80,35 @@ def create_app(services: Services) -> FastAPI:
         docs_url="/docs",
     )
     app.state.services = services
+    channels = channel_registry.available()
+    any_channel = [*channels, preferences.EVERY_CHANNEL]
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                   description="Segment-compatible ingestion and the admin API of Journey Engine.")
+            for path, operations in document["paths"].items():
+                for operation in operations.values():
+                    operation["responses"].pop("422", None)  # every problem is a 400 (the Error schema)
+                    if "security" not in operation and operation["operationId"] != "health_health_get":
+                        # The operator endpoints that declare their own body and answer with models.
+                        action = path.startswith(("/v1/deliveries/", "/v1/events/failed/"))
+                        operation["security"] = spec.ADMIN_SECURITY
+                        errors = spec.responses(None, 400, 401, 403, *((404, 409) if action else ()))
+                        operation["responses"] = {**errors["responses"], **operation["responses"]}
+                    for parameter in operation.get("parameters", []):
+                        if parameter["in"] == "path" and parameter["name"] == "channel":
+                            parameter["schema"]["enum"] = any_channel  # the channels installed here
+            components = document.setdefault("components", {})
+            generated = {name: schema for name, schema in components.get("schemas", {}).items()
+                         if name not in ("HTTPValidationError", "ValidationError")}  # never answered: a 400
+            ours = spec.components(channels)
+            components["schemas"] = {**generated, **ours["schemas"]}
+            components["securitySchemes"] = {**components.get("securitySchemes", {}), **ours["securitySchemes"]}
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.exception_handler(AuthError)
     async def _auth_error(_request: Request, exc: AuthError) -> JSONResponse:
@@ -89,8 +130,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [Problem(".".join(str(p) for p in e["loc"]), e["msg"]) for e in exc.errors()]
-        return _invalid(problems)
+        return _invalid([_validation_problem(e) for e in exc.errors()])
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -102,7 +142,10 @@ def create_app(services: Services) -> FastAPI:
                          if isinstance(route, APIRoute) and "POST" in (route.methods or ()) and "{" not in route.path]
             hint = did_you_mean(request.url.path, endpoints)
             message = f"no endpoint POST {request.url.path}.{hint} (endpoints: {', '.join(endpoints)})".replace(". (", " (")
-        return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code)
+        headers = exc.headers
+        if exc.status_code == 405:  # Starlette's Allow names the first route of the path only
+            headers = {**(headers or {}), "Allow": ", ".join(_methods_of(app, request))}
+        return JSONResponse({"success": False, "code": code, "message": message}, exc.status_code, headers=headers)
 
 
     @app.exception_handler(OperationalError)
@@ -150,24 +193,32 @@ def create_app(services: Services) -> FastAPI:
         return _ingested(outcome)
 
     for type_ in TYPES:
-        app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_)
-    app.add_api_route("/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="batch")
-    app.add_api_route("/v1/import", _endpoint(ingest_request, None), methods=["POST"], name="import")
-    app.add_api_route("/beacon/v1/batch", _endpoint(ingest_request, None), methods=["POST"], name="beacon")
+        app.add_api_route(f"/v1/{type_}", _endpoint(ingest_request, type_), methods=["POST"], name=type_,
+                          openapi_extra=_ingest_doc(f"{type_.capitalize()}Message", spec.EXAMPLES[type_]))
+    for path, name in (("/v1/batch", "batch"), ("/v1/import", "import"), ("/beacon/v1/batch", "beacon")):
+        app.add_api_route(path, _endpoint(ingest_request, None), methods=["POST"], name=name,
+                          openapi_extra=_ingest_doc("Batch", {"batch": [{"type": t, **spec.EXAMPLES[t]} for t in TYPES]}))
 
-    @app.get("/v1/customers/{ident}")
-    async def get_customer(ident: str, request: Request) -> JSONResponse:
+    @app.get("/v1/customers/{ident}", openapi_extra=_admin_doc(spec.ref("Customer"), 400, 404))
+    async def get_customer(ident: Ident, request: Request) -> JSONResponse:
         """The customer's profile: ids, traits, time zone, stage and its history, latest events."""
         await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, customer_view))
 
-    @app.get("/v1/customers/{ident}/trace")
-    async def get_customer_trace(ident: str, request: Request) -> JSONResponse:
+    @app.get("/v1/customers/{ident}/trace", openapi_extra=_admin_doc({"type": "object"}, 400, 404))
+    async def get_customer_trace(ident: Ident, request: Request) -> JSONResponse:
         """What the journeys did with the customer: enrollments, paths, conditions, waits, deliveries."""
         await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_customer, services, ident, explain))
 
-    @app.post("/v1/suppressions")
+    @app.post("/v1/suppressions", status_code=201, openapi_extra={
+        **spec.json_body(spec.ref("SuppressionRequest"), example={"channel": "email", "address": "ada@example.com",
+                                                                   "reason": "manual", "note": "asked by phone"}),
+        **_admin_doc(spec.ref("Suppression"), 400, 404, ok_status=201, ok_description="Added to the list"),
+    } | {"responses": {**_admin_doc(spec.ref("Suppression"), 400, 404, ok_status=201,
+                                    ok_description="Added to the list")["responses"],
+                       "200": {"description": "It was on the list already: the entry as it is",
+                               "content": {"application/json": {"schema": spec.ref("Suppression")}}}}})
     async def add_suppression(request: Request) -> JSONResponse:
         """Put an address (or a customer, by userId) on a channel's suppression list: 201, or 200 if it is on it."""
         await authenticate(_basic_key(request), admin=True)
@@ -175,7 +226,13 @@ def create_app(services: Services) -> FastAPI:
         entry, created = await run_in_threadpool(_transaction, services, preferences.add_suppression, wanted, services.clock())
         return JSONResponse(entry, 201 if created else 200)
 
-    @app.get("/v1/suppressions")
+    @app.get("/v1/suppressions", openapi_extra={
+        "parameters": spec.listing_parameters(
+            spec.query("channel", {"enum": any_channel}, "only this channel's list"),
+            spec.query("address", spec.text(preferences.ID_LENGTH), "only this address"),
+        ),
+        **_admin_doc(_listing("suppressions", "Suppression"), 400),
+    })
     async def list_suppressions(request: Request) -> JSONResponse:
         """The suppression list, newest first, by ``channel`` and ``address``; pages of ``limit`` from ``cursor``."""
         await authenticate(_basic_key(request), read=True)
@@ -183,28 +240,39 @@ def create_app(services: Services) -> FastAPI:
         entries, cursor = await run_in_threadpool(_transaction, services, preferences.list_suppressions, listing)
         return JSONResponse({"suppressions": entries, "nextCursor": cursor})
 
-    @app.delete("/v1/suppressions/{channel}/{address}")
-    async def lift_suppression(channel: str, address: str, request: Request) -> JSONResponse:
+    @app.delete("/v1/suppressions/{channel}/{address}", openapi_extra=_admin_doc(spec.ref("Suppression"), 400, 404))
+    async def lift_suppression(channel: Channel, address: Address,
+                               request: Request) -> JSONResponse:
         """Take an address off a channel's suppression list (a manual lift); the entry as it was."""
         await authenticate(_basic_key(request), admin=True)
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.lift_suppression, channel,
                                                     address=address))
 
-    @app.delete("/v1/suppressions/{channel}")
-    async def lift_customer_suppression(channel: str, request: Request) -> JSONResponse:
+    @app.delete("/v1/suppressions/{channel}", openapi_extra=_admin_doc(spec.ref("Suppression"), 400, 404))
+    async def lift_customer_suppression(channel: Channel, request: Request,
+                                        user_id: UserId) -> JSONResponse:
         """Take a customer entry (``?userId=``) off a channel's suppression list; the entry as it was."""
         await authenticate(_basic_key(request), admin=True)
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.lift_suppression, channel,
-                                                    user_id=request.query_params.get("userId")))
+                                                    user_id=user_id))
 
-    @app.get("/v1/customers/{ident}/consents")
-    async def get_consents(ident: str, request: Request) -> JSONResponse:
+    @app.get("/v1/customers/{ident}/consents", openapi_extra=_admin_doc({
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "userId": {"type": ["string", "null"]},
+                       "consents": {"type": "array", "items": spec.ref("Consent")}},
+        "required": ["id", "userId", "consents"],
+    }, 400, 404))
+    async def get_consents(ident: Ident, request: Request) -> JSONResponse:
         """The customer's consent choices by channel and topic (none recorded: marketing is allowed)."""
         await authenticate(_basic_key(request), read=True)
         return JSONResponse(await run_in_threadpool(_transaction, services, preferences.consents_of, ident))
 
-    @app.put("/v1/customers/{ident}/consents")
-    async def put_consent(ident: str, request: Request) -> JSONResponse:
+    @app.put("/v1/customers/{ident}/consents", openapi_extra={
+        **spec.json_body(spec.ref("ConsentRequest"), example={"channel": "email", "topic": "newsletter",
+                                                               "subscribed": False}),
+        **_admin_doc(spec.ref("Consent"), 400, 404),
+    })
+    async def put_consent(ident: Ident, request: Request) -> JSONResponse:
         """Record a consent choice for a channel and topic, as the unsubscribe link does; it applies at once."""
         principal = await authenticate(_basic_key(request), admin=True)
         wanted = preferences.read_consent(await _json_body(request))
@@ -276,17 +344,19 @@ def create_app(services: Services) -> FastAPI:
         await authenticate(_basic_key(request), read=True)
         fields = preferences.RequestFields(dict(request.query_params), ("limit", "cursor"), "limit=100", "parameter")
         limit = fields.whole("limit", 1, preferences.MAX_LIMIT, f"the entries per page, 1 to {preferences.MAX_LIMIT}")
-        cursor = fields.text("cursor", 20)
-        if cursor is not None and not cursor.isdigit():
-            fields.problem("cursor", f"{cursor!r} is not a cursor this list gave; pass the nextCursor of the previous page")
+        cursor = fields.cursor("cursor")
         fields.raise_if_any("the listing")
         page = await run_in_threadpool(_transaction, services, audit.list_entries, limit or preferences.DEFAULT_LIMIT,
-                                       int(cursor) if cursor else None)
+                                       cursor)
         return _model(page)
 
     stats_routes.add_routes(app, services, authenticate, _basic_key)
 
-    @app.get("/metrics")
+    metrics_doc = spec.responses(None, 401, 403)
+    metrics_doc["responses"]["200"] = {"description": "The metrics in Prometheus' text format",
+                                       "content": {CONTENT_TYPE_LATEST.split(";")[0]: {"schema": {"type": "string"}}}}
+
+    @app.get("/metrics", openapi_extra={"security": spec.ADMIN_SECURITY, **metrics_doc})
     async def get_metrics(request: Request) -> Response:
         """Prometheus metrics, read from the database and the broker at scrape time (admin key)."""
         await authenticate(_basic_key(request), read=True)
@@ -314,7 +384,9 @@ def create_app(services: Services) -> FastAPI:
             return HTMLResponse(_page("This link is not valid", "<p>Nothing was changed.</p>"), 400)
         return HTMLResponse(_page("You are unsubscribed", f"<p>You will not receive {_what(*done)} any more.</p>"))
 
-    @app.get("/health")
+    @app.get("/health", openapi_extra=spec.responses({
+        "type": "object", "properties": {"status": {"const": "ok"}}, "required": ["status"],
+    }))
     async def health() -> dict[str, Any]:
         """Liveness and database reachability."""
         def ping() -> None:
@@ -334,6 +406,51 @@ def _what(channel: str, topic: str) -> str:
 def _page(title: str, body: str) -> str:
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f'<meta name="viewport" content="width=device-width"></head><body><h1>{title}</h1>{body}</body></html>')
+
+
+def _ingest_doc(body: str, example: Any) -> dict[str, Any]:
+    """The OpenAPI of an ingestion endpoint taking ``body`` (a schema of :mod:`engine.api.spec`)."""
+    return {
+        **spec.json_body(spec.ref(body), "JSON, optionally gzip-compressed (Content-Encoding: gzip)", example),
+        "parameters": [spec.query("writeKey", {"type": "string"},
+                                  "the write key, for a browser's sendBeacon that cannot set headers")],
+        "security": spec.INGEST_SECURITY,
+        **spec.responses(spec.ref("Ingested"), 400, 401),
+    }
+
+
+def _admin_doc(ok: dict[str, Any], *statuses: int, **kwargs: Any) -> dict[str, Any]:
+    """The OpenAPI of an admin endpoint answering ``ok``, or an error of ``statuses``."""
+    return {"security": spec.ADMIN_SECURITY, **spec.responses(ok, *statuses, 401, 403, **kwargs)}
+
+
+def _listing(name: str, item: str) -> dict[str, Any]:
+    """The schema of a page of a listing: ``name`` (items of schema ``item``) and ``nextCursor``."""
+    return {
+        "type": "object",
+        "properties": {name: {"type": "array", "items": spec.ref(item)}, "nextCursor": {"type": ["string", "null"]}},
+        "required": [name, "nextCursor"],
+    }
+
+
+def _methods_of(app: FastAPI, request: Request) -> list[str]:
+    """Every method the routes of the request's path take."""
+    methods: set[str] = set()
+    for route in app.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods |= getattr(route, "methods", None) or set()
+    return sorted(methods)
+
+
+def _validation_problem(error: Any) -> Problem:
+    """A problem FastAPI found in a declared parameter, as the engine words it."""
+    path = ".".join(str(p) for p in error["loc"])
+    if error.get("type") == "string_pattern_mismatch" and error.get("ctx", {}).get("pattern") == spec.NO_NUL:
+        return Problem(path, "contains a NUL character (%00), which cannot be looked up; remove it")
+    if error.get("type") == "missing" and error["loc"][:1] == ("query",):
+        return Problem(path, f"is required: add ?{error['loc'][-1]}= to the URL")
+    return Problem(path, error["msg"])
 
 
 def _endpoint(handler: Any, type_: str | None) -> Any:

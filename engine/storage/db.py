@@ -30,9 +30,10 @@ def make_engine(database_url: str, *, pool_size: int = 10, connection: sqlite3.C
     if database_url.startswith("sqlite"):
         if connection is not None:
             engine = create_engine(database_url, creator=lambda: connection, poolclass=StaticPool,
-                                   json_serializer=_json_dumps)
+                                   json_serializer=_json_dumps, json_deserializer=_json_loads)
         else:
-            engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
+            engine = create_engine(database_url, connect_args={"timeout": 30}, json_serializer=_json_dumps,
+                                   json_deserializer=_json_loads)
         event.listen(engine, "connect", sqlite_pragmas)
         # Take the write lock when a transaction begins: a read that later turns into a
         # write cannot wait for the lock in SQLite and would fail with "database is locked".
@@ -41,6 +42,9 @@ def make_engine(database_url: str, *, pool_size: int = 10, connection: sqlite3.C
     return create_engine(
         database_url,
         json_serializer=_json_dumps,
+        # Read JSON as the API parsed it: a number beyond 64 bits is a float, which
+        # orjson can write again (an int that large it cannot).
+        json_deserializer=_json_loads,
         pool_size=pool_size,
         max_overflow=pool_size,
         # No pre-ping: it costs a round trip per request. A connection broken by a
@@ -51,6 +55,11 @@ def make_engine(database_url: str, *, pool_size: int = 10, connection: sqlite3.C
 
 def _json_dumps(value: object) -> str:
     return orjson.dumps(value).decode()
+
+
+def _json_loads(value: object) -> object:
+    # SQLite hands a JSON number stored in a column of NUMERIC affinity back as a number.
+    return orjson.loads(value) if isinstance(value, (str, bytes, bytearray, memoryview)) else value
 
 
 def begin_immediate(connection: Connection) -> None:
