@@ -42,6 +42,7 @@ from engine.definitions import STAGES, Journey
 from engine.definitions.model import BranchStep, SplitStep
 from engine.durations import parse_duration
 from engine.errors import NotFoundError, PayloadError, Problem
+from engine.segment import parse_time
 from engine.storage.models import (
     Customer,
     Delivery,
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 #: usual rule asks) while a journey with a few hundred customers still gets an answer;
 #: Klaviyo's 500 is stricter. Callers may ask for more (``min_sample``).
 MIN_SAMPLE = 100
+#: The largest version (and min_sample) a query may name: PostgreSQL's integer.
+MAX_VERSION = 2**31 - 1
 #: Below this many conversions or non-conversions expected in a group, the z-test's normal
 #: approximation does not hold either: also "not enough data".
 MIN_EXPECTED = 5
@@ -70,6 +73,8 @@ ALPHA = 0.05
 #: How long after entering a customer may reach the goal and count as converted, unless
 #: the caller says otherwise (``window``).
 DEFAULT_CONVERSION_WINDOW = timedelta(days=30)
+#: A longer conversion window counts as this one: any time later.
+MAX_CONVERSION_WINDOW = timedelta(days=36525)
 #: The window of stats when no ``since`` is given.
 DEFAULT_SINCE = timedelta(days=30)
 #: PostgreSQL's work_mem for the stats' transaction.
@@ -115,21 +120,22 @@ def read_options(params: Mapping[str, str | None]) -> dict[str, Any]:
     problems: list[Problem] = []
     options: dict[str, Any] = {}
     version = params.get("version")
-    if version not in (None, ""):
-        if not str(version).isdigit() or int(str(version)) < 1:
+    if version is not None:
+        if not str(version).isdigit() or not 1 <= int(str(version)) <= MAX_VERSION:
             problems.append(Problem("version", f"{version!r} is not a version number; give 1, 2, ..."))
         else:
             options["version"] = int(str(version))
     window = params.get("window")
-    if window not in (None, ""):
+    if window is not None:
         try:
-            options["conversion_window"] = parse_duration(str(window))
+            # Longer than a century is "any time later" (and keeps PostgreSQL's timestamps in range).
+            options["conversion_window"] = min(parse_duration(str(window)), MAX_CONVERSION_WINDOW)
         except ValueError as exc:
             problems.append(Problem("window", str(exc)))
     minimum = params.get("min_sample")
-    if minimum not in (None, ""):
-        if not str(minimum).isdigit() or int(str(minimum)) < 2:
-            problems.append(Problem("min_sample", f"{minimum!r} is not a whole number of customers of at least 2"))
+    if minimum is not None:
+        if not str(minimum).isdigit() or not 2 <= int(str(minimum)) <= MAX_VERSION:
+            problems.append(Problem("min_sample", f"{minimum!r} is not a whole number of customers from 2 to {MAX_VERSION}"))
         else:
             options["min_sample"] = int(str(minimum))
     if problems:
@@ -138,18 +144,22 @@ def read_options(params: Mapping[str, str | None]) -> dict[str, Any]:
 
 
 def _moment(text: str | None, now: datetime, name: str, problems: list[Problem]) -> datetime | None:
-    if text in (None, ""):
+    if text is None:
         return None
     try:
-        return now - parse_duration(str(text))
+        back = parse_duration(str(text))
     except ValueError:
         pass
+    else:
+        try:
+            return now - back
+        except OverflowError:
+            return datetime.min.replace(tzinfo=now.tzinfo)  # further back than time goes: from the start
     try:
-        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return parse_time(str(text))  # the API's one reading of a time (RFC 3339 and ISO 8601)
     except ValueError:
         problems.append(Problem(name, f"{text!r} is neither a time (2026-11-01T00:00:00Z) nor a duration back from now (30d)"))
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=now.tzinfo)
 
 
 # -- what the API and the CLI call ----------------------------------------------------------

@@ -24,8 +24,11 @@ def parse_duration(text: str) -> timedelta:
     if not _WHOLE.match(compact):
         raise ValueError(f"{text!r} is not a duration; write {DURATION_HELP}")
     total = timedelta()
-    for amount, unit in _PART.findall(compact):
-        total += timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        for amount, unit in _PART.findall(compact):
+            total += timedelta(**{_UNITS[unit]: int(amount)})
+    except (OverflowError, ValueError):
+        raise ValueError(f"{text!r} is longer than any duration can be (at most {timedelta.max.days}d)") from None
     return total
 
 

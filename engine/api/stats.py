@@ -13,7 +13,8 @@ from fastapi import FastAPI, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from engine.analytics import journey_stats_now, journeys_now, stage_funnel_now
+from engine.analytics import MAX_VERSION, journey_stats_now, journeys_now, stage_funnel_now
+from engine.api import spec
 from engine.services import Services
 
 
@@ -24,17 +25,42 @@ class _JSON(Response):
         return orjson.dumps(content)
 
 
+#: ``since`` and ``until``: a time, or a duration back from now. Either form; the rule that
+#: since comes before until (400 otherwise) is one OpenAPI cannot state.
+_MOMENT: dict[str, Any] = {"anyOf": [
+    {"type": "string", "format": "date-time"},
+    {"type": "string", "pattern": r"^\s*(\d+[smhdwSMHDW])+\s*$"},
+]}
+_WINDOW = [
+    spec.query("since", _MOMENT, "the start of the window: an ISO time, or a duration back from now such as 30d (default 30d)"),
+    spec.query("until", _MOMENT, "the end of the window, after since: an ISO time or a duration back from now (default now)"),
+]
+
+
+def _doc(*statuses: int, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The OpenAPI of an analytics endpoint: an admin or read key, a JSON object, ``statuses``."""
+    return {"security": spec.ADMIN_SECURITY, "parameters": parameters or [],
+            **spec.responses({"type": "object"}, *statuses, 401, 403)}
+
+
 def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awaitable[Any]],
                key: Callable[[Request], str | None]) -> None:
     """Register the analytics endpoints on ``app``; every one needs an admin or read key (``key`` reads it)."""
 
-    @app.get("/v1/journeys")
+    @app.get("/v1/journeys", openapi_extra=_doc())
     async def list_journeys(request: Request) -> _JSON:
         """The deployed journeys: status, current version, every version, active enrollments."""
         await authenticate(key(request), read=True)
         return _JSON({"journeys": await run_in_threadpool(journeys_now, services)})
 
-    @app.get("/v1/journeys/{journey_id}/stats")
+    @app.get("/v1/journeys/{journey_id}/stats", openapi_extra=_doc(400, 404, parameters=[
+        *_WINDOW,
+        spec.query("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "one version (default all)"),
+        spec.query("window", {"type": "string", "pattern": r"^\s*(\d+[smhdwSMHDW])+\s*$"},
+                   "the conversion window, a duration such as 7d (default 30d)"),
+        spec.query("min_sample", {"type": "integer", "minimum": 2, "maximum": MAX_VERSION},
+                   "customers a variant needs before it is compared (default 100)"),
+    ]))
     async def journey_stats(journey_id: str, request: Request) -> _JSON:
         """Per step: entered, waiting, exited by reason, deliveries by status; per split variant: the
         comparison with control. ``since``/``until`` (ISO time or ``30d`` back), ``version``, ``window``
@@ -43,7 +69,7 @@ def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awa
         params = dict(request.query_params)
         return _JSON(await run_in_threadpool(journey_stats_now, services, journey_id, params))  # type: ignore[arg-type]
 
-    @app.get("/v1/stages/funnel")
+    @app.get("/v1/stages/funnel", openapi_extra=_doc(400, parameters=_WINDOW))
     async def stage_funnel(request: Request) -> _JSON:
         """Customers in each stage now; moves, time in stage and drop-off in ``since``/``until``."""
         await authenticate(key(request), read=True)
