@@ -197,7 +197,9 @@ def _read(source: str, activation: Mapping[str, Any]) -> dict[str, Any]:
         value: Any = activation.get(reference.variable)
         for name in reference.fields:
             value = value.get(name) if isinstance(value, Mapping) else None
-        values[reference.name] = value if value is None or isinstance(value, (str, int, float, bool)) else str(value)
+        if not (value is None or isinstance(value, (int, float, bool))):
+            value = str(value)[:200]  # a long text or a whole object would bloat the record: its start says enough
+        values[reference.name] = value
     return values
 
 
