@@ -50,6 +50,7 @@ from engine.storage.models import (
     Event,
     JourneyRecord,
     JourneyVersion,
+    NotEnteredCount,
     StageChange,
     TraceEntry,
 )
@@ -348,9 +349,21 @@ def journey_stats(
         "steps": list(steps.values()),
         "edges": edges,
         "variants": variants,
-        # Turn-aways are not recorded yet (issue 11, item 4): nothing to count until they are.
-        "not_entered": {},
+        "not_entered": _not_entered(session, journey_id, version),
     }
+
+
+def _not_entered(session: Session, journey_id: str, version: int | None) -> dict[str, int]:
+    """The customers the journey (one ``version``, or all) turned away, by reason, since it was
+    deployed: the counters the orchestrator keeps in the turning-away transaction (not windowed)."""
+    query = (
+        select(NotEnteredCount.reason, func.sum(NotEnteredCount.count))
+        .where(NotEnteredCount.journey_id == journey_id)
+        .group_by(NotEnteredCount.reason)
+    )
+    if version is not None:
+        query = query.where(NotEnteredCount.version == version)
+    return {reason: int(count) for reason, count in sorted(session.execute(query).all())}
 
 
 def definitions_for(session: Session, deployed: Any, journey_id: str, version: int | None) -> dict[int, Journey]:

@@ -20,14 +20,14 @@ from typing import Any
 
 import orjson
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from engine import profiles
 from engine.definitions import Journey, WaitUntilStep
 from engine.deployed import DeployedJourneys
 from engine.runtime import commands as cmd
-from engine.runtime.entry import TriggerIndex, may_enter, route
+from engine.runtime.entry import PAUSED, TriggerIndex, refusal, route
 from engine.runtime.inputs import EventArrived, TimerFired
 from engine.runtime.commands import Trace
 from engine.runtime.machine import StepOutcome, advance, start, stop
@@ -39,13 +39,15 @@ from engine.storage.models import (
     Delivery,
     Enrollment,
     Event,
+    NotEnteredCount,
     PointsEntry,
     Referral,
     ReferralCode,
     Timer,
     TraceEntry,
+    TurnAway,
 )
-from engine.storage.upsert import insert_ignore, insert_rows
+from engine.storage.upsert import add_counts, insert_ignore, insert_rows
 from engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,9 @@ MERGED = "merged"
 # A timer due this soon is enqueued right after the commit instead of waiting for the
 # scheduler's next tick.
 IMMEDIATE = timedelta(seconds=1)
+# The latest turn-aways kept per customer for ``journey trace`` (older ones are deleted;
+# the per-journey counts in ``not_entered_counts`` keep every one).
+TURN_AWAYS_KEPT = 20
 
 
 @dataclass
@@ -131,6 +136,7 @@ class Orchestrator:
         self.deployed = deployed
         self._index_stamp: object = None
         self._index = TriggerIndex()
+        self._paused = TriggerIndex()  # paused journeys: their triggers only turn customers away
         self._watched: set[str] = set()
 
     # -- units of work ------------------------------------------------------------------
@@ -177,7 +183,9 @@ class Orchestrator:
         due = {row["key"] for row in timers if row["enqueued_at"] is not None}
         followups.timers += [key for (key,) in insert_rows(session, Timer, timers, ["key"], ["key"]) if key in due]
         insert_rows(session, TraceEntry, unit.trace)
+        _write_turn_aways(session, unit.turn_aways)
         unit.effects, unit.deliveries, unit.timers, unit.trace = [], [], {}, []  # written: a second finish adds nothing
+        unit.turn_aways = []
         return followups
 
     # -- events -------------------------------------------------------------------------
@@ -200,7 +208,9 @@ class Orchestrator:
             self._after_merge(unit, customer, now)
         data = segment_event(event)
         concerned = name in self._watched
-        if not concerned and not self._index.triggered_by(name) and not (event.type == "identify" and self._index.segments):
+        paused = self._paused.triggered_by(name) or (event.type == "identify" and self._paused.segments)
+        if (not concerned and not self._index.triggered_by(name) and not paused
+                and not (event.type == "identify" and self._index.segments)):
             return  # no running journey cares: the common case costs nothing more
         view = customer_view(unit, customer)
         if not concerned:
@@ -218,6 +228,9 @@ class Orchestrator:
         for step in route(self._index, data, view, active, now, before=before):
             if stale:
                 view, stale = customer_view(unit, customer), False
+            if step.action == "turn_away":
+                self._turn_away(unit, event, customer, step.journey, now, step.why, step.detail, step.value)
+                continue
             if step.action == "advance" and step.enrollment is not None:
                 row = rows[step.enrollment.id]
                 outcome = advance(step.journey, EnrollmentState.from_dict(row.state), EventArrived(data), view, now)
@@ -227,8 +240,9 @@ class Orchestrator:
                 history = self._history(unit, customer.id, step.journey.id, enrollment_id)
                 if any(r.id == enrollment_id for r in history):
                     continue  # this event already enrolled them (it is being processed again)
-                allowed, reason = may_enter(step.journey, [EnrollmentState.from_dict(r.state) for r in history], now)
-                if not allowed:
+                refused = refusal(step.journey, [EnrollmentState.from_dict(r.state) for r in history], now)
+                if refused is not None:
+                    self._turn_away(unit, event, customer, step.journey, now, *refused)
                     continue
                 outcome = start(step.journey, enrollment_id, view, data, now)
                 row = Enrollment(
@@ -242,6 +256,24 @@ class Orchestrator:
                     unit.active[customer.id].append(row)
                 self._persist(unit, row, step.journey, outcome, customer, now, step.trace)
             stale = stale or any(c.type in PROFILE_COMMANDS for c in outcome.commands)
+        if paused:
+            # A paused journey enrolls nobody: those its trigger (and condition) let in are turned away.
+            view = customer_view(unit, customer) if stale else view
+            for step in route(self._paused, data, view, [], now, before=before):
+                if step.action == "turn_away":
+                    self._turn_away(unit, event, customer, step.journey, now, step.why, step.detail, step.value)
+                else:
+                    self._turn_away(unit, event, customer, step.journey, now, PAUSED, f"{step.journey.id} is paused")
+
+    def _turn_away(self, unit: UnitOfWork, event: Event, customer: Customer, journey: Journey, now: datetime,
+                   reason: str, detail: str, value: dict[str, Any] | None = None) -> None:
+        """Hold back the record that ``journey`` turned ``customer`` away from ``event`` (written by :meth:`finish`)."""
+        unit.turn_aways.append({
+            "key": f"{journey.id}:{event.id}"[:255], "customer_id": customer.id, "journey_id": journey.id,
+            "version": self.deployed.running(unit.session).versions.get(journey.id, 0), "at": now,
+            "event": (event.event or event.name or event.type)[:255], "reason": reason,
+            "detail": detail[:1000] or None, "value": value,
+        })
 
     def _after_merge(self, unit: UnitOfWork, customer: Customer, now: datetime) -> None:
         """After a merge (:func:`engine.profiles.merge`): the customer stays in each journey
@@ -451,6 +483,7 @@ class Orchestrator:
         for journey in running.live:
             watched |= _events_of(journey)
         self._index = TriggerIndex.build(running.active())
+        self._paused = TriggerIndex.build([j for jid, j in running.current.items() if running.status.get(jid) == "paused"])
         self._watched = watched
         self._index_stamp = running.stamp
 
@@ -481,6 +514,30 @@ def _may_have_merged(unit: UnitOfWork, event: Event, customer: Customer) -> bool
     for customer_id in merged:
         del unit.customers[customer_id]
     return bool(merged)
+
+
+def _write_turn_aways(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert the turn-aways held back, count them per journey version and reason, and keep
+    the latest :data:`TURN_AWAYS_KEPT` of each of their customers: three statements per batch.
+
+    A turn-away already recorded (the same event applied again) is neither inserted nor counted.
+    """
+    if not rows:
+        return
+    inserted = insert_rows(session, TurnAway, rows, ["key"], ["customer_id", "journey_id", "version", "reason"])
+    if not inserted:
+        return
+    counts: dict[tuple[str, int, str], int] = {}
+    for _, journey_id, version, reason in inserted:
+        counts[(journey_id, version, reason)] = counts.get((journey_id, version, reason), 0) + 1
+    add_counts(session, NotEnteredCount, ["journey_id", "version", "reason"],
+               [{"journey_id": j, "version": v, "reason": r, "count": n} for (j, v, r), n in counts.items()])
+    ranked = (
+        select(TurnAway.id, func.row_number().over(partition_by=TurnAway.customer_id, order_by=TurnAway.id.desc()).label("n"))
+        .where(TurnAway.customer_id.in_({customer_id for customer_id, *_ in inserted}))
+        .subquery()
+    )
+    session.execute(delete(TurnAway).where(TurnAway.id.in_(select(ranked.c.id).where(ranked.c.n > TURN_AWAYS_KEPT))))
 
 
 def _entry_history(session: Session, customer_ids: Collection[int], journey_ids: Collection[str],

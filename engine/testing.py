@@ -34,7 +34,7 @@ from engine.definitions import load_journey
 from engine.definitions.model import Journey
 from engine.durations import parse_duration
 from engine.runtime import EnrollmentState, Trace
-from engine.twin import DEFAULT_START, Effect, Profile, Twin, delivery_effect, deliveries, enrollments, trace
+from engine.twin import DEFAULT_START, Effect, Profile, Twin, delivery_effect, deliveries, enrollments, trace, turn_aways
 
 __all__ = ["DEFAULT_START", "Effect", "JourneyTest"]
 
@@ -188,6 +188,13 @@ class JourneyTest:
     def points(self) -> int:
         """The customer's points balance now."""
         return self.profile.points
+
+    @property
+    def not_entered(self) -> list[dict[str, Any]]:
+        """The latest times a journey turned the customer away, oldest first: each has
+        ``journey``, ``reason`` (``condition_false``, ``reentry_refused``, ``paused``,
+        ``entry_limit``), ``detail`` and ``value`` (the condition's fields)."""
+        return self.twin.read(turn_aways, self.customer_id)
 
     def trace(self, enrollment: EnrollmentState | None = None) -> list[Trace]:
         """How the runtime decided, and how each delivery went, for the latest enrollment (or the one given)."""

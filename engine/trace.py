@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from engine import profiles
 from engine.runtime.state import parse_iso
-from engine.storage.models import Customer, Delivery, Enrollment, PointsEntry, StageChange, TraceEntry
+from engine.storage.models import Customer, Delivery, Enrollment, PointsEntry, StageChange, TraceEntry, TurnAway
 
 
 def explain(session: Session, ident: str) -> dict[str, Any] | None:
@@ -53,7 +53,21 @@ def explain_customer(session: Session, customer: Customer) -> dict[str, Any]:
         ],
         "points": int(points),
         "journeys": enrollments(session, ids),
+        "notEntered": turn_aways(session, ids),
     }
+
+
+def turn_aways(session: Session, customer_ids: list[int]) -> list[dict[str, Any]]:
+    """The latest times a journey turned ``customer_ids`` away, oldest first, and why
+    (the orchestrator keeps the latest few per customer)."""
+    rows = session.execute(
+        select(TurnAway).where(TurnAway.customer_id.in_(customer_ids)).order_by(TurnAway.at, TurnAway.id)
+    ).scalars()
+    return [
+        {"at": _iso(row.at), "journey": row.journey_id, "version": row.version, "event": row.event,
+         "reason": row.reason, "detail": row.detail, "value": row.value}
+        for row in rows
+    ]
 
 
 def enrollments(session: Session, customer_ids: list[int]) -> list[dict[str, Any]]:
@@ -120,6 +134,10 @@ def format_text(explanation: dict[str, Any]) -> str:
         lines += ["", "no journeys entered"]
     for enrollment in explanation["journeys"]:
         lines += ["", *_enrollment_lines(enrollment)]
+    if explanation.get("notEntered"):
+        lines += ["", "not entered (latest):"]
+        lines += [f"  {_when(t['at'])}  {t['journey']} v{t['version']}  {t['event']}: {_why_not(t)}"
+                  for t in explanation["notEntered"]]
     lines += ["", "(times in UTC)"]
     return "\n".join(lines)
 
@@ -186,6 +204,16 @@ def _describe(entry: dict[str, Any]) -> str:
     if value is not None and str(value) not in detail:
         shown += f" ({_value(value)})"
     return shown
+
+
+def _why_not(turn_away: dict[str, Any]) -> str:
+    """``not entered: cart_value > 100 was false (cart_value=42)``, or the refusal in words."""
+    text = f"not entered ({turn_away['reason']})"
+    if turn_away["detail"]:
+        text += f": {turn_away['detail']}"
+    if turn_away["value"]:
+        text += " (" + ", ".join(f"{name}={_value(v)}" for name, v in turn_away["value"].items()) + ")"
+    return text
 
 
 def _outcome(delivery: dict[str, Any]) -> str:

@@ -53,6 +53,7 @@ from engine.definitions import Journey
 from engine.runtime import EnrollmentState, Trace
 from engine.scheduler import Scheduler, not_held_by_a_pause
 from engine.segment import parse_time
+from engine.trace import turn_aways as explain_turn_aways
 from engine.services import Services
 from engine.settings import Settings
 from engine.storage.db import begin_immediate, make_engine, make_sessionmaker, sqlite_pragmas, upgrade
@@ -583,6 +584,11 @@ def trace(session: Session, enrollment_id: str) -> list[Trace]:
         select(TraceEntry).where(TraceEntry.enrollment_id == enrollment_id).order_by(TraceEntry.at, TraceEntry.id)
     ).scalars()
     return [Trace(r.step, r.what, r.detail or "", r.value, r.error) for r in rows]
+
+
+def turn_aways(session: Session, ident: str) -> list[dict[str, Any]]:
+    """The latest times a journey turned the customer away, oldest first (as ``journey trace`` shows them)."""
+    return explain_turn_aways(session, customer_ids(session, ident))
 
 
 def deliveries(session: Session, ident: str | None = None) -> list[Delivery]:

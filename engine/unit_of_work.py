@@ -8,7 +8,7 @@ passes between them behind the caller's back:
   :meth:`Orchestrator.begin <engine.orchestrator.Orchestrator.begin>` their points,
   entry history and active enrollments; :func:`engine.profiles.apply_event` and
   ``Orchestrator.on_event`` read them, and ``Orchestrator.finish`` inserts the held
-  deliveries, timers, effects and trace, a statement per table;
+  deliveries, timers, effects, trace and turn-aways, a statement per table;
 - firing timers: ``Orchestrator.begin`` (with no events), ``on_timers``, ``finish``;
 - judging deliveries: :meth:`PolicyLayer.prefetch <engine.policy.PolicyLayer.prefetch>`
   loads the suppressions and consents that the policy checks then read.
@@ -48,6 +48,7 @@ class UnitOfWork:
     timers: dict[str, dict[str, Any]] = field(default_factory=dict)
     effects: list[dict[str, Any]] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
+    turn_aways: list[dict[str, Any]] = field(default_factory=list)  # counted and trimmed by finish, too
     # PolicyLayer.prefetch: the suppressions and consents of these customers on these channels.
     policy_customers: set[int] = field(default_factory=set)
     policy_channels: set[str] = field(default_factory=set)

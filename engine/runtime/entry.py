@@ -17,7 +17,14 @@ from typing import Any
 from engine.definitions.model import Journey
 from engine.runtime.commands import Trace
 from engine.runtime.machine import customer_variable
+from engine.rules import field_references
 from engine.runtime.state import EnrollmentState
+
+# Why a journey turned a customer away (the ``reason`` of a turn-away; docs/runtime.md, "Why not").
+CONDITION_FALSE = "condition_false"  # the trigger condition was false (or failed)
+REENTRY_REFUSED = "reentry_refused"  # re-entry ``never``, or ``after D`` not yet
+PAUSED = "paused"  # the journey is paused
+ENTRY_LIMIT = "entry_limit"  # already in it ``entry.concurrent`` times
 
 
 @dataclass(frozen=True)
@@ -26,12 +33,16 @@ class Route:
 
     Attributes:
         action: ``advance`` (call :func:`~engine.runtime.machine.advance` on ``enrollment``
-            with ``EventArrived``) or ``enroll`` (check :func:`may_enter`, then call
-            :func:`~engine.runtime.machine.start`).
+            with ``EventArrived``), ``enroll`` (check :func:`may_enter`, then call
+            :func:`~engine.runtime.machine.start`) or ``turn_away`` (the trigger event
+            matched but its condition was false: record it, enroll nobody).
         journey: the journey (for ``advance``, the version the enrollment runs on).
         enrollment: the enrollment to advance; None for ``enroll``.
-        why: ``goal``, ``exit_on``, ``wait_until``, ``trigger`` or ``segment``.
+        why: ``goal``, ``exit_on``, ``wait_until``, ``trigger``, ``segment``, or for
+            ``turn_away`` :data:`CONDITION_FALSE`.
         trace: the trigger condition's evaluation, for the explain log.
+        detail: for ``turn_away``: ``<condition> was false`` (and its error, if it failed).
+        value: for ``turn_away``: the values of the fields the condition reads, by name.
     """
 
     action: str
@@ -39,6 +50,8 @@ class Route:
     enrollment: EnrollmentState | None = None
     why: str = ""
     trace: tuple[Trace, ...] = ()
+    detail: str = ""
+    value: dict[str, Any] | None = None
 
 
 @dataclass
@@ -115,10 +128,15 @@ def route(
             if trigger.when is None:
                 routes.append(Route("enroll", journey, None, "trigger"))
                 continue
-            result = trigger.when.evaluate(_activation(journey, event, customer, now))
+            activation = _activation(journey, event, customer, now)
+            result = trigger.when.evaluate(activation)
             trace = (Trace(None, "condition", f"trigger {name}: {trigger.when.source}", result.value, result.error),)
             if result.value:
                 routes.append(Route("enroll", journey, None, "trigger", trace))
+            else:
+                detail = f"{trigger.when.source} was false" + (f" ({result.error})" if result.error else "")
+                routes.append(Route("turn_away", journey, None, CONDITION_FALSE, trace, detail,
+                                    _read(trigger.when.source, activation)))
     elif kind == "identify":
         for journey in index.segments:
             when = journey.trigger.when
@@ -145,22 +163,44 @@ def may_enter(journey: Journey, previous: Iterable[EnrollmentState], now: dt.dat
     Returns:
         (True, "") or (False, the reason, for the explain log).
     """
+    refused = refusal(journey, previous, now)
+    return (True, "") if refused is None else (False, refused[1])
+
+
+def refusal(journey: Journey, previous: Iterable[EnrollmentState], now: dt.datetime) -> tuple[str, str] | None:
+    """Why the entry rules (:func:`may_enter`) keep the customer out of ``journey`` now, or None.
+
+    Returns:
+        (:data:`ENTRY_LIMIT` or :data:`REENTRY_REFUSED`, the reason in words).
+    """
     earlier = list(previous)
     entry = journey.entry
     running = sum(1 for e in earlier if e.active)
     if running >= entry.concurrent:
-        return False, f"already in {journey.id} ({running} active; at most {entry.concurrent} at once)"
+        return ENTRY_LIMIT, f"already in {journey.id} ({running} active; at most {entry.concurrent} at once)"
     if not earlier or entry.reentry == "always":
-        return True, ""
+        return None
     if entry.reentry == "never":
-        return False, f"was in {journey.id} before and re-entry is never"
+        return REENTRY_REFUSED, f"was in {journey.id} before and re-entry is never"
     latest = max(e.started_at for e in earlier)
     if entry.reentry == "after" and entry.reentry_after is not None:
         opens = latest + entry.reentry_after
         if now < opens:
-            return False, f"entered {journey.id} at {latest.isoformat()}; re-entry opens at {opens.isoformat()}"
-        return True, ""
-    return True, ""
+            return REENTRY_REFUSED, f"entered {journey.id} at {latest.isoformat()}; re-entry opens at {opens.isoformat()}"
+    return None
+
+
+def _read(source: str, activation: Mapping[str, Any]) -> dict[str, Any]:
+    """The values of the fields ``source`` reads (None when absent), by name as written."""
+    values: dict[str, Any] = {}
+    for reference in field_references(source):
+        value: Any = activation.get(reference.variable)
+        for name in reference.fields:
+            value = value.get(name) if isinstance(value, Mapping) else None
+        if not (value is None or isinstance(value, (int, float, bool))):
+            value = str(value)[:200]  # a long text or a whole object would bloat the record: its start says enough
+        values[reference.name] = value
+    return values
 
 
 def _activation(journey: Journey, event: Mapping[str, Any], customer: Mapping[str, Any], now: dt.datetime) -> dict[str, Any]:

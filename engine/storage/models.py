@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     ForeignKey,
     Integer,
@@ -377,6 +378,40 @@ class TraceEntry(Base):
     detail: Mapped[str | None] = mapped_column(String(1000), default=None)
     value: Mapped[Any | None] = mapped_column(Json, default=None)
     error: Mapped[str | None] = mapped_column(String(1000), default=None)
+
+
+class NotEnteredCount(Base):
+    """How many times a journey version turned a customer away, by reason (``journey stats``'
+    ``not_entered``), counted in the transaction that turned them away."""
+
+    __tablename__ = "not_entered_counts"
+
+    journey_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class TurnAway(Base):
+    """One customer an event reached but a journey turned away, and why, for ``journey trace``.
+
+    Only the latest :data:`engine.orchestrator.TURN_AWAYS_KEPT` per customer are kept.
+    ``key`` (journey and event) makes applying the same event twice record it once.
+    """
+
+    __tablename__ = "turn_aways"
+    __table_args__ = (Index("ix_turn_aways_customer_id_id", "customer_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    journey_id: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event: Mapped[str | None] = mapped_column(String(255), default=None)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(String(1000), default=None)
+    value: Mapped[Any | None] = mapped_column(Json, default=None)
 
 
 class Consent(Base):

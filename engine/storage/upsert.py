@@ -1,4 +1,4 @@
-"""INSERT ... ON CONFLICT DO NOTHING on PostgreSQL and SQLite alike."""
+"""INSERT ... ON CONFLICT DO NOTHING (and counters: DO UPDATE) on PostgreSQL and SQLite alike."""
 
 from __future__ import annotations
 
@@ -54,6 +54,22 @@ def insert_rows(
             insert = insert.returning(*(model.__table__.c[name] for name in returning))
         result = connection.execute(insert, list(rows))
     return list(result.all()) if returning else []
+
+
+def add_counts(session: Session, model: Any, key: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    """Add each row's ``count`` to the row of ``model`` with the same ``key`` columns (inserting it if none).
+
+    One statement for all rows, taken in key order so that two transactions counting the
+    same rows lock them in the same order.
+    """
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
+    statement = insert.on_conflict_do_update(
+        index_elements=list(key), set_={"count": model.__table__.c["count"] + insert.excluded["count"]}
+    )
+    session.execute(statement, sorted(rows, key=lambda row: tuple(row[k] for k in key)))
 
 
 @functools.lru_cache(maxsize=64)

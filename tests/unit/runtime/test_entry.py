@@ -52,7 +52,9 @@ def test_route_indexes_by_trigger_and_checks_the_trigger_condition():
     routes = route(index, event("checkout_started", cart_value=150), customer(), [], T0)
     assert [(r.action, r.journey.id, r.why) for r in routes] == [("enroll", "big_carts", "trigger")]
     assert routes[0].trace[0].value is True
-    assert route(index, event("checkout_started", cart_value=50), customer(), [], T0) == []
+    [away] = route(index, event("checkout_started", cart_value=50), customer(), [], T0)
+    assert (away.action, away.why, away.detail, away.value) == (
+        "turn_away", "condition_false", "event.properties.cart_value > 100 was false", {"event.properties.cart_value": 50})
     assert route(index, event("page_viewed"), customer(), [], T0) == []
 
 
