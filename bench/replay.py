@@ -106,6 +106,7 @@ def baseline(url: str, start: dt.datetime, end: dt.datetime) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--one-process", action="store_true", help="run the two twins one after the other, here")
     args = parser.parse_args()
     schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -125,12 +126,13 @@ def main() -> None:
         journeys = load_journeys(sorted((ROOT / "journeys").glob("*.yaml"))).journeys.values()
         began = time.perf_counter()
         with tempfile.TemporaryDirectory() as directory:
-            result = replay(url, journeys, start, end, directory=Path(directory))
+            result = replay(url, journeys, start, end, directory=Path(directory), parallel=not args.one_process)
         took = time.perf_counter() - began
         print(f"replay: {result.events} events through two twins in {took:.1f}s = {result.events / took:,.0f} events/s "
               f"({plain / took:.3f} of the baseline's speed); "
               f"{sum(result.deployed.sent.values())} sends, {sum(result.deployed.held.values())} held")
-        print(f"peak memory: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB; "
+        own, twins = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+        print(f"peak memory: {own:,.0f} MiB in this process, {twins:,.0f} MiB in the largest twin process; "
               f"a week of 1M events at this rate: {1_000_000 / (result.events / took) / 60:.0f} min")
     finally:
         with admin.connect() as connection:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import dramatiq
@@ -110,6 +111,15 @@ def relax_commit(session: Session) -> None:
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
+def applied_at(event: Event, now: datetime) -> datetime:
+    """The instant an event is applied at: now, or its ``received_at`` if that is later.
+
+    In a worker now is always the later one. The twin (``journey replay``) applies a batch
+    of stored events at its first one's instant, and each of them then at its own.
+    """
+    return max(now, event.received_at)
+
+
 def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     """Apply stored events, all in one transaction if they can be; return the ids that failed.
 
@@ -119,7 +129,8 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     timers and deliveries follow too, so transactions that share customers take turns
     instead of deadlocking); their customers, points, enrollments loaded in a few
     queries and the rows they cause inserted a statement per table
-    (:meth:`~engine.orchestrator.Orchestrator.begin`). If anything in the batch fails,
+    (:meth:`~engine.orchestrator.Orchestrator.begin`). Each event is applied at the
+    later of now and its ``received_at`` (in a worker now is always the later one). If anything in the batch fails,
     it is rolled back whole and each event is applied alone, so one bad event fails
     only itself.
     """
@@ -142,8 +153,9 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
             orchestrator.begin(session, events, customers)
             followups = Followups()
             for event in events:
-                customer, traits_before = profiles.apply_event(session, event, now, locked=True)
-                followups.extend(orchestrator.on_event(session, event, customer, now, traits_before))
+                at = applied_at(event, now)
+                customer, traits_before = profiles.apply_event(session, event, at, locked=True)
+                followups.extend(orchestrator.on_event(session, event, customer, at, traits_before))
             followups.extend(orchestrator.finish(session))
     except Exception:  # noqa: BLE001 - retried one by one below, which records the culprit
         log.warning("a batch of %d events failed; applying them one by one", len(event_ids), exc_info=True)
@@ -170,8 +182,9 @@ def process_event(services: Services, event_id: int) -> bool:
             ).scalar_one_or_none()
             if event is None or event.processed_at is not None:
                 return True
-            customer, traits_before = profiles.apply_event(session, event, now)
-            followups = services.orchestrator.on_event(session, event, customer, now, traits_before)
+            at = applied_at(event, now)
+            customer, traits_before = profiles.apply_event(session, event, at)
+            followups = services.orchestrator.on_event(session, event, customer, at, traits_before)
     except Exception as exc:  # noqa: BLE001 - one bad event must not stop the others
         log.exception("event %s failed", event_id)
         with services.sessions.begin() as session:
@@ -225,6 +238,6 @@ def fire_timer(services: Services, key: str) -> None:
 
 
 __all__ = [
-    "Actors", "Followups", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
+    "Actors", "Followups", "applied_at", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
     "process_event",
 ]
