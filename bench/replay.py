@@ -124,13 +124,17 @@ def main() -> None:
         plain = time.perf_counter() - began
         print(f"baseline: streamed SELECT of {read} rows in {plain:.2f}s = {read / plain:,.0f} events/s")
         journeys = load_journeys(sorted((ROOT / "journeys").glob("*.yaml"))).journeys.values()
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), os.times()
         with tempfile.TemporaryDirectory() as directory:
             result = replay(url, journeys, start, end, directory=Path(directory), parallel=not args.one_process)
-        took = time.perf_counter() - began
+        took, after = time.perf_counter() - began, os.times()
+        # CPU seconds, of this process and of the twins' processes: on a shared machine the
+        # wall time also counts the waits for a core.
+        used = sum(after[:4]) - sum(cpu[:4])
         print(f"replay: {result.events} events through two twins in {took:.1f}s = {result.events / took:,.0f} events/s "
               f"({plain / took:.3f} of the baseline's speed); "
               f"{sum(result.deployed.sent.values())} sends, {sum(result.deployed.held.values())} held")
+        print(f"cpu: {used:.1f}s (both twins, every process) = {2 * result.events / used:,.0f} event-twins per CPU-second")
         own, twins = (resource.getrusage(who).ru_maxrss / 1024 for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
         print(f"peak memory: {own:,.0f} MiB in this process, {twins:,.0f} MiB in the largest twin process; "
               f"a week of 1M events at this rate: {1_000_000 / (result.events / took) / 60:.0f} min")
