@@ -43,9 +43,9 @@ PER_CUSTOMER = 10
 INSERT_CHUNK = 5000
 
 
-def customer_events(n: int, start: dt.datetime) -> list[dict[str, object]]:
-    """Customer ``n``'s ten events, spread over the week (every row has the same keys: one executemany)."""
-    user, at = f"user-{n}", start + dt.timedelta(seconds=(n * 7919) % int(WEEK.total_seconds() - 86400))
+def customer_events(n: int, start: dt.datetime, window: dt.timedelta = WEEK) -> list[dict[str, object]]:
+    """Customer ``n``'s ten events, the first in the window's first 6/7 (every row has the same keys: one executemany)."""
+    user, at = f"user-{n}", start + dt.timedelta(seconds=(n * 7919) % int(window.total_seconds() * 6 / 7))
     base = {"source": "bench", "user_id": user, "context": {}, "integrations": {}, "traits": {}, "properties": {},
             "event": None, "name": None, "received_at": at, "processed_at": at}
     rows = [{**base, "type": "identify", "message_id": f"{user}-0", "timestamp": at,
@@ -67,7 +67,7 @@ def customer_events(n: int, start: dt.datetime) -> list[dict[str, object]]:
     return rows
 
 
-def fill(url: str, events: int, start: dt.datetime) -> int:
+def fill(url: str, events: int, start: dt.datetime, window: dt.timedelta = WEEK) -> int:
     """Store ``events`` events (rounded to whole customers) and deploy the shipped journeys; return how many."""
     engine = sa.create_engine(url)
     upgrade(engine)
@@ -75,7 +75,7 @@ def fill(url: str, events: int, start: dt.datetime) -> int:
     with engine.begin() as connection:
         batch: list[dict[str, object]] = []
         for n in range(max(1, events // PER_CUSTOMER)):
-            batch += customer_events(n, start)
+            batch += customer_events(n, start, window)
             if len(batch) >= INSERT_CHUNK:
                 connection.execute(sa.insert(Event), batch)
                 stored, batch = stored + len(batch), []
@@ -106,6 +106,8 @@ def baseline(url: str, start: dt.datetime, end: dt.datetime) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--days", type=float, default=7.0,
+                        help="the window's length: fewer days, the events closer together (1M a week: --days 0.07 per 10,000)")
     parser.add_argument("--one-process", action="store_true", help="run the two twins one after the other, here")
     args = parser.parse_args()
     schema = f"bench_{uuid.uuid4().hex[:10]}"
@@ -114,10 +116,10 @@ def main() -> None:
         connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
     url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options={quote(f'-csearch_path={schema}')}"
     start = dt.datetime(2026, 11, 2, tzinfo=dt.timezone.utc)
-    end = start + WEEK
+    end = start + dt.timedelta(days=args.days)
     try:
         began = time.perf_counter()
-        stored = fill(url, args.events, start)
+        stored = fill(url, args.events, start, end - start)
         print(f"filled {stored} events in {time.perf_counter() - began:.1f}s")
         began = time.perf_counter()
         read = baseline(url, start, end)
