@@ -1,17 +1,23 @@
 """Replay throughput: stored events/s through ``journey replay``'s two twins, on PostgreSQL.
 
-Fills a fresh PostgreSQL schema with N events over one week (bulk inserts: one identify,
-product views, a checkout and, for half the customers, an order, ten events a
-customer), deploys the shipped journeys, then measures in the same run:
+Fills a fresh PostgreSQL schema with N events over a window, one week unless ``--days``
+says otherwise (bulk inserts: one identify, product views, a checkout and, for half the
+customers, an order, ten events a customer), deploys the shipped journeys, then
+measures in the same run:
 
 - the baseline: the same rows read with a plain streamed SELECT (a server-side cursor);
-- the replay: :func:`engine.replay.replay` over the week, the shipped journeys as both
-  the deployed and the changed set (two twins, every event through each).
+- the replay: :func:`engine.replay.replay` over the window, the shipped journeys as both
+  the deployed and the changed set (two twins, every event through each; two processes
+  unless ``--one-process``).
 
-    python bench/replay.py [--events 10000]
+    python bench/replay.py [--events 10000] [--days 7] [--one-process]
 
-Needs PostgreSQL (TEST_DATABASE_URL, default the local `test` database); the schema is
-dropped afterwards. Prints events/s of each and the peak memory of the process.
+A week of 1M events has 10,000 events every 0.07 days: ``--events 20000 --days 0.14`` is
+that density (the reminders an hour on fire; the 24-hour and 7-day waits fall past the
+end). Needs PostgreSQL (TEST_DATABASE_URL, default the local `test` database); the schema
+is dropped afterwards. Prints events/s of each, the CPU seconds of all processes, and the
+peak memory of this process and of the larger twin process. Figures: docs/runtime.md,
+"Replay on stored history", Speed.
 """
 
 from __future__ import annotations

@@ -3,7 +3,10 @@
 One twin runs the journeys given (the "changed" set), the other the versions deployed
 now in that database. Both start from the customer profiles as they stood at the
 window's start and take the window's events in timestamp order, streamed from the
-database in chunks; the outcome of each is a :class:`Summary` read from its rows.
+database in chunks and fed in batches (:meth:`engine.twin.Twin.send_many`: the events
+up to the next due moment, each applied at its own instant through the workers' batch
+path); the outcome of each is a :class:`Summary` read from its rows. The two twins run
+in two processes, each reading the same snapshot (PostgreSQL: one exported snapshot).
 
 The stored database is only read: on PostgreSQL in one ``READ ONLY``, ``REPEATABLE
 READ`` transaction (one snapshot for the events and the profiles), on SQLite through a
@@ -151,6 +154,8 @@ APPROXIMATIONS = [
     "profiles at the start: traits folded from the identifies stored before it; merges as they stand now",
     "consents changed during the window are left out (a row keeps only the latest choice)",
     "deliveries made before the window are not counted by frequency caps",
+    "events go to the twins in batches of up to a minute that end at the next due timer or send: what an event "
+    "causes at once, or schedules before the batch's last event, happens at that last event, up to a minute late",
 ]
 
 
