@@ -18,7 +18,8 @@ deliverer, and the scheduler's ``fire_due`` and ``sweep``, which fire timers and
 deferred sends. The driver loop takes the earliest input (a recorded event, a due timer,
 a deferred send, a delayed message), moves the clock to its moment, applies it, and
 drains the queues until nothing is left at that instant. Events go before timers at the
-same instant (docs/runtime.md).
+same instant (docs/runtime.md). :meth:`Twin.send_many` takes many events in batches
+through the workers' batch path instead, as ``journey replay`` does.
 
 The outputs are the database rows themselves, read by the small query functions below:
 deliveries with their statuses and reasons, trace rows, enrollments, stage history,
