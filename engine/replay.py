@@ -3,7 +3,10 @@
 One twin runs the journeys given (the "changed" set), the other the versions deployed
 now in that database. Both start from the customer profiles as they stood at the
 window's start and take the window's events in timestamp order, streamed from the
-database in chunks; the outcome of each is a :class:`Summary` read from its rows.
+database in chunks and fed in batches (:meth:`engine.twin.Twin.send_many`: the events
+up to the next due moment, each applied at its own instant through the workers' batch
+path); the outcome of each is a :class:`Summary` read from its rows. The two twins run
+in two processes, each reading the same snapshot (PostgreSQL: one exported snapshot).
 
 The stored database is only read: on PostgreSQL in one ``READ ONLY``, ``REPEATABLE
 READ`` transaction (one snapshot for the events and the profiles), on SQLite through a
@@ -28,6 +31,9 @@ start, which frequency caps would count.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+import os
+import traceback
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -56,7 +62,7 @@ from engine.storage.models import (
     StageChange,
     Suppression,
 )
-from engine.twin import Twin
+from engine.twin import Twin, migrated_database
 
 #: Events read from the database per round trip (a server-side cursor on PostgreSQL).
 CHUNK = 2000
@@ -148,6 +154,8 @@ APPROXIMATIONS = [
     "profiles at the start: traits folded from the identifies stored before it; merges as they stand now",
     "consents changed during the window are left out (a row keeps only the latest choice)",
     "deliveries made before the window are not counted by frequency caps",
+    "events go to the twins in batches of up to a minute that end at the next due timer or send: what an event "
+    "causes at once, or schedules before the batch's last event, happens at that last event, up to a minute late",
 ]
 
 
@@ -162,11 +170,16 @@ def read_only(database_url: str) -> Engine:
 
 
 @contextmanager
-def snapshot(engine: Engine) -> Iterator[Connection]:
-    """One connection in a read-only transaction (on PostgreSQL one REPEATABLE READ snapshot); rolled back after."""
+def snapshot(engine: Engine, shared: str | None = None) -> Iterator[Connection]:
+    """One connection in a read-only transaction (on PostgreSQL one REPEATABLE READ snapshot); rolled back after.
+
+    ``shared``: on PostgreSQL, the id of a snapshot another transaction exported, to read the same.
+    """
     with engine.connect() as connection:
         if connection.dialect.name == "postgresql":
             connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            if shared is not None:
+                connection.exec_driver_sql(f"SET TRANSACTION SNAPSHOT '{shared}'")
         try:
             yield connection
         finally:
@@ -285,8 +298,18 @@ class Profiles:
                     session.add(PointsEntry(customer_id=row.id, amount=points, reason="opening balance", at=start))
 
 
+@dataclass
+class Run:
+    """What one twin's run returns: events taken, customers copied in, its summary, the events it refused."""
+
+    events: int
+    customers: int
+    summary: Summary
+    skipped: list[str]
+
+
 def replay(database_url: str, changed: Iterable[Journey], start: dt.datetime, end: dt.datetime, *,
-           settings: Settings | None = None, directory: Path) -> Result:
+           settings: Settings | None = None, directory: Path, parallel: bool | None = None) -> Result:
     """Replay the events stored in ``database_url`` over [start, end) through the deployed and the ``changed`` journeys.
 
     Nothing is written to that database and nothing is sent. The twins run until ``end``.
@@ -294,44 +317,125 @@ def replay(database_url: str, changed: Iterable[Journey], start: dt.datetime, en
     Args:
         directory: an empty directory for the run's files: the deployed versions' templates, the
             twins' databases.
+        parallel: run the two twins in two processes (default: when the machine has more than
+            one core), each reading the same snapshot of the database (on PostgreSQL an
+            exported snapshot); otherwise one after the other in this process.
     """
     changed = list(changed)
     directory.mkdir(parents=True, exist_ok=True)
+    if parallel is None:
+        parallel = (os.cpu_count() or 1) > 1
     engine = read_only(database_url)
     try:
         with snapshot(engine) as connection, Session(bind=connection) as session:
-            current = deployed_journeys(session, directory)
-            # Each twin's rows (every event of the window among them) go to a throwaway
-            # file, so that memory holds a chunk of events, not the window.
-            with Twin(current.values(), start=start, settings=settings, database=directory / "deployed.db") as now, \
-                    Twin(changed, start=start, settings=settings, database=directory / "changed.db") as other:
-                for twin in (now, other):
-                    _throwaway(twin)
-                profiles = Profiles(session, start, (now, other))
-                count, skipped = 0, []
-                for event in stream_events(session, start, end):
-                    profiles.before(event)
-                    message = segment_message(event)
-                    try:
-                        for twin in (now, other):
-                            twin.send(message)
-                    except ValueError as exc:  # stored before a rule got stricter: say so, go on
-                        skipped.append(f"event {event.id}: {exc}")
-                        continue
-                    count += 1
-                for twin in (now, other):
-                    twin.advance_to(end)
-                return Result(start, end, count, len(profiles.seeded), now.read(summarize), other.read(summarize),
-                              _versions(session), [j.id for j in changed], skipped)
+            versions = _versions(session)
+            shared = _export_snapshot(connection) if parallel else None
+            if parallel and (shared is not None or connection.dialect.name == "sqlite"):
+                migrated_database().dispose()  # migrate once, here: both processes start from the copy
+                now, other = _in_processes([(database_url, None, start, end, settings, directory, "deployed", shared),
+                                            (database_url, changed, start, end, settings, directory, "changed", shared)])
+            else:
+                now = run_twin(session, None, start, end, settings, directory, "deployed")
+                other = run_twin(session, changed, start, end, settings, directory, "changed")
     finally:
         engine.dispose()
+    return Result(start, end, now.events, now.customers, now.summary, other.summary, versions,
+                  [j.id for j in changed], now.skipped)
+
+
+def run_twin(session: Session, journeys: list[Journey] | None, start: dt.datetime, end: dt.datetime,
+             settings: Settings | None, directory: Path, name: str) -> Run:
+    """The window's events, streamed from ``session``, through a twin of ``journeys`` (None: the deployed versions).
+
+    The customers known at the start are copied in at their first event; the events go
+    in batches (:meth:`~engine.twin.Twin.send_many`); the twin runs until ``end``.
+    """
+    if journeys is None:
+        journeys = list(deployed_journeys(session, directory).values())
+    # The twin's rows (every event of the window among them) go to a throwaway file,
+    # so that memory holds a chunk of events, not the window.
+    with Twin(journeys, start=start, settings=settings, database=directory / f"{name}.db") as twin:
+        _throwaway(twin)
+        profiles = Profiles(session, start, (twin,))
+        read = 0
+
+        def messages() -> Iterator[dict[str, Any]]:
+            nonlocal read
+            for event in stream_events(session, start, end):
+                profiles.before(event)
+                read += 1
+                yield segment_message(event)
+
+        refused = twin.send_many(messages())
+        twin.advance_to(end)
+        return Run(read - len(refused), len(profiles.seeded), twin.read(summarize), [why for _, why in refused])
+
+
+def _export_snapshot(connection: Connection) -> str | None:
+    """PostgreSQL: the id of this transaction's snapshot, for the other processes to read the same; else None."""
+    if connection.dialect.name != "postgresql":
+        return None
+    if connection.exec_driver_sql("SELECT pg_is_in_recovery()").scalar_one():
+        return None  # a hot standby cannot export one: the twins run one after the other
+    return str(connection.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one())
+
+
+def _twin_process(sender: Any, args: tuple[Any, ...]) -> None:
+    database_url, journeys, start, end, settings, directory, name, shared = args
+    try:
+        engine = read_only(database_url)
+        try:
+            with snapshot(engine, shared) as connection, Session(bind=connection) as session:
+                run = run_twin(session, journeys, start, end, settings, directory, name)
+        finally:
+            engine.dispose()
+        sender.send(("ok", run))
+    except BaseException as exc:  # noqa: BLE001 - told to the parent, which raises it
+        try:
+            sender.send(("error", exc))
+        except Exception:  # noqa: BLE001 - not picklable: its text then
+            sender.send(("error", RuntimeError(f"{name} twin: {type(exc).__name__}: {exc}\n{traceback.format_exc()}")))
+    finally:
+        sender.close()
+
+
+def _in_processes(calls: list[tuple[Any, ...]]) -> list[Run]:
+    """Each twin's run in a process of its own (forked: the journeys need no pickling); their runs, in order."""
+    context = multiprocessing.get_context("fork")
+    started = []
+    for args in calls:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_twin_process, args=(sender, args), name=f"replay-{args[6]}", daemon=True)
+        process.start()
+        sender.close()
+        started.append((process, receiver))
+    runs, failure = [], None
+    for process, receiver in started:
+        try:
+            status, value = receiver.recv()
+        except EOFError:
+            status, value = "error", RuntimeError(f"the {process.name} process died (exit code {process.exitcode})")
+        process.join()
+        if status == "ok":
+            runs.append(value)
+        elif failure is None:
+            failure = value
+    if failure is not None:
+        raise failure
+    return runs
 
 
 def _throwaway(twin: Twin) -> None:
-    """No fsync for a twin's file: it is deleted after the replay, a crash loses nothing."""
+    """No fsync and no write-ahead log for a twin's file: it is deleted after the replay, a crash loses nothing.
+
+    One connection uses it: the rollback journal is kept in memory (a failed batch still
+    rolls back), the pages it reads most in a 64 MiB cache.
+    """
     connection = twin.services.engine.raw_connection()
     try:
-        connection.driver_connection.execute("PRAGMA synchronous=OFF")  # type: ignore[union-attr]
+        for pragma in ("journal_mode=MEMORY", "synchronous=OFF", "locking_mode=EXCLUSIVE", "temp_store=MEMORY",
+                       "cache_size=-65536"):
+            connection.driver_connection.execute(f"PRAGMA {pragma}")  # type: ignore[union-attr]
     finally:
         connection.close()
 
@@ -341,5 +445,5 @@ def _versions(session: Session) -> dict[str, int]:
                                 .where(JourneyRecord.status == "active")).all())
 
 
-__all__ = ["APPROXIMATIONS", "CHUNK", "Profiles", "Result", "Summary", "deployed_journeys", "read_only", "replay",
-           "segment_message", "snapshot", "stream_events", "summarize"]
+__all__ = ["APPROXIMATIONS", "CHUNK", "Profiles", "Result", "Run", "Summary", "deployed_journeys", "read_only", "replay",
+           "run_twin", "segment_message", "snapshot", "stream_events", "summarize"]

@@ -18,7 +18,8 @@ deliverer, and the scheduler's ``fire_due`` and ``sweep``, which fire timers and
 deferred sends. The driver loop takes the earliest input (a recorded event, a due timer,
 a deferred send, a delayed message), moves the clock to its moment, applies it, and
 drains the queues until nothing is left at that instant. Events go before timers at the
-same instant (docs/runtime.md).
+same instant (docs/runtime.md). :meth:`Twin.send_many` takes many events in batches
+through the workers' batch path instead, as ``journey replay`` does.
 
 The outputs are the database rows themselves, read by the small query functions below:
 deliveries with their statuses and reasons, trace rows, enrollments, stage history,
@@ -82,6 +83,9 @@ DEFAULT_HORIZON = dt.timedelta(days=365)
 DEFAULT_START = dt.datetime(2024, 1, 1, 9, 0, tzinfo=dt.timezone.utc)
 #: The ingestion source (API key name) of the events a twin is fed.
 SOURCE = "twin"
+#: :meth:`Twin.send_many`: how long after its first event a batch may run, and how many events it may hold.
+BATCH_SPAN = dt.timedelta(minutes=1)
+BATCH_SIZE = 500
 #: Rounds of firing and releasing at one instant before the loop is taken to be stuck.
 MAX_ROUNDS_AT_ONE_INSTANT = 50
 
@@ -103,6 +107,17 @@ class TwinStuck(RuntimeError):
 # -- the driver loop's steps, shared with the differential test ----------------------------
 
 
+_DUE_WORK = select(
+    select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_(None)).scalar_subquery(),
+    select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
+                                              not_held_by_a_pause())
+    .scalar_subquery(),
+    select(func.min(Delivery.not_before)).where(
+        Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.enqueued_at.is_(None)
+    ).scalar_subquery(),
+)
+
+
 def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None]:
     """When the scheduler has work next: (a timer to fire, a deferred send to release).
 
@@ -112,17 +127,8 @@ def due_work(services: Services) -> tuple[dt.datetime | None, dt.datetime | None
     (:func:`~engine.scheduler.not_held_by_a_pause`, the sweep's rule). A deferred send is
     due at its ``not_before``.
     """
-    with services.sessions() as session:  # one statement: the loop asks before every step
-        timer, again, deferred = session.execute(select(
-            select(func.min(Timer.due_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_(None))
-            .scalar_subquery(),
-            select(func.min(Timer.enqueued_at)).where(Timer.fired_at.is_(None), Timer.enqueued_at.is_not(None),
-                                                      not_held_by_a_pause())
-            .scalar_subquery(),
-            select(func.min(Delivery.not_before)).where(
-                Delivery.status == "pending", Delivery.not_before.is_not(None), Delivery.enqueued_at.is_(None)
-            ).scalar_subquery(),
-        )).one()
+    with services.engine.connect() as connection:  # one statement, built once: the loop asks before every step
+        timer, again, deferred = connection.execute(_DUE_WORK).one()
     retry = _aware(again) + services.settings.sweep_after + dt.timedelta(microseconds=1) if again is not None else None
     return _earliest(_aware(timer), retry), _aware(deferred)
 
@@ -219,12 +225,13 @@ class TwinBroker(StubBroker):
         """When the earliest delayed message is due."""
         return self._delayed[0][0] if self._delayed else None
 
-    def drain(self) -> int:
+    def drain(self, only: str | None = None) -> int:
         """Run every message that is due now, and what they cause, until none is left; return how many ran.
 
         Deliveries go first, then timers, then events, as a worker's priorities order
         them. A message whose actor raises is retried with the actor's backoff (on the
         virtual clock), at most its ``max_retries`` times, as dramatiq's Retries would.
+        ``only``: run the messages of that queue alone, and leave the others queued.
         """
         ran = 0
         while True:
@@ -232,7 +239,7 @@ class TwinBroker(StubBroker):
             while self._delayed and self._delayed[0][0] <= now:
                 _, _, message = heapq.heappop(self._delayed)
                 super().enqueue(message)
-            data = self._next_message()
+            data = self._next_message(only)
             if data is None:
                 return ran
             message = dramatiq.Message.decode(data)
@@ -249,10 +256,11 @@ class TwinBroker(StubBroker):
                     self.enqueue(message.copy(options={"retries": retries + 1}), delay=int(backoff))
             ran += 1
 
-    def _next_message(self) -> bytes | None:
-        for name in sorted((q for q in self.queues if q not in self.delay_queues), key=_rank):
-            queue = self.queues[name]
-            if not queue.empty():
+    def _next_message(self, only: str | None = None) -> bytes | None:
+        names = [only] if only is not None else sorted((q for q in self.queues if q not in self.delay_queues), key=_rank)
+        for name in names:
+            queue = self.queues.get(name)
+            if queue is not None and not queue.empty():
                 data = queue.get_nowait()
                 queue.task_done()
                 return data
@@ -463,6 +471,70 @@ class Twin:
         Raises:
             ValueError: the event is not a valid Segment message (the problems are named).
         """
+        data, at = self._message(event)
+        self.advance_to(at, inclusive=False)
+        self.clock.current = at
+        rows = self._prepare(data, at)
+        with self.services.sessions.begin() as session:
+            ids = ingest.store(session, rows)
+        self.services.enqueue_events(ids)
+        self.settle()
+
+    def send_many(self, events: Iterable[Mapping[str, Any]], *, span: dt.timedelta = BATCH_SPAN,
+                  size: int = BATCH_SIZE) -> list[tuple[Mapping[str, Any], str]]:
+        """Take time-ordered Segment events in batches, as workers take a queue message of many; return the refused.
+
+        A batch is the events up to the next moment the scheduler or the queues have
+        work (an event at that very moment goes in: events go before timers), at most
+        ``span`` after its first event and ``size`` events. Its events are stored in one
+        transaction and applied through the workers' batch path
+        (:func:`engine.workers.actors.apply_events`), each at its own instant; then the
+        clock moves to the batch's last event and what they caused runs (sends, timers
+        due at once). So a send an event causes goes out at most ``span`` late, and a
+        timer it schedules less than ``span`` ahead may fire that late too: the price of
+        not committing once per event. :meth:`send` takes one event exactly.
+
+        Returns:
+            The events that are not valid Segment messages, each with the problems named;
+            the others are taken.
+        """
+        refused: list[tuple[Mapping[str, Any], str]] = []
+        rows: list[dict[str, Any]] = []
+        limit: dt.datetime | None = None
+        last = self.now
+        for message in events:
+            data, at = self._message(message)
+            if rows and (len(rows) >= size or (limit is not None and at > limit)):
+                self._apply(rows, last)
+                rows = []
+            if not rows:
+                due = _earliest(next_due(self.services), self.broker.next_delayed())
+                if due is not None and due < at:  # else nothing to carry out first: no need to ask again
+                    self.advance_to(at, inclusive=False)
+                    due = _earliest(next_due(self.services), self.broker.next_delayed())
+                self.clock.current = at
+                limit = _earliest(due, at + span)
+            try:
+                rows += self._prepare(data, at)
+            except ValueError as exc:
+                refused.append((message, str(exc)))
+                continue
+            last = at
+        if rows:
+            self._apply(rows, last)
+        return refused
+
+    def _apply(self, rows: list[dict[str, Any]], last: dt.datetime) -> None:
+        """Store ``rows`` together, apply them at the clock's instant or later, then run what they caused at ``last``."""
+        with self.services.sessions.begin() as session:
+            ids = ingest.store(session, rows)
+        self.services.enqueue_events(ids)
+        self.broker.drain(only=EVENTS_QUEUE)
+        self.clock.current = max(self.clock.current, last)
+        self.settle()
+
+    def _message(self, event: Mapping[str, Any]) -> tuple[dict[str, Any], dt.datetime]:
+        """``event`` with a type, a messageId and a text timestamp, and the instant it is taken at."""
         data = dict(event)
         data.setdefault("type", "track")
         data.setdefault("messageId", f"{SOURCE}-{next(self._messages)}")
@@ -471,17 +543,15 @@ class Twin:
             at = max(at, _moment(data["timestamp"]))
             if isinstance(data["timestamp"], dt.datetime):  # the wire format is text
                 data["timestamp"] = data["timestamp"].isoformat()
-        self.advance_to(at, inclusive=False)
-        self.clock.current = at
         data.setdefault("timestamp", at.isoformat())
+        return data, at
+
+    def _prepare(self, data: dict[str, Any], at: dt.datetime) -> list[dict[str, Any]]:
         rows, outcome = ingest.prepare(data, source=SOURCE, received_at=at, type_=data["type"])
         if outcome.rejected:
             problems = "; ".join(str(p) for _, found in outcome.rejected for p in found)
             raise ValueError(f"event {data['messageId']!r} is not a valid Segment message: {problems}")
-        with self.services.sessions.begin() as session:
-            ids = ingest.store(session, rows)
-        self.services.enqueue_events(ids)
-        self.settle()
+        return rows
 
     def run(self, events: Iterable[Mapping[str, Any]], *, until: dt.timedelta | None = None) -> None:
         """Take ``events`` in time order, then run ``until`` past the last one.

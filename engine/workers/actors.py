@@ -113,6 +113,15 @@ def relax_commit(session: Session) -> None:
         session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
+def applied_at(event: Event, now: datetime) -> datetime:
+    """The instant an event is applied at: now, or its ``received_at`` if that is later.
+
+    In a worker now is always the later one. The twin (``journey replay``) applies a batch
+    of stored events at its first one's instant, and each of them then at its own.
+    """
+    return max(now, event.received_at)
+
+
 def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     """Apply stored events, all in one transaction if they can be; return the ids that failed.
 
@@ -122,7 +131,9 @@ def apply_events(services: Services, event_ids: list[int]) -> list[int]:
     timers and deliveries follow too, so transactions that share customers take turns
     instead of deadlocking); their customers, points, enrollments loaded in a few
     queries and the rows they cause inserted a statement per table, through one
-    :class:`~engine.unit_of_work.UnitOfWork`. If anything in the batch fails, it is
+    :class:`~engine.unit_of_work.UnitOfWork`. Each event is applied at the later of now
+    and its ``received_at`` (:func:`applied_at`; in a worker now is always the later
+    one). If anything in the batch fails, it is
     rolled back whole and each event is applied alone (:func:`process_event`, a unit
     of one), so one bad event fails only itself.
     """
@@ -156,8 +167,9 @@ def _apply(services: Services, unit: UnitOfWork, events: Sequence[Event], now: d
     orchestrator = services.orchestrator
     orchestrator.begin(unit, events, customers)
     for event in events:
-        customer, traits_before = profiles.apply_event(unit, event, now, locked=True)
-        orchestrator.on_event(unit, event, customer, now, traits_before)
+        at = applied_at(event, now)
+        customer, traits_before = profiles.apply_event(unit, event, at, locked=True)
+        orchestrator.on_event(unit, event, customer, at, traits_before)
     return orchestrator.finish(unit)
 
 
@@ -237,6 +249,6 @@ def _fire(services: Services, unit: UnitOfWork, keys: Sequence[str], now: dateti
 
 
 __all__ = [
-    "Actors", "Followups", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
+    "Actors", "Followups", "applied_at", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
     "process_event",
 ]

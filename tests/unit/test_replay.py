@@ -158,7 +158,8 @@ def test_replay_reads_through_a_connection_that_cannot_write(request, database, 
 # -- SQLite: the window and the read-only guarantee -----------------------------------------------
 
 
-def test_only_the_window_is_replayed_and_the_file_is_left_as_it_was(sqlite_url, tmp_path):
+@pytest.mark.parametrize("parallel", [True, False], ids=["two processes", "one process"])
+def test_only_the_window_is_replayed_and_the_file_is_left_as_it_was(sqlite_url, tmp_path, parallel):
     start, end = T0, T0 + dt.timedelta(days=1)
     services = make_services(sqlite_url)
     services.clock = VirtualClock(start)
@@ -178,7 +179,7 @@ def test_only_the_window_is_replayed_and_the_file_is_left_as_it_was(sqlite_url, 
     database = tmp_path / "journey.db"
     digest = hashlib.sha256(database.read_bytes()).hexdigest()
 
-    outcome = replay(sqlite_url, [], start, end, directory=tmp_path / "versions")
+    outcome = replay(sqlite_url, [], start, end, directory=tmp_path / "versions", parallel=parallel)
 
     assert outcome.events == 1 and outcome.customers == 1
     # ada is known at the start with her email, so her one checkout in the window is reminded

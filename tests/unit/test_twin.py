@@ -5,6 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from sqlalchemy import select
+
+from engine.storage.models import Customer, Enrollment
 from engine.twin import Twin, deliveries, next_due, trace
 
 ROOT = Path(__file__).parents[2]
@@ -74,3 +77,50 @@ def test_a_paused_journeys_due_timer_waits_for_the_resume_and_is_not_claimed_aga
         twin.set_status("cart_abandonment", "active")
         twin.advance(dt.timedelta(seconds=1))
         assert [d.step for d in twin.read(deliveries, "ada")] == ["reminder"]
+
+
+CART = ROOT / "journeys" / "cart_abandonment.yaml"
+
+
+def cart_stream(at: dt.datetime) -> list[dict[str, object]]:
+    """ada identifies, checks out 20 seconds later and orders 40 seconds after that; grace checks out between."""
+    def track(user: str, name: str, seconds: int, **properties: object) -> dict[str, object]:
+        return {"type": "track", "event": name, "userId": user, "properties": properties,
+                "timestamp": (at + dt.timedelta(seconds=seconds)).isoformat()}
+    return [
+        {"type": "identify", "userId": "ada", "traits": {"first_name": "Ada", "email": "ada@example.com"},
+         "timestamp": at.isoformat()},
+        track("ada", "checkout_started", 20, cart_value=120.5, order_id="o-1", currency="EUR", item_count=1),
+        track("grace", "checkout_started", 30, cart_value=89, order_id="o-2", currency="EUR", item_count=1),
+        track("ada", "order_completed", 60, order_id="o-1", total=120.5),
+    ]
+
+
+def test_events_taken_in_batches_start_each_enrollment_at_its_own_event():
+    with Twin([CART], start=START) as twin:
+        refused = twin.send_many(cart_stream(START), span=dt.timedelta(minutes=5))
+        twin.advance(dt.timedelta(days=2))
+        started = twin.read(lambda s: dict(s.execute(select(Enrollment.customer_id, Enrollment.started_at)).all()))
+        names = twin.read(lambda s: dict(s.execute(select(Customer.id, Customer.external_id)).all()))
+    assert refused == []
+    assert {names[c]: at for c, at in started.items()} == {
+        "ada": START + dt.timedelta(seconds=20), "grace": START + dt.timedelta(seconds=30)}
+
+
+def test_events_taken_in_batches_do_what_they_do_one_by_one():
+    with Twin([CART], start=START) as one, Twin([CART], start=START) as batched:
+        one.run(cart_stream(START), until=dt.timedelta(days=2))
+        batched.send_many(cart_stream(START), span=dt.timedelta(minutes=5))
+        batched.finish(dt.timedelta(days=2))
+        assert batched.effects() == one.effects()
+
+
+def test_batches_refuse_only_the_invalid_events():
+    stream = cart_stream(START)
+    stream.insert(2, {"type": "track", "userId": "ada", "timestamp": START.isoformat()})  # no event name
+    with Twin([CART], start=START) as twin:
+        refused = twin.send_many(stream)
+        twin.advance(dt.timedelta(days=2))
+        assert [event for event, _ in refused] == [stream[2]]
+        assert "event" in refused[0][1]
+        assert sorted(twin.customers()) == ["ada", "grace"]
