@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from engine import audit
@@ -54,8 +54,13 @@ def _true(value: Any) -> Any:
 
 
 def _moment(value: Any) -> Any:
-    """A time as the rest of the API reads it (:func:`engine.segment.parse_time`)."""
-    return value if isinstance(value, datetime) else parse_time(value)
+    """A time as the rest of the API reads it (:func:`engine.segment.parse_time`), with its zone."""
+    if isinstance(value, datetime):
+        return value
+    moment = parse_time(value)
+    if datetime.fromisoformat(value.upper()).tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: add Z (UTC) or an offset such as +02:00")
+    return moment
 
 
 def _present(value: str) -> str:
@@ -70,8 +75,8 @@ def _present(value: str) -> str:
 RowId = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_ID)]
 #: ``{"all": true}``: only ``true`` itself (not 1).
 AllTrue = Annotated[Literal[True], BeforeValidator(_true)]
-#: A filter's time: an ISO-8601 time, in UTC (without a zone: UTC), as everywhere in the API.
-Moment = Annotated[datetime, BeforeValidator(_moment)]
+#: A filter's time: an ISO-8601 time with its zone (read in UTC), as everywhere in the API.
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
 #: A filter's text: not blank (leave the filter out instead), no NUL; its length is the field's.
 FilterText = Annotated[str, AfterValidator(_present)]
 
