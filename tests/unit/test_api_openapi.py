@@ -168,9 +168,8 @@ def test_an_events_action_with_ids_and_a_filter_is_invalid_in_its_schema(service
     assert not jsonschema.Draft202012Validator(schema).is_valid({"ids": [1], "filter": {"name": "x"}})
 
 
-@pytest.mark.parametrize("path", ["/v1/deliveries?cursor=", "/v1/events/failed?cursor=", "/v1/audit?cursor="])
-def test_a_listings_cursor_is_documented_as_the_whole_number_it_must_be(services: Services, path: str) -> None:
-    route, _ = path.split("?")
+@pytest.mark.parametrize("route", ["/v1/deliveries", "/v1/events/failed", "/v1/audit"])
+def test_a_listings_cursor_is_documented_as_the_whole_number_it_must_be(services: Services, route: str) -> None:
     parameters = document(services)["paths"][route]["get"]["parameters"]
     assert next(p["schema"] for p in parameters if p["name"] == "cursor")["type"] == "integer"
 
