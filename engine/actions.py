@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from engine import audit
 from engine.errors import PayloadError, Problem
+from engine.segment import parse_time, whole_number
 
 if TYPE_CHECKING:
     from engine.services import Services
@@ -36,6 +37,48 @@ MAX_ID = 2**63 - 1
 
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+
+
+def _whole(value: Any) -> Any:
+    """An id as JSON gives it: a whole number (``42``, ``42.0``); not a string, not a boolean."""
+    number = whole_number(value)
+    if number is None:
+        raise ValueError(f"must be a whole number such as 42, not {value!r}")
+    return number
+
+
+def _true(value: Any) -> Any:
+    if value is not True:
+        raise ValueError(f"must be true (or left out), not {value!r}")
+    return value
+
+
+def _moment(value: Any) -> Any:
+    """A time as the rest of the API reads it (:func:`engine.segment.parse_time`), with its zone."""
+    if isinstance(value, datetime):
+        return value
+    moment = parse_time(value)
+    if datetime.fromisoformat(value.upper()).tzinfo is None:
+        raise ValueError(f"{value!r} has no time zone: add Z (UTC) or an offset such as +02:00")
+    return moment
+
+
+def _present(value: str) -> str:
+    if not value.strip():
+        raise ValueError(f"must not be blank ({value!r}): leave it out to select every one")
+    if "\x00" in value:
+        raise ValueError("contains a NUL character (\\u0000), which cannot be looked up; remove it")
+    return value
+
+
+#: A row's id: a whole number from 1 to :data:`MAX_ID` (a string or a boolean is refused).
+RowId = Annotated[int, BeforeValidator(_whole), Field(ge=1, le=MAX_ID)]
+#: ``{"all": true}``: only ``true`` itself (not 1).
+AllTrue = Annotated[Literal[True], BeforeValidator(_true)]
+#: A filter's time: an ISO-8601 time with its zone (read in UTC), as everywhere in the API.
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment)]
+#: A filter's text: not blank (leave the filter out instead), no NUL; its length is the field's.
+FilterText = Annotated[str, AfterValidator(_present)]
 
 
 class Strict(BaseModel):
@@ -110,4 +153,4 @@ def by_ids(services: Services, actor: audit.Actor, action: str, ids: Sequence[in
     return changed, delivered, entry
 
 
-__all__ = ["BATCH", "MAX_ID", "Strict", "by_filter", "by_ids", "checked", "window_problem"]
+__all__ = ["BATCH", "MAX_ID", "AllTrue", "FilterText", "Moment", "RowId", "Strict", "by_filter", "by_ids", "checked", "window_problem"]

@@ -23,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
 Status = Literal["pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped"]
 LISTING_FIELDS = ("status", "channel", "journey", "reason", "since", "until", "limit", "cursor")
-DeliveryId = Annotated[int, Field(ge=1, le=actions.MAX_ID)]
+DeliveryId = actions.RowId
 
 
 @dataclass(frozen=True)
@@ -90,12 +90,12 @@ class DeliveryFilter(actions.Strict):
     """Which deliveries: every condition given holds (none given: every delivery)."""
 
     status: Status | None = Field(None, description="only this status (`held`: see `reason`)")
-    channel: str | None = Field(None, max_length=32, description="only this channel")
-    journey: str | None = Field(None, max_length=100, description="only this journey's")
-    reason: str | None = Field(None, min_length=1, max_length=200,
-                               description="only those whose error or held reason contains this, in any case")
-    since: AwareDatetime | None = Field(None, description="created at or after this time")
-    until: AwareDatetime | None = Field(None, description="created before this time")
+    channel: actions.FilterText | None = Field(None, max_length=32, description="only this channel")
+    journey: actions.FilterText | None = Field(None, max_length=100, description="only this journey's")
+    reason: actions.FilterText | None = Field(
+        None, max_length=200, description="only those whose error or held reason contains this, in any case")
+    since: actions.Moment | None = Field(None, description="created at or after this time")
+    until: actions.Moment | None = Field(None, description="created before this time")
 
     @model_validator(mode="after")
     def _window(self) -> DeliveryFilter:
@@ -131,7 +131,7 @@ class DeliveryAction(actions.Strict):
     ids: list[DeliveryId] | None = Field(None, min_length=1, max_length=MAX_LIMIT,
                                          description=f"these deliveries (at most {MAX_LIMIT}): all of them, or none")
     filter: DeliveryFilter | None = Field(None, description="every delivery it selects that the action applies to")
-    all: Literal[True] | None = Field(None, description="every delivery the action applies to")
+    all: actions.AllTrue | None = Field(None, description="every delivery the action applies to")
 
     @model_validator(mode="after")
     def _one(self) -> DeliveryAction:

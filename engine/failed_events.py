@@ -24,9 +24,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
@@ -45,7 +45,7 @@ STATUSES = ("failing", "failed", "dropped")
 EventStatus = Literal["failing", "failed", "dropped"]
 ACTIONS = ("retry", "drop")
 LISTING_FIELDS = ("status", "name", "source", "since", "until", "limit", "cursor")
-EventId = Annotated[int, Field(ge=1, le=actions.MAX_ID)]
+EventId = actions.RowId
 #: The event's name as filters and lists show it: a track's event, a page's name, else its type.
 NAME = func.coalesce(Event.event, Event.name, Event.type)
 
@@ -78,11 +78,11 @@ class EventFilter(actions.Strict):
     """Which events: every condition given holds (none given: every failing and failed event)."""
 
     status: EventStatus | None = Field(None, description="only this status (none: failing and failed)")
-    name: str | None = Field(None, max_length=255, description="only this event (a track's event, a page's name, "
+    name: actions.FilterText | None = Field(None, max_length=255, description="only this event (a track's event, a page's name, "
                                                                "else the type: identify...)")
-    source: str | None = Field(None, max_length=100, description="only those sent with this key name")
-    since: AwareDatetime | None = Field(None, description="received at or after this time")
-    until: AwareDatetime | None = Field(None, description="received before this time")
+    source: actions.FilterText | None = Field(None, max_length=100, description="only those sent with this key name")
+    since: actions.Moment | None = Field(None, description="received at or after this time")
+    until: actions.Moment | None = Field(None, description="received before this time")
 
     @model_validator(mode="after")
     def _window(self) -> EventFilter:

@@ -280,7 +280,7 @@ def create_app(services: Services) -> FastAPI:
                                                     services.clock(), f"admin API, key {principal.name}"))
 
     @app.get("/v1/deliveries", response_model=deliveries.DeliveryPage,
-             openapi_extra=_listing_doc(deliveries.DeliveryFilter, "deliveries"))
+             openapi_extra={"parameters": spec.filter_parameters(deliveries.DeliveryFilter, deliveries.STATUSES)})
     async def list_deliveries(request: Request) -> JSONResponse:
         """Deliveries oldest first, by ``status`` (``dead``, ``unknown``: a worker stopped while sending them,
         ``held``...), ``channel``, ``journey``, ``reason`` and creation time; pages of ``limit`` from ``cursor``."""
@@ -308,7 +308,8 @@ def create_app(services: Services) -> FastAPI:
     delivery_action("mark-sent", "Record unknown deliveries as sent: the provider had them.")
 
     @app.get("/v1/events/failed", response_model=failed_events.FailedEventPage,
-             openapi_extra=_listing_doc(failed_events.EventFilter, "events"))
+             openapi_extra={"parameters": spec.filter_parameters(failed_events.EventFilter,
+                                                                 failed_events.STATUSES)})
     async def list_failed_events(request: Request) -> JSONResponse:
         """Stored events that failed to apply, oldest first: ``failing`` (still retried), ``failed`` (given up),
         ``dropped``; by ``name``, ``source`` and receipt time; pages of ``limit`` from ``cursor``."""
@@ -333,12 +334,7 @@ def create_app(services: Services) -> FastAPI:
     event_action("retry", "Apply failing or failed events again: enqueued, their attempts from 0.")
     event_action("drop", "Give up failing or failed events: never applied; the rows stay, with who and when.")
 
-    @app.get("/v1/audit", response_model=audit.AuditPage, openapi_extra={"parameters": [
-        {"name": "limit", "in": "query", "required": False,
-         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}, "description": "entries per page"},
-        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "the nextCursor of the previous page"},
-    ]})
+    @app.get("/v1/audit", response_model=audit.AuditPage, openapi_extra={"parameters": spec.listing_parameters()})
     async def list_audit(request: Request) -> JSONResponse:
         """The operator actions, newest first: who (a key by id, prefix and name), when, what, on what, how many."""
         await authenticate(_basic_key(request), read=True)
@@ -464,20 +460,6 @@ def _endpoint(handler: Any, type_: str | None) -> Any:
 def _model(model: BaseModel) -> JSONResponse:
     """A response model as JSON, with its API field names."""
     return JSONResponse(model.model_dump(mode="json", by_alias=True))
-
-
-def _listing_doc(filter_model: type[BaseModel], noun: str) -> dict[str, Any]:
-    """The OpenAPI of a listing's query: the filter's fields, then ``limit`` and ``cursor``."""
-    schema = filter_model.model_json_schema()
-    parameters = [{"name": name, "in": "query", "required": False, "schema": field,
-                   "description": field.get("description", "")} for name, field in schema["properties"].items()]
-    parameters += [
-        {"name": "limit", "in": "query", "required": False, "description": f"{noun} per page",
-         "schema": {"type": "integer", "minimum": 1, "maximum": preferences.MAX_LIMIT}},
-        {"name": "cursor", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "the nextCursor of the previous page"},
-    ]
-    return {"parameters": parameters}
 
 
 def _authenticate(services: Services, key: str | None) -> keys.Principal:

@@ -15,8 +15,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from annotated_types import MaxLen
+from pydantic import BaseModel
+
 from channels.base import ADDRESS_FIELDS
-from engine import preferences
+from engine import actions, deliveries, failed_events, preferences
 from engine.policy import REASONS
 from engine.segment import MAX_BATCH_BYTES, MAX_EVENT_BYTES, MAX_ID_LENGTH, MAX_ID_NUMBER, MIN_ID_NUMBER, TYPES
 
@@ -184,6 +187,7 @@ def components(channels: Sequence[str]) -> Schema:
         "required": ["batch"],
         "additionalProperties": True,  # read by nobody, stored nowhere
     }
+    schemas.update(operator_schemas())
     schemas["SuppressionRequest"] = _suppression_request(channels)
     schemas["ConsentRequest"] = {
         "type": "object",
@@ -237,6 +241,71 @@ def _suppression_request(channels: Sequence[str]) -> Schema:
             {"required": ["address"], "properties": {"userId": {"type": "null"}}, "anyOf": address_rules},
         ],
     }
+
+
+def _filter_fields(model: type[BaseModel], statuses: Sequence[str]) -> Schema:
+    """The fields of an operator filter (:class:`~engine.deliveries.DeliveryFilter`...), not null.
+
+    ``status`` is one of ``statuses``; ``since`` and ``until`` are times; every other field
+    is text that is not blank, of at most the model's length.
+    """
+    fields: Schema = {}
+    for name, info in model.model_fields.items():
+        if name == "status":
+            schema: Schema = {"enum": list(statuses)}
+        elif name in ("since", "until"):
+            schema = {"type": "string", "format": "date-time"}
+        else:
+            schema = text(next(m.max_length for m in info.metadata if isinstance(m, MaxLen)))
+        fields[name] = {**schema, "description": info.description or ""}
+    return fields
+
+
+def _selection(noun: str, filter_name: str, *, every: bool) -> Schema:
+    """An operator action's body: exactly one of ``ids``, ``filter`` (and ``all`` when ``every``).
+
+    The others may be left out or null (the model reads null as absent).
+    """
+    names = ["ids", "filter", *(["all"] if every else [])]
+    given: Schema = {
+        "ids": {"type": "array", "minItems": 1, "maxItems": preferences.MAX_LIMIT,
+                "items": {"type": "integer", "minimum": 1, "maximum": actions.MAX_ID},
+                "description": f"these {noun} (at most {preferences.MAX_LIMIT}): all of them, or none"},
+        "filter": {**ref(filter_name), "description": f"every one of the {noun} it selects that the action applies to"},
+        "all": {"const": True, "description": f"every one of the {noun} the action applies to (as filter: {{}})"},
+    }
+    return {
+        "type": "object",
+        "description": f"The {noun}: by ids, {'by a filter, or all' if every else 'or by a filter'} (exactly one).",
+        "properties": {name: _nullable(given[name]) for name in names},
+        "additionalProperties": False,
+        "oneOf": [{"required": [name], "properties": {name: given[name], **{other: {"type": "null"}
+                                                                            for other in names if other != name}}}
+                  for name in names],
+    }
+
+
+def operator_schemas() -> Schema:
+    """The bodies of the operator actions on deliveries and failed events, and their filters."""
+    schemas: Schema = {}
+    for name, model, statuses in (("DeliveryFilter", deliveries.DeliveryFilter, deliveries.STATUSES),
+                                  ("EventFilter", failed_events.EventFilter, failed_events.STATUSES)):
+        schemas[name] = {
+            "type": "object",
+            "description": (model.__doc__ or "").strip() + " since must be before until (400 otherwise).",
+            "properties": {field: _nullable(schema) for field, schema in _filter_fields(model, statuses).items()},
+            "additionalProperties": False,
+        }
+    schemas["DeliveryAction"] = _selection("deliveries", "DeliveryFilter", every=True)
+    schemas["EventAction"] = _selection("events", "EventFilter", every=False)
+    return schemas
+
+
+def filter_parameters(model: type[BaseModel], statuses: Sequence[str]) -> list[Schema]:
+    """The query parameters of a listing on an operator filter, then ``limit`` and ``cursor``."""
+    return listing_parameters(*(query(name, {key: value for key, value in schema.items() if key != "description"},
+                                      schema["description"] + (" (before until)" if name == "since" else ""))
+                                for name, schema in _filter_fields(model, statuses).items()))
 
 
 #: A message of each type, as the SDKs send them.

@@ -6,10 +6,10 @@ Thin doors on :mod:`engine.analytics`, which ``journey stats`` and ``journey fun
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Path, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -31,10 +31,16 @@ _MOMENT: dict[str, Any] = {"anyOf": [
     {"type": "string", "format": "date-time"},
     {"type": "string", "pattern": r"^\s*(\d+[smhdwSMHDW])+\s*$"},
 ]}
+# Examples a generator starts from (schemathesis' coverage phase): a window that holds.
 _WINDOW = [
-    spec.query("since", _MOMENT, "the start of the window: an ISO time, or a duration back from now such as 30d (default 30d)"),
-    spec.query("until", _MOMENT, "the end of the window, after since: an ISO time or a duration back from now (default now)"),
+    spec.query("since", {**_MOMENT, "examples": ["30d"]},
+               "the start of the window: an ISO time, or a duration back from now such as 30d (default 30d)"),
+    spec.query("until", {**_MOMENT, "examples": ["1s"]}, "the end of the window, after since: an ISO time or a duration back from now (default now)"),
 ]
+
+
+#: A deployed journey's id; the example is the journey the project ships (journeys/nps_survey.yaml).
+JourneyId = Annotated[str, Path(description="a deployed journey's id", examples=["nps_survey"])]
 
 
 def _doc(*statuses: int, parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -61,7 +67,7 @@ def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awa
         spec.query("min_sample", {"type": "integer", "minimum": 2, "maximum": MAX_VERSION},
                    "customers a variant needs before it is compared (default 100)"),
     ]))
-    async def journey_stats(journey_id: str, request: Request) -> _JSON:
+    async def journey_stats(journey_id: JourneyId, request: Request) -> _JSON:
         """Per step: entered, waiting, exited by reason, deliveries by status; per split variant: the
         comparison with control. ``since``/``until`` (ISO time or ``30d`` back), ``version``, ``window``
         (conversion window, default 30d), ``min_sample``."""

@@ -134,3 +134,50 @@ def test_a_nul_in_a_suppression_note_is_a_400_naming_it(client: tuple[TestClient
     answer = test_client.post("/v1/suppressions", headers=admin, json={
         "channel": "email", "address": "ada@example.com", "reason": "manual", "note": "a\u0000b"})
     assert (answer.status_code, [e["path"] for e in answer.json()["errors"]]) == (400, ["note"])
+
+
+@pytest.mark.parametrize(
+    ("body", "valid"),
+    [
+        ({"ids": [1, 2]}, True),
+        ({"filter": {"status": "dead", "channel": "email"}}, True),
+        ({"all": True}, True),
+        ({"ids": [1], "filter": None, "all": None}, True),  # null is absent
+        ({"ids": [1], "all": True}, False),  # exactly one of them
+        ({"filter": {}, "all": True}, False),
+        ({}, False),
+        ({"ids": []}, False),
+        ({"ids": [0]}, False),
+        ({"ids": ["1"]}, False),
+        ({"all": 1}, False),
+        ({"filter": {"channel": " "}}, False),  # a blank filter: leave it out
+        ({"filter": {"channel": "a\u0000b"}}, False),
+        ({"filter": {"since": 0}}, False),
+    ],
+)
+def test_a_delivery_actions_schema_and_its_model_accept_the_same_bodies(
+        client: tuple[TestClient, dict[str, str]], services: Services, body: dict[str, object], valid: bool) -> None:
+    schema = {"$ref": "#/components/schemas/DeliveryAction", **document(services)}
+    test_client, admin = client
+    answer = test_client.post("/v1/deliveries/mark-sent", headers=admin, json=body)
+    assert (jsonschema.Draft202012Validator(schema).is_valid(body), answer.status_code != 400) == (valid, valid)
+
+
+def test_an_events_action_with_ids_and_a_filter_is_invalid_in_its_schema(services: Services) -> None:
+    schema = {"$ref": "#/components/schemas/EventAction", **document(services)}
+    assert not jsonschema.Draft202012Validator(schema).is_valid({"ids": [1], "filter": {"name": "x"}})
+
+
+@pytest.mark.parametrize("route", ["/v1/deliveries", "/v1/events/failed", "/v1/audit"])
+def test_a_listings_cursor_is_documented_as_the_whole_number_it_must_be(services: Services, route: str) -> None:
+    parameters = document(services)["paths"][route]["get"]["parameters"]
+    assert next(p["schema"] for p in parameters if p["name"] == "cursor")["type"] == "integer"
+
+
+@pytest.mark.parametrize("path", ["/v1/deliveries?channel=a%00b", "/v1/deliveries?reason=%20",
+                                  "/v1/events/failed?source=a%00b", "/v1/events/failed?name=%20"])
+def test_a_nul_or_a_blank_in_a_listings_text_filter_is_a_400_naming_it(client: tuple[TestClient, dict[str, str]],
+                                                                        path: str) -> None:
+    test_client, admin = client
+    answer = test_client.get(path, headers=admin)
+    assert (answer.status_code, [e["path"] for e in answer.json()["errors"]]) == (400, [path.split("?")[1].split("=")[0]])
