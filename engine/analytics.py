@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -349,16 +349,19 @@ def journey_stats(
         "steps": list(steps.values()),
         "edges": edges,
         "variants": variants,
-        "not_entered": _not_entered(session, journey_id, version),
+        "not_entered": _not_entered(session, journey_id, version, window),
     }
 
 
-def _not_entered(session: Session, journey_id: str, version: int | None) -> dict[str, int]:
-    """The customers the journey (one ``version``, or all) turned away, by reason, since it was
-    deployed: the counters the orchestrator keeps in the turning-away transaction (not windowed)."""
+def _not_entered(session: Session, journey_id: str, version: int | None, window: Window) -> dict[str, int]:
+    """The customers the journey (one ``version``, or all) turned away, by reason, on the UTC
+    days from since's to until's, both included (the window rounded out to whole days): the counters the orchestrator keeps per day in the
+    turning-away transaction (so a query sums a row per reason and day, never the raw rows)."""
+    first = window.since.astimezone(timezone.utc).date()
+    last = window.until.astimezone(timezone.utc).date()
     query = (
         select(NotEnteredCount.reason, func.sum(NotEnteredCount.count))
-        .where(NotEnteredCount.journey_id == journey_id)
+        .where(NotEnteredCount.journey_id == journey_id, NotEnteredCount.day.between(first, last))
         .group_by(NotEnteredCount.reason)
     )
     if version is not None:
@@ -793,8 +796,6 @@ def _aware(at: Any) -> datetime | None:
     if isinstance(at, str):
         at = datetime.fromisoformat(at)
     if at.tzinfo is None:
-        from datetime import timezone
-
         at = at.replace(tzinfo=timezone.utc)
     return at
 

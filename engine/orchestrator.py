@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
@@ -524,17 +524,19 @@ def _write_turn_aways(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     """
     if not rows:
         return
-    inserted = insert_rows(session, TurnAway, rows, ["key"], ["customer_id", "journey_id", "version", "reason"])
+    inserted = insert_rows(session, TurnAway, rows, ["key"], ["key", "customer_id", "journey_id", "version", "reason"])
     if not inserted:
         return
-    counts: dict[tuple[str, int, str], int] = {}
-    for _, journey_id, version, reason in inserted:
-        counts[(journey_id, version, reason)] = counts.get((journey_id, version, reason), 0) + 1
-    add_counts(session, NotEnteredCount, ["journey_id", "version", "reason"],
-               [{"journey_id": j, "version": v, "reason": r, "count": n} for (j, v, r), n in counts.items()])
+    day_of = {row["key"]: row["at"].astimezone(timezone.utc).date() for row in rows}
+    counts: dict[tuple[str, int, str, date], int] = {}
+    for key, _, journey_id, version, reason in inserted:
+        counted = (journey_id, version, reason, day_of[key])
+        counts[counted] = counts.get(counted, 0) + 1
+    add_counts(session, NotEnteredCount, ["journey_id", "version", "reason", "day"],
+               [{"journey_id": j, "version": v, "reason": r, "day": d, "count": n} for (j, v, r, d), n in counts.items()])
     ranked = (
         select(TurnAway.id, func.row_number().over(partition_by=TurnAway.customer_id, order_by=TurnAway.id.desc()).label("n"))
-        .where(TurnAway.customer_id.in_({customer_id for customer_id, *_ in inserted}))
+        .where(TurnAway.customer_id.in_({customer_id for _, customer_id, *_ in inserted}))
         .subquery()
     )
     session.execute(delete(TurnAway).where(TurnAway.id.in_(select(ranked.c.id).where(ranked.c.n > TURN_AWAYS_KEPT))))

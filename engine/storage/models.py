@@ -6,12 +6,13 @@ these models describe it for queries. A test checks that the two agree.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    Date,
     ForeignKey,
     Integer,
     Index,
@@ -381,14 +382,15 @@ class TraceEntry(Base):
 
 
 class NotEnteredCount(Base):
-    """How many times a journey version turned a customer away, by reason (``journey stats``'
-    ``not_entered``), counted in the transaction that turned them away."""
+    """How many times a journey version turned a customer away, by reason and UTC day
+    (``journey stats``' ``not_entered``), counted in the transaction that turned them away."""
 
     __tablename__ = "not_entered_counts"
 
     journey_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 

@@ -1,4 +1,4 @@
-"""why not, recorded: not_entered_counts (turn-aways per journey version and reason) and
+"""why not, recorded: not_entered_counts (turn-aways per journey version, reason and day) and
 turn_aways (the latest per customer, for journey trace)
 
 Revision ID: 0010
@@ -28,8 +28,9 @@ def upgrade() -> None:
         sa.Column("journey_id", sa.String(length=100), nullable=False),
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("journey_id", "version", "reason", name=op.f("pk_not_entered_counts")),
+        sa.PrimaryKeyConstraint("journey_id", "version", "reason", "day", name=op.f("pk_not_entered_counts")),
     )
     op.create_table(
         "turn_aways",

@@ -85,6 +85,17 @@ def test_stats_count_every_turn_away_by_reason_beyond_those_kept():
     assert stats["not_entered"] == {"condition_false": TURN_AWAYS_KEPT + 5, "entry_limit": 1}
 
 
+def test_stats_count_the_turn_aways_of_the_window_by_day():
+    t = JourneyTest(big_carts(), customer_id="ada")
+    t.send("checkout_started", cart_value=1)
+    t.advance("3d")
+    t.send("checkout_started", cart_value=2)
+    t.send("checkout_started", cart_value=3)
+    journey = t.journeys["big_carts"]
+    stats = t.twin.read(analytics.journey_stats, "big_carts", {1: journey}, Window(t.now - timedelta(days=1), t.now), t.now)
+    assert stats["not_entered"] == {"condition_false": 2}
+
+
 def test_journey_trace_says_why_the_customer_was_not_entered():
     t = JourneyTest(big_carts(), customer_id="ada")
     t.send("checkout_started", cart_value=42)
