@@ -13,6 +13,9 @@ from channels.settings import ChannelSettings
 
 logger = logging.getLogger("journey_engine.channels")
 
+#: The provider id of a message :class:`PreviewChannel` logged in place of sending it.
+PREVIEW_PREFIX = "preview:"
+
 
 class LogChannel(Channel):
     """Logs the message at INFO, with its fields in the record's ``channel_message``."""
@@ -59,4 +62,4 @@ class PreviewChannel(LogChannel):
             self.preview_of, message.idempotency_key, message.recipient.customer_id, parts,
             extra={"channel_message": message},
         )
-        return Result.sent(f"preview:{message.idempotency_key}")
+        return Result.sent(f"{PREVIEW_PREFIX}{message.idempotency_key}")

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from channels.log import PREVIEW_PREFIX
 from engine import profiles
 from engine.runtime.state import parse_iso
 from engine.storage.models import Customer, Delivery, Enrollment, PointsEntry, StageChange, TraceEntry, TurnAway
@@ -218,7 +219,10 @@ def _why_not(turn_away: dict[str, Any]) -> str:
 
 def _outcome(delivery: dict[str, Any]) -> str:
     text = delivery["status"]
-    if delivery["providerId"]:
+    if (delivery["providerId"] or "").startswith(PREVIEW_PREFIX):
+        # journey dev stood a logging channel in for one without settings: nothing left.
+        text = f"logged, not sent ({delivery['channel']} is not configured)"
+    elif delivery["providerId"]:
         text += f" (provider id {delivery['providerId']})"
     if delivery["attempts"] > 1:
         text += f" after {delivery['attempts']} attempts"

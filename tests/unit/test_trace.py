@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
+from channels.log import PreviewChannel
 from engine.api import create_app
 from engine.cli import main
 from engine.cli.codes import RET_NOT_FOUND
@@ -180,3 +181,14 @@ def test_cli_trace(abandoned_then_bought, monkeypatch):
     assert journey(json.loads(as_json.stdout), "cart_abandonment")["status"] == "converted"
     assert unknown.exit_code == RET_NOT_FOUND
     assert unknown.stderr == "Error: no customer is known by the user id or anonymous id 'nobody'\n"
+
+
+def test_a_message_journey_dev_only_logged_reads_logged_not_sent(engine):  # noqa: F811
+    services, send, _ = engine
+    services.adapters["email"] = PreviewChannel("email")  # journey dev, without SMTP_URL
+    send("identify", userId="lin", traits={"email": "lin@example.com", "first_name": "Lin"})
+    send("track", userId="lin", event="order_completed",
+         properties={"order_id": "o-5", "total": 12.0, "item_count": 1, "currency": "EUR"})
+    with services.sessions() as session:
+        text = format_text(explain(session, "lin"))
+    assert "-> logged, not sent (email is not configured)" in text
