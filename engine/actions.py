@@ -16,15 +16,17 @@ Each action writes a row to the audit log (:mod:`engine.audit`), counted batch b
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from sqlalchemy.orm import Session
 
 from engine import audit
 from engine.errors import PayloadError, Problem
+from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
 from engine.segment import parse_time, whole_number
 
 if TYPE_CHECKING:
@@ -96,6 +98,33 @@ def checked(model: type[M], data: dict[str, Any], subject: str = "the request") 
             Problem(".".join(str(p) for p in error["loc"]) or "request", error["msg"].removeprefix("Value error, "))
             for error in exc.errors()
         ]) from None
+
+
+@dataclass(frozen=True)
+class Listing(Generic[M]):
+    """A checked listing query: a filter, the page size, and the last id of the previous page."""
+
+    filter: M
+    limit: int = DEFAULT_LIMIT
+    after: int | None = None
+
+
+def read_listing(query: Mapping[str, Any], model: type[M], fields: Sequence[str], example: str,
+                 noun: str) -> Listing[M]:
+    """Check a listing query: ``model``'s filter fields, ``limit`` and ``cursor``, all optional.
+
+    ``fields`` are the filter's names, then ``limit`` and ``cursor``; ``example`` is a good
+    query, shown when this one is not; ``noun`` names the entries (``"deliveries"``).
+
+    Raises:
+        PayloadError: every problem found, each naming its parameter.
+    """
+    request = RequestFields(dict(query), tuple(fields), example, "parameter")
+    limit = request.whole("limit", 1, MAX_LIMIT, f"the {noun} per page, 1 to {MAX_LIMIT}")
+    cursor = request.cursor("cursor")
+    request.raise_if_any("the listing")
+    wanted = checked(model, {k: query[k] for k in fields if k not in ("limit", "cursor") and k in query}, "the listing")
+    return Listing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
 
 
 def window_problem(since: datetime | None, until: datetime | None) -> str | None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT
 from engine.storage.models import AuditEntry
+from engine.storage.paging import keyset_page
 
 if TYPE_CHECKING:
     from engine.keys import Principal
@@ -103,14 +104,9 @@ def view(entry: AuditEntry) -> AuditView:
 
 def list_entries(session: Session, limit: int = DEFAULT_LIMIT, before: int | None = None) -> AuditPage:
     """A page of the audit log, newest first, of ``limit`` entries older than the id ``before``."""
-    limit = max(1, min(limit, MAX_LIMIT))
-    query = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
-    if before is not None:
-        query = query.where(AuditEntry.id < before)
-    rows = list(session.execute(query).scalars())
-    page = rows[:limit]
-    return AuditPage(entries=[view(e) for e in page],
-                     next_cursor=str(page[-1].id) if len(rows) > limit else None)
+    page, cursor = keyset_page(session, select(AuditEntry), AuditEntry.id, max(1, min(limit, MAX_LIMIT)), before,
+                               newest_first=True)
+    return AuditPage(entries=[view(entry) for entry, in page], next_cursor=cursor)
 
 
 __all__ = ["Actor", "AuditPage", "AuditView", "add", "finish", "list_entries", "start", "view"]

@@ -21,7 +21,7 @@ never need an operator for those: the sweeper resends them itself
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +35,8 @@ from engine.audit import Actor
 from engine.delivery import trace_row
 from engine.errors import ConflictError, NotFoundError, Problem
 from engine.orchestrator import Followups
-from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
+from engine.preferences import MAX_LIMIT
+from engine.storage.paging import keyset_page
 from engine.storage.models import Customer, Delivery
 from engine.storage.upsert import insert_rows
 from engine.storage.models import TraceEntry
@@ -186,38 +187,20 @@ class DeliveryActionResult(BaseModel):
     audit_id: int = Field(alias="auditId", description="the action's row in the audit log")
 
 
-@dataclass(frozen=True)
-class DeliveryListing:
-    """A checked listing query: a filter, the page size, and the last id of the previous page."""
-
-    filter: DeliveryFilter = field(default_factory=DeliveryFilter)
-    limit: int = DEFAULT_LIMIT
-    after: int | None = None
-
-
-def read_listing(query: Mapping[str, Any]) -> DeliveryListing:
+def read_listing(query: Mapping[str, Any]) -> actions.Listing[DeliveryFilter]:
     """Check a listing query: the filter's fields, ``limit`` and ``cursor``, all optional.
 
     Raises:
         PayloadError: every problem found, each naming its parameter.
     """
-    fields = RequestFields(dict(query), LISTING_FIELDS, "status=dead&channel=email&limit=100", "parameter")
-    limit = fields.whole("limit", 1, MAX_LIMIT, f"the deliveries per page, 1 to {MAX_LIMIT}")
-    cursor = fields.cursor("cursor")
-    fields.raise_if_any("the listing")
-    wanted = actions.checked(DeliveryFilter, {k: query[k] for k in LISTING_FIELDS[:6] if k in query}, "the listing")
-    return DeliveryListing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
+    return actions.read_listing(query, DeliveryFilter, LISTING_FIELDS, "status=dead&channel=email&limit=100", "deliveries")
 
 
-def list_deliveries(session: Session, listing: DeliveryListing) -> tuple[list[DeliveryView], str | None]:
+def list_deliveries(session: Session, listing: actions.Listing[DeliveryFilter]) -> tuple[list[DeliveryView], str | None]:
     """A page of deliveries, oldest first; the entries, and the cursor of the next page (None: the last)."""
-    query = select(Delivery).where(*listing.filter.where())
-    if listing.after is not None:
-        query = query.where(Delivery.id > listing.after)
-    rows = list(session.execute(query.order_by(Delivery.id).limit(listing.limit + 1)).scalars())
-    page = rows[: listing.limit]
-    cursor = str(page[-1].id) if len(rows) > listing.limit else None
-    return views(session, page), cursor
+    rows, cursor = keyset_page(session, select(Delivery).where(*listing.filter.where()), Delivery.id,
+                               listing.limit, listing.after)
+    return views(session, [delivery for delivery, in rows]), cursor
 
 
 def views(session: Session, deliveries: Sequence[Delivery]) -> list[DeliveryView]:
@@ -337,7 +320,7 @@ def mark_sent_now(services: Services, selection: DeliveryAction, actor: Actor) -
 
 
 __all__ = [
-    "ACTIONS", "DeliveryAction", "DeliveryActionResult", "DeliveryFilter", "DeliveryListing", "DeliveryPage",
+    "ACTIONS", "DeliveryAction", "DeliveryActionResult", "DeliveryFilter", "DeliveryPage",
     "DeliveryView", "RULES", "STATUSES", "act", "delivery_view", "list_deliveries", "mark_sent_now", "read_listing",
     "resend_now", "views",
 ]

@@ -22,7 +22,6 @@ Selections by ids or by filter, the audit log and the refusals work as
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -35,7 +34,8 @@ from engine import actions
 from engine.audit import Actor
 from engine.errors import ConflictError, NotFoundError, Problem
 from engine.orchestrator import MAX_EVENT_ATTEMPTS
-from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
+from engine.preferences import MAX_LIMIT
+from engine.storage.paging import keyset_page
 from engine.storage.models import Event
 
 if TYPE_CHECKING:
@@ -164,37 +164,20 @@ class EventActionResult(BaseModel):
     audit_id: int = Field(alias="auditId", description="the action's row in the audit log")
 
 
-@dataclass(frozen=True)
-class EventListing:
-    """A checked listing query: a filter, the page size, and the last id of the previous page."""
-
-    filter: EventFilter = field(default_factory=EventFilter)
-    limit: int = DEFAULT_LIMIT
-    after: int | None = None
-
-
-def read_listing(query: Mapping[str, Any]) -> EventListing:
+def read_listing(query: Mapping[str, Any]) -> actions.Listing[EventFilter]:
     """Check a listing query: the filter's fields, ``limit`` and ``cursor``, all optional.
 
     Raises:
         PayloadError: every problem found, each naming its parameter.
     """
-    fields = RequestFields(dict(query), LISTING_FIELDS, "status=failed&name=order_completed&limit=100", "parameter")
-    limit = fields.whole("limit", 1, MAX_LIMIT, f"the events per page, 1 to {MAX_LIMIT}")
-    cursor = fields.cursor("cursor")
-    fields.raise_if_any("the listing")
-    wanted = actions.checked(EventFilter, {k: query[k] for k in LISTING_FIELDS[:5] if k in query}, "the listing")
-    return EventListing(wanted, DEFAULT_LIMIT if limit is None else limit, cursor)
+    return actions.read_listing(query, EventFilter, LISTING_FIELDS, "status=failed&name=order_completed&limit=100", "events")
 
 
-def list_failed(session: Session, listing: EventListing) -> tuple[list[FailedEventView], str | None]:
+def list_failed(session: Session, listing: actions.Listing[EventFilter]) -> tuple[list[FailedEventView], str | None]:
     """A page of failed events, oldest first; the entries, and the cursor of the next page (None: the last)."""
-    query = select(Event).where(*listing.filter.where())
-    if listing.after is not None:
-        query = query.where(Event.id > listing.after)
-    rows = list(session.execute(query.order_by(Event.id).limit(listing.limit + 1)).scalars())
-    page = rows[: listing.limit]
-    return [event_view(e) for e in page], (str(page[-1].id) if len(rows) > listing.limit else None)
+    rows, cursor = keyset_page(session, select(Event).where(*listing.filter.where()), Event.id,
+                               listing.limit, listing.after)
+    return [event_view(event) for event, in rows], cursor
 
 
 def event_view(event: Event) -> FailedEventView:
@@ -287,6 +270,6 @@ def _change(session: Session, action: str, rows: Sequence[Event], now: datetime,
 
 
 __all__ = [
-    "ACTIONS", "EventAction", "EventActionResult", "EventFilter", "EventListing", "FailedEventPage",
+    "ACTIONS", "EventAction", "EventActionResult", "EventFilter", "FailedEventPage",
     "FailedEventView", "STATUSES", "act", "event_view", "list_failed", "read_listing", "status_of",
 ]

@@ -32,6 +32,7 @@ from engine.policy import (
     suppress,
 )
 from engine.storage.models import Consent, Customer, Suppression
+from engine.storage.paging import keyset_page
 
 #: The channel of an entry that suppresses every channel.
 EVERY_CHANNEL = "*"
@@ -174,11 +175,7 @@ def list_suppressions(session: Session, listing: Listing) -> tuple[list[dict[str
         query = query.where(Suppression.channel == listing.channel)
     if listing.address is not None:
         query = query.where(Suppression.address == listing.address)
-    if listing.before is not None:
-        query = query.where(Suppression.id < listing.before)
-    rows = session.execute(query.order_by(Suppression.id.desc()).limit(listing.limit + 1)).all()
-    page = rows[: listing.limit]
-    cursor = str(page[-1][0].id) if len(rows) > listing.limit else None
+    page, cursor = keyset_page(session, query, Suppression.id, listing.limit, listing.before, newest_first=True)
     return [suppression_view(entry, user_id) for entry, user_id in page], cursor
 
 

@@ -18,7 +18,8 @@ from engine import deliveries as operations
 from engine.actions import checked
 from engine.audit import Actor
 from engine.cli.common import run
-from engine.cli.selection import at, echo_json, report, require_selection, table, window_options
+from engine.actions import Listing
+from engine.cli.selection import first_entries, print_listing, at, report, require_selection, table, window_options
 from engine.preferences import MAX_LIMIT
 from engine.services import Services
 
@@ -66,27 +67,11 @@ def list_command(limit: int, as_json: bool, **options: Any) -> None:
 
     def read(services: Services) -> tuple[list[operations.DeliveryView], bool]:
         wanted = _filter(services, options)
-        found: list[operations.DeliveryView] = []
-        after: int | None = None
         with services.sessions() as session:
-            while len(found) < limit:
-                listing = operations.DeliveryListing(wanted, min(MAX_LIMIT, limit - len(found) + 1), after)
-                page, cursor = operations.list_deliveries(session, listing)
-                found += page
-                if cursor is None:
-                    break
-                after = int(cursor)
-        return found[:limit], len(found) > limit
+            return first_entries(lambda size, after: operations.list_deliveries(session, Listing(wanted, size, after)), limit)
 
     entries, more = run(read)
-    if as_json:
-        echo_json(entries)
-    elif not entries:
-        click.echo("no deliveries" + (" match" if any(v is not None for v in options.values()) else ""))
-    else:
-        click.echo(table(entries, COLUMNS))
-    if more:
-        click.echo(f"(the first {limit} shown; narrow the filter or pass --limit)", err=True)
+    print_listing(entries, more, limit, COLUMNS, "no deliveries", any(v is not None for v in options.values()), as_json)
 
 
 @deliveries.command("unknown")

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel
 
 from engine.durations import parse_duration
+from engine.preferences import MAX_LIMIT
+from engine.segment import parse_time
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class Moment(click.ParamType):
@@ -34,10 +37,9 @@ class Moment(click.ParamType):
         except ValueError:
             pass
         try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+            return parse_time(text)  # the API's one reading of a time; without a zone, UTC
         except ValueError:
             self.fail(f"{value!r} is neither a time (2026-12-01T09:00:00Z) nor a duration ago (2h, 3d)", param, ctx)
-        return moment if moment.tzinfo is not None else moment.replace(tzinfo=timezone.utc)
 
 
 def at(moment: datetime | timedelta | None, now: datetime) -> datetime | None:
@@ -110,3 +112,33 @@ def report(done: str, result: Any, rows: Sequence[Any] | None, singular: str, ma
 
 
 __all__ = ["Moment", "at", "echo_json", "plural", "report", "require_selection", "table", "window_options"]
+
+
+def first_entries(page: Callable[[int, int | None], tuple[list[T], str | None]], limit: int) -> tuple[list[T], bool]:
+    """The first ``limit`` entries of a paged listing, and whether it has more.
+
+    ``page(size, after)`` returns at most ``size`` entries after the id ``after`` and the
+    next page's cursor (None: the last page).
+    """
+    found: list[T] = []
+    after: int | None = None
+    while len(found) <= limit:
+        entries, cursor = page(min(MAX_LIMIT, limit - len(found) + 1), after)
+        found += entries
+        if cursor is None:
+            break
+        after = int(cursor)
+    return found[:limit], len(found) > limit
+
+
+def print_listing(entries: Sequence[BaseModel], more: bool, limit: int, columns: Sequence[tuple[str, str]],
+                  none: str, filtered: bool, as_json: bool) -> None:
+    """Print a listing's entries as JSON or a table; ``none`` when there are none (``filtered``: "... match")."""
+    if as_json:
+        echo_json(entries)
+    elif not entries:
+        click.echo(none + (" match" if filtered else ""))
+    else:
+        click.echo(table(entries, columns))
+    if more:
+        click.echo(f"(the first {limit} shown; narrow the filter or pass --limit)", err=True)
