@@ -19,7 +19,7 @@ from engine.actions import checked
 from engine.audit import Actor
 from engine.cli.common import run
 from engine.actions import Listing
-from engine.cli.selection import first_entries, print_listing, at, report, require_selection, table, window_options
+from engine.cli.selection import action_command, first_entries, print_listing, at, table, window_options
 from engine.preferences import MAX_LIMIT
 from engine.services import Services
 
@@ -87,31 +87,18 @@ def unknown(ctx: click.Context, as_json: bool) -> None:
     ctx.invoke(list_command, status="unknown", as_json=as_json, limit=MAX_LIMIT)
 
 
+def _act(name: str) -> Callable[[Services, tuple[int, ...], dict[str, Any]], operations.DeliveryActionResult]:
+    def act(services: Services, ids: tuple[int, ...], options: dict[str, Any]) -> operations.DeliveryActionResult:
+        selection = (operations.DeliveryAction(ids=list(ids)) if ids
+                     else operations.DeliveryAction(filter=_filter(services, options)))
+        return operations.act(services, name, selection, Actor.command_line())
+    return act
+
+
 def _action(name: str, done: str, summary: str) -> click.Command:
-    @click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
-    @filter_options
-    @click.option("--all", "every", is_flag=True, help="Every delivery the action applies to.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-    def command(ids: tuple[int, ...], every: bool, as_json: bool, **options: Any) -> None:
-        require_selection(ids, every, options, "deliveries", "journey deliveries list")
-
-        def act(services: Services) -> operations.DeliveryActionResult:
-            if ids:
-                selection = operations.DeliveryAction(ids=list(dict.fromkeys(ids)))
-            else:
-                selection = operations.DeliveryAction(filter=_filter(services, options))
-            local.append(not services.settings.redis_url)
-            return operations.act(services, name, selection, Actor.command_line())
-
-        local: list[bool] = []
-        result = run(act)
-        report(done, result, result.deliveries, "delivery", "deliveries", as_json)
-        if result.enqueued and result.acted and local[0]:
-            click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
-                       "within JOURNEY_SWEEP_AFTER)", err=True)
-
-    command.__doc__ = summary
-    return deliveries.command(name)(command)
+    return action_command(deliveries, name, done, summary, filter_options=filter_options, act=_act(name),
+                          rows="deliveries", singular="delivery", many="deliveries", listing="journey deliveries list",
+                          every_help="Every delivery the action applies to.")
 
 
 _action("retry", "retried", """Send dead or failed deliveries again: pending, enqueued, attempts from 0.

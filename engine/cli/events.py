@@ -18,7 +18,7 @@ from engine import failed_events as operations
 from engine.actions import checked
 from engine.audit import Actor
 from engine.actions import Listing
-from engine.cli.selection import first_entries, print_listing, at, report, require_selection, window_options
+from engine.cli.selection import action_command, first_entries, print_listing, at, window_options
 from engine.cli.common import run
 from engine.preferences import MAX_LIMIT
 from engine.services import Services
@@ -73,31 +73,18 @@ def failed(limit: int, as_json: bool, **options: Any) -> None:
     print_listing(entries, more, limit, COLUMNS, "no failed events", any(v is not None for v in options.values()), as_json)
 
 
+def _act(name: str) -> Callable[[Services, tuple[int, ...], dict[str, Any]], operations.EventActionResult]:
+    def act(services: Services, ids: tuple[int, ...], options: dict[str, Any]) -> operations.EventActionResult:
+        selection = (operations.EventAction(ids=list(ids)) if ids
+                     else operations.EventAction(filter=_filter(services, options)))
+        return operations.act(services, name, selection, Actor.command_line())
+    return act
+
+
 def _action(name: str, done: str, summary: str) -> click.Command:
-    @click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
-    @filter_options
-    @click.option("--all", "every", is_flag=True, help="Every failing and failed event.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-    def command(ids: tuple[int, ...], every: bool, as_json: bool, **options: Any) -> None:
-        require_selection(ids, every, options, "events", "journey events failed")
-
-        def act(services: Services) -> operations.EventActionResult:
-            if ids:
-                selection = operations.EventAction(ids=list(dict.fromkeys(ids)))
-            else:
-                selection = operations.EventAction(filter=_filter(services, options))
-            local.append(not services.settings.redis_url)
-            return operations.act(services, name, selection, Actor.command_line())
-
-        local: list[bool] = []
-        result = run(act)
-        report(done, result, result.events, "event", "events", as_json)
-        if result.enqueued and result.acted and local[0]:
-            click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
-                       "within JOURNEY_SWEEP_AFTER)", err=True)
-
-    command.__doc__ = summary
-    return events.command(name)(command)
+    return action_command(events, name, done, summary, filter_options=filter_options, act=_act(name),
+                          rows="events", singular="event", many="events", listing="journey events failed",
+                          every_help="Every failing and failed event.")
 
 
 _action("retry", "retried", """Apply failing or failed events again: enqueued, attempts from 0.

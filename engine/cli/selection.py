@@ -10,14 +10,18 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from pydantic import BaseModel
 
+from engine.cli.common import run
 from engine.durations import parse_duration
 from engine.preferences import MAX_LIMIT
 from engine.segment import parse_time
+
+if TYPE_CHECKING:
+    from engine.services import Services
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -142,3 +146,35 @@ def print_listing(entries: Sequence[BaseModel], more: bool, limit: int, columns:
         click.echo(table(entries, columns))
     if more:
         click.echo(f"(the first {limit} shown; narrow the filter or pass --limit)", err=True)
+
+
+def action_command(group: click.Group, name: str, done: str, summary: str, *,
+                   filter_options: Callable[[Callable[..., Any]], Callable[..., Any]],
+                   act: Callable[[Services, tuple[int, ...], dict[str, Any]], Any], rows: str, singular: str,
+                   many: str, listing: str, every_help: str) -> click.Command:
+    """``journey GROUP NAME [ID]... [FILTER...] [--all] [--json]``: an operator action by ids or by filter.
+
+    ``act(services, ids, options)`` builds the selection and carries it out (returning the
+    result model); ``rows`` is the result's field of the rows acted on by ids.
+    """
+
+    @click.argument("ids", nargs=-1, type=click.IntRange(min=1), metavar="[ID]...")
+    @filter_options
+    @click.option("--all", "every", is_flag=True, help=every_help)
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    def command(ids: tuple[int, ...], every: bool, as_json: bool, **options: Any) -> None:
+        require_selection(ids, every, options, many, listing)
+        local: list[bool] = []
+
+        def carry_out(services: Services) -> Any:
+            local.append(not services.settings.redis_url)
+            return act(services, tuple(dict.fromkeys(ids)), options)
+
+        result = run(carry_out)
+        report(done, result, getattr(result, rows), singular, many, as_json)
+        if result.enqueued and result.acted and local[0]:
+            click.echo("(REDIS_URL is unset: this command's queue is its own; the scheduler's sweep sends them "
+                       "within JOURNEY_SWEEP_AFTER)", err=True)
+
+    command.__doc__ = summary
+    return group.command(name)(command)
