@@ -5,15 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from sqlalchemy import func, select
 
 from engine import deploy as deploying
+from engine.analytics import list_journeys
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
 from engine.cli.common import fail, services_for
 from engine.cli.journeys import _files_or_fail
 from engine.errors import DefinitionError
 from engine.storage.db import check_current
-from engine.storage.models import Enrollment, JourneyRecord
 
 _PATHS = click.argument("paths", nargs=-1, type=click.Path(exists=True))
 
@@ -90,20 +89,13 @@ def journeys() -> None:
     with services_for() as services:
         check_current(services.engine)
         with services.sessions() as session:
-            records = session.execute(select(JourneyRecord).order_by(JourneyRecord.id)).scalars().all()
-            running = dict(
-                session.execute(
-                    select(Enrollment.journey_id, func.count())
-                    .where(Enrollment.status == "active")
-                    .group_by(Enrollment.journey_id)
-                ).all()
-            )
-    if not records:
+            deployed = list_journeys(session)  # what GET /v1/journeys answers
+    if not deployed:
         click.echo("no journeys deployed; run `journey deploy`")
         return
     click.echo(f"{'JOURNEY':<28} {'VERSION':>7}  {'STATUS':<9} RUNNING")
-    for record in records:
-        click.echo(f"{record.id:<28} {record.current_version:>7}  {record.status:<9} {running.get(record.id, 0)}")
+    for journey in deployed:
+        click.echo(f"{journey['id']:<28} {journey['version']:>7}  {journey['status']:<9} {journey['active']}")
 
 
 def _print(changes: list[deploying.Change], show_others: bool) -> None:
