@@ -202,6 +202,9 @@ class Enrollment(Base):
         Index("ix_enrollments_journey_id_status_step", "journey_id", "status", "step"),
         # The cohort of journey stats: a journey's enrollments that started in a window.
         Index("ix_enrollments_journey_id_started_at", "journey_id", "started_at"),
+        # Journey stats' waiting customers: per step, the oldest and the median wait, from the index alone.
+        Index("ix_enrollments_waiting", "journey_id", "step", "updated_at", "started_at",
+              postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -216,6 +219,9 @@ class Enrollment(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When the customer reached the goal after the enrollment ended without converting
+    # (a holdout's), within the goal's conversion window: it counts as converted.
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Timer(Base):
@@ -276,6 +282,12 @@ class Delivery(Base):
         ),
         # The operators' lists and bulk actions by status (dead, failed, held...), paged by id.
         Index("ix_deliveries_status_id", "status", "id"),
+        # Journey stats: a journey's deliveries by step and status (from the index alone on
+        # PostgreSQL), and the reasons of the held ones.
+        Index("ix_deliveries_journey_id_created_at", "journey_id", "created_at",
+              postgresql_include=["version", "step", "status"]),
+        Index("ix_deliveries_held", "journey_id", "created_at",
+              postgresql_where=text("status = 'held'"), sqlite_where=text("status = 'held'")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -366,10 +378,6 @@ class TraceEntry(Base):
     condition's value, a wait, a delivery's outcome, an exit."""
 
     __tablename__ = "trace"
-    __table_args__ = (
-        # Journey stats read which steps a cohort reached, and how each ended, from here alone.
-        Index("ix_trace_enrollment_id_step_what", "enrollment_id", "step", "what"),
-    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
@@ -391,6 +399,24 @@ class NotEnteredCount(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class JourneyCount(Base):
+    """A count of journey stats (:mod:`engine.counters`): of a journey version's enrollments
+    that started on ``day`` (UTC), how many did ``what`` (entered, visited ``step``, ended...),
+    added up in the transactions that wrote their trace; concurrent writers add to their own ``shard``."""
+
+    __tablename__ = "journey_counts"
+
+    journey_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    step: Mapped[str] = mapped_column(String(100), primary_key=True)
+    what: Mapped[str] = mapped_column(String(32), primary_key=True)
+    detail: Mapped[str] = mapped_column(String(400), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
