@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from engine import counters, profiles
@@ -36,6 +36,7 @@ from engine.storage.models import (
     AnonymousId,
     AppliedEffect,
     Customer,
+    JourneyRecord,
     Delivery,
     Enrollment,
     Event,
@@ -600,22 +601,24 @@ def _entry_history(session: Session, customer_ids: Collection[int], journey_ids:
     being applied again).
     """
     mine = (Enrollment.customer_id.in_(customer_ids), Enrollment.journey_id.in_(journey_ids))
-    ranked = (
-        select(
-            Enrollment.id,
-            func.row_number()
-            .over(partition_by=(Enrollment.customer_id, Enrollment.journey_id),
-                  order_by=(Enrollment.started_at.desc(), Enrollment.id.desc()))
-            .label("n"),
-        )
-        .where(*mine)
-        .subquery()
+    # The latest of each customer and journey: one index probe per pair
+    # (ix_enrollments_customer_id_journey_id_started_at), however many enrollments came before.
+    latest = (
+        select(Enrollment.id)
+        .where(Enrollment.customer_id == Customer.id, Enrollment.journey_id == JourneyRecord.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(1)
+        .correlate(Customer, JourneyRecord)
+        .scalar_subquery()
     )
-    latest = select(ranked.c.id).where(ranked.c.n == 1)
+    pairs = (
+        select(latest).select_from(Customer).join(JourneyRecord, true())  # every customer with every journey
+        .where(Customer.id.in_(customer_ids), JourneyRecord.id.in_(journey_ids))
+    )
     return list(
         session.execute(
             select(Enrollment).where(
-                *mine, or_(Enrollment.status == "active", Enrollment.id.in_(latest), Enrollment.id.in_(candidates))
+                *mine, or_(Enrollment.status == "active", Enrollment.id.in_(pairs), Enrollment.id.in_(candidates))
             )
         ).scalars()
     )

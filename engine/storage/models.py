@@ -199,6 +199,8 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         Index("ix_enrollments_customer_id_status", "customer_id", "status"),
+        # Entry rules read each customer's latest enrollment in a journey: one probe, whatever the history.
+        Index("ix_enrollments_customer_id_journey_id_started_at", "customer_id", "journey_id", "started_at", "id"),
         Index("ix_enrollments_journey_id_status_step", "journey_id", "status", "step"),
         # The cohort of journey stats: a journey's enrollments that started in a window.
         Index("ix_enrollments_journey_id_started_at", "journey_id", "started_at"),

@@ -1,4 +1,5 @@
-"""journey stats kept as counts: journey_counts, enrollments.converted_at, the indexes stats read
+"""journey stats kept as counts: journey_counts, enrollments.converted_at, the indexes stats read;
+each customer's latest enrollment in a journey by index
 
 The counts of a database that kept a trace before are recounted from it
 (:func:`engine.counters.rebuild`), and the conversions after an enrollment ended (a
@@ -44,6 +45,8 @@ def upgrade() -> None:
                     postgresql_include=["version", "step", "status"])
     op.create_index("ix_deliveries_held", "deliveries", ["journey_id", "created_at"],
                     postgresql_where=sa.text("status = 'held'"), sqlite_where=sa.text("status = 'held'"))
+    op.create_index("ix_enrollments_customer_id_journey_id_started_at", "enrollments",
+                    ["customer_id", "journey_id", "started_at", "id"])
     op.drop_index("ix_trace_enrollment_id_step_what", "trace")
     _backfill()
 
@@ -101,6 +104,7 @@ def _json(value: object) -> dict[str, str]:
 
 def downgrade() -> None:
     op.create_index("ix_trace_enrollment_id_step_what", "trace", ["enrollment_id", "step", "what"])
+    op.drop_index("ix_enrollments_customer_id_journey_id_started_at", "enrollments")
     op.drop_index("ix_deliveries_held", "deliveries")
     op.drop_index("ix_deliveries_journey_id_created_at", "deliveries")
     op.drop_index("ix_enrollments_waiting", "enrollments")
