@@ -446,7 +446,7 @@ class Console:
                 text = format_text(explained) if explained is not None else None
                 if view is None:
                     message = f"no customer is known by the user id or anonymous id {ident!r}"
-        return self.render(call, "customer.html", page="customer", ident=ident, view=view, trace_text=text,
+        return self.render(call, "customer.html", 404 if ident and view is None else 200, page="customer", ident=ident, view=view, trace_text=text,
                            message=message)
 
     def experiments(self, call: Call) -> Response:
@@ -460,6 +460,8 @@ class Console:
                 for step in definition.steps)]
         found, problems = [], []
         try:
+            analytics.read_window(params, self.services.clock())  # checked even when no journey splits
+            analytics.read_options(params)
             for journey_id in split:
                 stats = analytics.journey_stats_now(self.services, journey_id, params)
                 splits: dict[str, list[dict[str, Any]]] = {}
