@@ -83,6 +83,16 @@ def test_sign_out_ends_the_session_on_the_server(services: Services) -> None:
     again = client_for(services)
     again.cookies.set(sessions.COOKIE, cookie)  # the old cookie, replayed
     assert again.get("/console").status_code == 303
+    sign_in(client, key)
+    third = client_for(services)
+    form = third.get("/console/login")  # a sign-in form opened before, sent with the session's cookie
+    token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    third.cookies.set(sessions.COOKIE, client.cookies[sessions.COOKIE])
+    assert third.post("/console/login", data={"key": key, "form_token": token}).status_code == 303
+    with services.sessions() as session:  # signing in again ended the session it had
+        assert len(session.execute(select(ConsoleSession)).all()) == 1
+    assert client.get("/console").status_code == 303
+    assert third.get("/console/").headers["location"] == "/console"
 
 
 def test_a_revoked_key_ends_its_sessions_and_an_expired_session_ends(services: Services) -> None:
