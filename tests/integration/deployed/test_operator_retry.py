@@ -12,7 +12,6 @@ is in ``journey audit``. The same with the operator in the web console of ``jour
 from __future__ import annotations
 
 import json
-import re
 import os
 import shutil
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ from tests.conftest import REDIS_URL, free_port, pg_schema, redis_prefix
 from tests.integration.channels.peers import Mailbox
 from tests.integration.deployed.deployment import JOURNEYS, Deployment
 from tests.integration.conftest import eventually
+from tests.unit.console_helpers import csrf_of, form_token
 
 pytestmark = pytest.mark.integration
 
@@ -130,11 +130,11 @@ def test_a_dead_email_retried_from_the_console_arrives(deployment: Deployment, m
     key = deployment.journey("keys", "create", "ops", "--admin").stdout.split()[0]
     with httpx.Client(base_url=deployment.url) as browser:
         form = browser.get("/console/login").text
-        token = re.search(r'name="form_token" value="([^"]+)"', form).group(1)  # type: ignore[union-attr]
+        token = form_token(form)
         assert browser.post("/console/login", data={"key": key, "form_token": token}).status_code == 303
         page = browser.get("/console/deliveries", params={"status": "dead"}).text
         assert f'data-test="delivery-row" data-id="{dead.id}" data-status="dead"' in page
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        csrf = csrf_of(page)
 
         # When the SMTP server is back and the operator presses the row's Retry
         box = mailbox()
