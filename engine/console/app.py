@@ -57,7 +57,7 @@ NAV = (("overview", "/console", "Overview"), ("deliveries", "/console/deliveries
        ("customer", "/console/customers", "Customer"), ("experiments", "/console/experiments", "Experiments"),
        ("audit", "/console/audit", "Audit log"))
 #: The query parameters of journey stats the journey page passes on.
-STATS_PARAMS = ("since", "until", "version", "window", "min_sample")
+STATS_PARAMS = ("since", "until", "version", "min_sample")
 
 
 @dataclass(frozen=True)

@@ -133,7 +133,8 @@ def test_a_bad_filter_is_a_message_on_the_page(admin: tuple[TestClient, str, str
     ("/console/journeys/nps_survey?since=soon", 400, "since:"),
     ("/console/events?status=applied", 400, "status:"),
     ("/console/audit?cursor=-1", 400, "cursor:"),
-    ("/console/experiments?window=forever", 400, "window"),
+    ("/console/experiments?since=forever", 400, "since:"),
+    ("/console/experiments?min_sample=1", 400, "min_sample:"),
     ("/console/customers?q=nobody", 404, "no customer is known by the user id or anonymous id"),
     ("/console/nowhere", 404, "no page /console/nowhere"),
 ])
