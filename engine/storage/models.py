@@ -276,6 +276,8 @@ class Delivery(Base):
         ),
         # The operators' lists and bulk actions by status (dead, failed, held...), paged by id.
         Index("ix_deliveries_status_id", "status", "id"),
+        # The lists' time window (since, until): the window's rows, sorted by id (engine.deliveries.list_deliveries).
+        Index("ix_deliveries_created_at", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
