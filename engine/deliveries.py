@@ -271,6 +271,16 @@ def act(services: Services, action: str, selection: DeliveryAction, actor: Actor
                                 audit_id=entry)
 
 
+def count_applicable(session: Session, action: str, wanted: DeliveryFilter, cap: int) -> int:
+    """How many deliveries ``action`` on the filter ``wanted`` would change now, counted up to ``cap`` + 1
+    (more than ``cap``: ``cap + 1``), so a confirmation costs the same on a million rows."""
+    rule = RULES[action]
+    if wanted.status is not None and wanted.status not in rule.applies:
+        return 0
+    some = select(Delivery.id).where(*wanted.where(), Delivery.status.in_(rule.applies)).limit(cap + 1).subquery()
+    return int(session.execute(select(func.count()).select_from(some)).scalar_one())
+
+
 def _newest(services: Services, wanted: DeliveryFilter, rule: Rule) -> int | None:
     """The newest delivery the action on a filter may take: rows written after it starts are not its."""
     with services.sessions() as session:
@@ -329,7 +339,7 @@ def mark_sent_now(services: Services, selection: DeliveryAction, actor: Actor) -
 
 
 __all__ = [
-    "ACTIONS", "DeliveryAction", "DeliveryActionResult", "DeliveryFilter", "DeliveryPage",
+    "ACTIONS", "DeliveryAction", "count_applicable", "DeliveryActionResult", "DeliveryFilter", "DeliveryPage",
     "DeliveryView", "RULES", "STATUSES", "act", "delivery_view", "list_deliveries", "mark_sent_now", "read_listing",
     "resend_now", "views",
 ]

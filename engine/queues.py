@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 import dramatiq
@@ -215,3 +215,47 @@ def backlog(session: Session, now: datetime) -> Backlog:
     lag = (now - oldest).total_seconds() if oldest is not None else 0.0
     deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
     return Backlog(pending, failing, due, lag, deliveries)
+
+
+@dataclass(frozen=True)
+class Oldest:
+    """When the oldest work still waiting was written: an event not applied, a delivery pending."""
+
+    event: datetime | None
+    delivery: datetime | None
+
+
+def oldest_pending(session: Session) -> Oldest:
+    """The oldest unapplied event and pending delivery (the partial indexes of both keep this cheap)."""
+    event = session.execute(select(func.min(Event.received_at)).where(Event.processed_at.is_(None))).scalar_one_or_none()
+    delivery = session.execute(select(func.min(Delivery.created_at)).where(Delivery.status == "pending")).scalar_one_or_none()
+    return Oldest(_read_aggregate(event), _read_aggregate(delivery))
+
+
+def sent_per_minute(session: Session, now: datetime, minutes: int = 60) -> list[tuple[datetime, int]]:
+    """Deliveries sent in each of the last ``minutes`` minutes, oldest first (empty minutes are 0).
+
+    A range of ``ix_deliveries_sent_at``, grouped by minute in the database.
+    """
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    column = Delivery.sent_at
+    minute: Any = (func.date_trunc("minute", column) if session.get_bind().dialect.name == "postgresql"
+                   else func.strftime("%Y-%m-%d %H:%M:00", column))
+    counts: dict[datetime, int] = {}
+    for at, count in session.execute(
+        select(minute, func.count()).where(column.is_not(None), column >= start, column < end).group_by(minute)
+    ).all():
+        moment = _read_aggregate(at)
+        if moment is not None:
+            counts[moment.astimezone(timezone.utc).replace(second=0, microsecond=0)] = int(count)
+    return [(start + timedelta(minutes=i), counts.get(start + timedelta(minutes=i), 0)) for i in range(minutes)]
+
+
+def _read_aggregate(value: Any) -> datetime | None:
+    """A time an aggregate answered: SQLite gives text or a naive time (UTC), PostgreSQL an aware one."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value if isinstance(value, datetime) else None

@@ -338,15 +338,14 @@ def create_app(services: Services) -> FastAPI:
     async def list_audit(request: Request) -> JSONResponse:
         """The operator actions, newest first: who (a key by id, prefix and name), when, what, on what, how many."""
         await authenticate(_basic_key(request), read=True)
-        fields = preferences.RequestFields(dict(request.query_params), ("limit", "cursor"), "limit=100", "parameter")
-        limit = fields.whole("limit", 1, preferences.MAX_LIMIT, f"the entries per page, 1 to {preferences.MAX_LIMIT}")
-        cursor = fields.cursor("cursor")
-        fields.raise_if_any("the listing")
-        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit or preferences.DEFAULT_LIMIT,
-                                       cursor)
+        limit, cursor = audit.read_listing(request.query_params)
+        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit, cursor)
         return _model(page)
 
     stats_routes.add_routes(app, services, authenticate, _basic_key)
+    from engine.console import add_console  # here: the console reads engine.api.views, whose package imports this
+
+    add_console(app, services)  # /console: the operator web console
 
     metrics_doc = spec.responses(None, 401, 403)
     metrics_doc["responses"]["200"] = {"description": "The metrics in Prometheus' text format",

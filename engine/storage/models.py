@@ -278,6 +278,9 @@ class Delivery(Base):
         Index("ix_deliveries_status_id", "status", "id"),
         # The lists' time window (since, until): the window's rows, sorted by id (engine.deliveries.list_deliveries).
         Index("ix_deliveries_created_at", "created_at"),
+        # The console's chart: deliveries sent per minute over the last hour.
+        Index("ix_deliveries_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL"),
+              sqlite_where=text("sent_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -490,3 +493,21 @@ class Secret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsoleSession(Base):
+    """A signed-in operator of the web console (:mod:`engine.console`).
+
+    The browser holds a random token in a cookie; only its SHA-256 is stored. ``csrf`` is
+    the synchronizer token every form of the session carries. A session ends at
+    ``expires_at``, at sign-out, or at the first request after its key was revoked.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
