@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from channels import registry as channel_registry
-from engine import audit, deliveries, failed_events, ingest, keys, metrics, preferences
+from engine import audit, deliveries, deploy, failed_events, ingest, keys, metrics, preferences
 from engine.api import spec
 from engine.api import stats as stats_routes
 from engine.api.views import customer_view
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 Ident = Annotated[str, Path(pattern=spec.NO_NUL, description="a user id or an anonymous id")]
 Address = Annotated[str, Path(pattern=spec.NO_NUL, description="the suppressed address")]
 Channel = Annotated[str, Path(description="an installed channel, or * for the entries of every channel")]
+JourneyPath = Annotated[str, Path(pattern=spec.NO_NUL, description="a deployed journey's id", examples=["nps_survey"])]
 UserId = Annotated[str, Query(alias="userId", pattern=spec.NO_NUL, description="the customer of the entry")]
 
 
@@ -306,6 +307,39 @@ def create_app(services: Services) -> FastAPI:
     delivery_action("drop", "Give up dead, failed, unknown or pending deliveries: ``dropped``, never sent, kept.")
     delivery_action("resend", "Send unknown deliveries again: pending and enqueued (a second copy may arrive).")
     delivery_action("mark-sent", "Record unknown deliveries as sent: the provider had them.")
+
+    journey_doc = _admin_doc({
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "status": {"enum": list(deploy.STATUSES)},
+                       "version": {"type": "integer", "description": "the current version"},
+                       "updatedAt": {"type": "string", "format": "date-time"},
+                       "auditId": {"type": "integer", "description": "the action's row in the audit log"}},
+        "required": ["id", "status", "version", "updatedAt", "auditId"],
+    }, 400, 404)
+
+    def journey_action(action: str, summary: str) -> None:
+        async def act(journey_id: JourneyPath, request: Request) -> JSONResponse:
+            principal = await authenticate(_basic_key(request), admin=True, what=f"the {action} of a journey")
+
+            def change() -> dict[str, Any]:
+                with services.sessions.begin() as session:
+                    record, entry = deploy.change_status(session, journey_id, action, services.clock(),
+                                                         audit.Actor.of_key(principal))
+                    return {"id": record.id, "status": record.status, "version": record.current_version,
+                            "updatedAt": record.updated_at.isoformat(), "auditId": entry}
+
+            try:
+                return JSONResponse(await run_in_threadpool(change))
+            except KeyError:
+                raise NotFoundError(f"no deployed journey has the id {journey_id!r}; see GET /v1/journeys") from None
+
+        act.__doc__ = summary + " Idempotent (the status it sets stays); written to the audit log."
+        app.add_api_route(f"/v1/journeys/{{journey_id}}/{action}", act, methods=["POST"], name=f"{action}_journey",
+                          openapi_extra=journey_doc)
+
+    journey_action("pause", "Pause a journey: no new enrollments; running ones wait where they are (timers and events held).")
+    journey_action("resume", "Resume a paused or archived journey: customers enter again, held timers fire.")
+    journey_action("archive", "Archive a journey: like a pause, and left out of deploy plans.")
 
     @app.get("/v1/events/failed", response_model=failed_events.FailedEventPage,
              openapi_extra={"parameters": spec.filter_parameters(failed_events.EventFilter,

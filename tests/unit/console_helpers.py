@@ -1,0 +1,36 @@
+"""Shared by the console's tests: a signed-in TestClient and what its pages hold."""
+
+from __future__ import annotations
+
+import re
+
+from starlette.testclient import TestClient
+
+from engine.api import create_app
+from engine.services import Services
+
+
+def client_for(services: Services, base_url: str = "http://testserver") -> TestClient:
+    return TestClient(create_app(services), base_url=base_url, follow_redirects=False)
+
+
+def sign_in(client: TestClient, key: str, next_page: str = "/console") -> str:
+    """Sign in with ``key``; return the session's CSRF token (as every form of the session carries it)."""
+    form = client.get("/console/login")
+    assert form.status_code == 200
+    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
+    assert token is not None
+    signed = client.post("/console/login", data={"key": key, "form_token": token.group(1), "next": next_page})
+    assert signed.status_code == 303, signed.text
+    return csrf_of(client.get("/console").text)
+
+
+def csrf_of(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found is not None, "no form with a CSRF token on this page"
+    return found.group(1)
+
+
+def hooks(page: str, hook: str) -> list[str]:
+    """The elements of ``page`` carrying ``data-test="hook"`` (their opening tags)."""
+    return re.findall(rf'<[^>]*data-test="{re.escape(hook)}"[^>]*>', page)
