@@ -12,16 +12,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from engine import audit
 from engine.definitions import Journey, SendStep, load_journey, load_text
 from engine.definitions.source import read_yaml
 from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion, Timer
+
+if TYPE_CHECKING:
+    from engine.audit import Actor
 
 STATUSES = ("active", "paused", "archived")
 
@@ -225,7 +227,7 @@ STATUS_ACTIONS = {"pause": "paused", "resume": "active", "archive": "archived"}
 
 
 def change_status(session: Session, journey_id: str, action: str, now: datetime,
-                  actor: audit.Actor) -> tuple[JourneyRecord, int]:
+                  actor: Actor) -> tuple[JourneyRecord, int]:
     """Pause, resume or archive a journey as an operator action (one of :data:`STATUS_ACTIONS`):
     :func:`set_status` and its row in the audit log (``journeys.pause``...), in the caller's transaction.
 
@@ -238,6 +240,8 @@ def change_status(session: Session, journey_id: str, action: str, now: datetime,
         KeyError: no journey with that id is deployed.
     """
     record = set_status(session, journey_id, STATUS_ACTIONS[action], now)
+    from engine import audit  # engine.audit -> preferences -> policy -> delivery -> deployed imports this module
+
     entry = audit.start(session, actor, f"journeys.{action}", {"journey": journey_id}, now, 1, finished=True)
     return record, entry
 
