@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -48,6 +49,31 @@ SHIPPED = ROOT / "journeys"
 #: The pages screenshotted, in the order of the menu (body[data-page] names each).
 PAGES = ("overview", "deliveries", "delivery", "failed-events", "journeys", "journey", "customer", "experiments", "audit")
 VIEWPORT = {"width": 1280, "height": 800}
+#: No shipped journey splits, so the Experiments page has one of its own to show: two offers and a holdout.
+EXPERIMENT = """
+id: trial_offer
+name: Trial offer experiment
+stage: consideration
+trigger: {event: trial_started}
+goal: {event: plan_upgraded}
+policy: {kind: transactional}
+steps:
+  - id: pick
+    split:
+      - {name: percent_off, weight: 45, goto: percent_off}
+      - {name: free_month, weight: 45, goto: free_month}
+      - {holdout: 10}
+  - id: percent_off
+    send: {channel: log, text: "15% off your first year"}
+    goto: wait_upgrade
+  - id: free_month
+    send: {channel: log, text: "Your second month is on us"}
+  - id: wait_upgrade
+    wait: 14d
+"""
+TRIALS = 240
+#: A screenshot for docs/console/ bigger than this needs pngquant to shrink it.
+DOCS_PNG_MAX = 300 * 1024
 
 
 def chromium_path() -> str:
@@ -86,6 +112,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory, smtp_port: int) -> Iter
     logs.mkdir()
     journeys = home / "journeys"
     shutil.copytree(SHIPPED, journeys, ignore=shutil.ignore_patterns("samples"))
+    (journeys / "trial_offer.yaml").write_text(EXPERIMENT)
     port = free_port()
     with pg_schema() as database_url, redis_prefix() as namespace:
         env = {
@@ -138,14 +165,24 @@ def new_key(deployment: Deployment, name: str, *flags: str) -> str:
     return done.stdout.split()[0]
 
 
-def artifacts() -> list[Path]:
-    """Where screenshots go: the artifacts directory, and docs/console/ when asked to update the docs."""
-    where = [Path(os.environ.get("JOURNEY_TEST_ARTIFACTS") or ROOT / "test-artifacts" / "console")]
-    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") == "1":
-        where.append(ROOT / "docs" / "console")
-    for directory in where:
-        directory.mkdir(parents=True, exist_ok=True)
-    return where
+def save(name: str, shot: bytes) -> None:
+    """Keep a page's screenshot in the artifacts directory, and in docs/console/ when asked to update
+    the docs (there quantized by pngquant, which one over 300 KB needs: apt-get install pngquant)."""
+    artifacts = Path(os.environ.get("JOURNEY_TEST_ARTIFACTS") or ROOT / "test-artifacts" / "console")
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / f"{name}.png").write_bytes(shot)
+    if os.environ.get("UPDATE_DOCS_SCREENSHOTS") != "1":
+        return
+    quantizer = shutil.which("pngquant")
+    if quantizer is None and len(shot) > DOCS_PNG_MAX:
+        pytest.fail(f"docs/console/{name}.png would be {len(shot) // 1024} KB: install pngquant (apt-get install "
+                    "pngquant) to update the docs' screenshots")
+    if quantizer is not None:
+        shot = subprocess.run([quantizer, "--quality", "40-90", "--speed", "1", "-"], input=shot, capture_output=True,
+                              check=True).stdout
+    docs = ROOT / "docs" / "console"
+    docs.mkdir(exist_ok=True)
+    (docs / f"{name}.png").write_bytes(shot)
 
 
 def sign_in(browser: Browser, deployment: Deployment, key: str) -> Page:
@@ -178,6 +215,20 @@ def send_samples(deployment: Deployment) -> int:
         assert answer.json() == {"success": True}, f"{scene.name}: {answer.text}"
         sent += len(events)
     return sent
+
+
+def run_experiment(deployment: Deployment) -> None:
+    """TRIALS customers start a trial; once each is enrolled, every third upgrades (the split's goal)."""
+    def send(batch: list[dict[str, Any]]) -> None:
+        answer = httpx.post(f"{deployment.url}/v1/batch", auth=(deployment.write_key, ""), json={"batch": batch})
+        assert answer.json() == {"success": True}, answer.text
+
+    send([{"type": "track", "userId": f"trial-{i:03}", "event": "trial_started", "properties": {"plan": "pro"}}
+          for i in range(TRIALS)])
+    eventually(lambda: deployment.rows("SELECT count(*) AS n FROM enrollments WHERE journey_id = 'trial_offer'")[0].n,
+               lambda n: n == TRIALS, "the trials enrolled")
+    send([{"type": "track", "userId": f"trial-{i:03}", "event": "plan_upgraded", "properties": {"plan": "pro"}}
+          for i in range(0, TRIALS, 3)])
 
 
 def quiet(deployment: Deployment) -> Any:
@@ -229,6 +280,7 @@ def test_an_operator_retries_a_dead_email_in_the_console_and_it_arrives(browser:
 
     # And with the samples sent through the API, every page shows figures and is saved
     assert send_samples(deployment) > 0
+    run_experiment(deployment)
     eventually(lambda: quiet(deployment), lambda row: (row.events, row.deliveries) == (0, 0), "the samples applied")
     visits = {
         "overview": "/console", "deliveries": "/console/deliveries", "delivery": f"/console/deliveries/{dead.id}",
@@ -236,14 +288,11 @@ def test_an_operator_retries_a_dead_email_in_the_console_and_it_arrives(browser:
         "customer": "/console/customers?q=ada", "experiments": "/console/experiments", "audit": "/console/audit",
     }
     assert tuple(visits) == PAGES
-    where = artifacts()
     for name, path in visits.items():
         answer = page.goto(path)
         assert answer is not None and answer.status == 200, f"{path}: {answer and answer.status}"
         assert page.locator("body").get_attribute("data-page") == name
-        shot = page.screenshot(full_page=True)
-        for directory in where:
-            (directory / f"{name}.png").write_bytes(shot)
+        save(name, page.screenshot(full_page=True))
     [entry] = [row for row in deployment.rows("SELECT action, acted, actor FROM audit_log") if row.action == "deliveries.retry"]
     assert (entry.acted, "ops-admin" in entry.actor) == (1, True), entry
     page.context.close()
