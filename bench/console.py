@@ -11,10 +11,11 @@ autovacuum would. Then starts a real ``journey serve`` on that schema, signs in 
 
 - the baseline: ``SELECT count(*) FROM deliveries`` (one round trip, no HTTP);
 - each console page: the overview; deliveries (first page, a deep page by cursor, and
-  each filter: status, channel, journey, a day's time range); failed events; journeys;
-  one journey; audit.
+  each filter: status, channel, journey, a day's time range, the last 24 hours, the last
+  30 days); one delivery; failed events; journeys; one journey (its stats over 30 days);
+  a customer; experiments; audit.
 
-    python bench/console.py [--database-url URL] [--deliveries 1000000] [--repeat 7]
+    python bench/console.py [--database-url URL] [--deliveries 1000000] [--repeat 7] [--keep | --schema KEPT]
 
 Needs PostgreSQL (``--database-url``, else ``BENCH_DATABASE_URL``, else
 ``TEST_DATABASE_URL``, default the local ``test`` database) and Redis for ``journey serve``
@@ -201,6 +202,8 @@ def pages(n: int) -> list[tuple[str, str]]:
         ("deliveries channel=webhook deep", f"/console/deliveries?channel=webhook&cursor={deep}"),
         ("deliveries journey=winback", "/console/deliveries?journey=winback"),
         ("deliveries one day", f"/console/deliveries?since={since}&until={until}"),
+        ("deliveries last 24 hours", f"/console/deliveries?since={quote((NOW - dt.timedelta(days=1)).isoformat())}"),
+        ("deliveries last 30 days", f"/console/deliveries?since={quote((NOW - dt.timedelta(days=30)).isoformat())}"),
         ("deliveries dead, email, one day", f"/console/deliveries?status=dead&channel=email&since={since}&until={until}"),
         ("delivery", f"/console/deliveries/{deep}"),
         ("failed events", "/console/events"),
@@ -218,17 +221,21 @@ def main() -> None:
     parser.add_argument("--deliveries", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the schema (its name is printed), e.g. to EXPLAIN a slow page")
+    parser.add_argument("--schema", help="time the pages on this kept schema again (no fill; it is kept)")
     args = parser.parse_args()
-    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    schema = args.schema or f"bench_{uuid.uuid4().hex[:10]}"
+    args.keep = args.keep or bool(args.schema)
     admin = sa.create_engine(args.database_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    if not args.schema:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f"CREATE SCHEMA {schema}")
     url = f"{args.database_url}{'&' if '?' in args.database_url else '?'}options={quote(f'-csearch_path={schema}')}"
     server: subprocess.Popen[bytes] | None = None
     try:
-        began = time.perf_counter()
-        fill(url, args.deliveries)
-        print(f"filled {args.deliveries:,} deliveries in {time.perf_counter() - began:.0f}s")
+        if not args.schema:
+            began = time.perf_counter()
+            fill(url, args.deliveries)
+            print(f"filled {args.deliveries:,} deliveries in {time.perf_counter() - began:.0f}s")
         key = admin_key(url)
         port = free_port()
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": REDIS_URL, "JOURNEY_NAMESPACE": schema,

@@ -37,7 +37,7 @@ from engine.errors import ConflictError, NotFoundError, Problem
 from engine.orchestrator import Followups
 from engine.preferences import MAX_LIMIT
 from engine.storage.paging import keyset_page
-from engine.storage.models import Customer, Delivery
+from engine.storage.models import DELIVERY_STATUSES, Customer, Delivery
 from engine.storage.upsert import insert_rows
 from engine.storage.models import TraceEntry
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     from engine.services import Services
 
 #: Every status a delivery can have (see :class:`~engine.storage.models.Delivery`).
-STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
+STATUSES = DELIVERY_STATUSES
 Status = Literal["pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped"]
 LISTING_FIELDS = ("status", "channel", "journey", "reason", "since", "until", "limit", "cursor")
 DeliveryId = actions.RowId

@@ -242,6 +242,8 @@ class Timer(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+#: Every status a delivery can have (see :class:`Delivery`).
+DELIVERY_STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
 #: Deliveries a worker holds (``claimed``, ``sending``) or left for an operator (``unknown``).
 UNRESOLVED_WHERE = "status IN ('claimed', 'sending', 'unknown')"
 
