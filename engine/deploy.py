@@ -239,6 +239,8 @@ def change_status(session: Session, journey_id: str, action: str, now: datetime,
     Raises:
         KeyError: no journey with that id is deployed.
     """
+    from engine import audit  # here: audit imports the policy layer, which loads deployed journeys from this module
+
     record = set_status(session, journey_id, STATUS_ACTIONS[action], now)
     from engine import audit  # engine.audit -> preferences -> policy -> delivery -> deployed imports this module
 

@@ -35,7 +35,7 @@ from engine.api.views import customer_view
 from engine.console import charts, sessions
 from engine.errors import AuthError, NotFoundError, PayloadError, Problem
 from engine.services import Services
-from engine.storage.models import AuditEntry, Delivery, TraceEntry
+from engine.storage.models import AuditEntry, Delivery, JourneyRecord, TraceEntry
 from engine.trace import explain, format_text
 
 HERE = Path(__file__).parent
@@ -56,6 +56,36 @@ NAV = (("overview", "/console", "Overview"), ("deliveries", "/console/deliveries
        ("audit", "/console/audit", "Audit log"))
 #: The query parameters of journey stats the journey page passes on.
 STATS_PARAMS = ("since", "until", "version", "window", "min_sample")
+
+
+@dataclass(frozen=True)
+class Rows:
+    """What the console lists and acts on the same way: deliveries, failed events (each through its engine module)."""
+
+    noun: str
+    plural: str
+    page: str
+    base: str
+    template: str
+    fields: tuple[str, ...]
+    statuses: tuple[str, ...]
+    actions: tuple[str, ...]
+    read_listing: Callable[[Mapping[str, Any]], Any]
+    page_of: Callable[[Any, Any], tuple[list[Any], str | None]]
+    count: Callable[[Any, str, Any, int], int]
+    applies: Callable[[str], tuple[str, ...]]
+    selection: Callable[..., Any]
+    act: Callable[[Services, str, Any, audit.Actor], Any]
+
+
+DELIVERIES = Rows("delivery", "deliveries", "deliveries", "/console/deliveries", "deliveries.html", deliveries.LISTING_FIELDS,
+                  deliveries.STATUSES, deliveries.ACTIONS, deliveries.read_listing, deliveries.list_deliveries,
+                  deliveries.count_applicable, lambda action: deliveries.RULES[action].applies, deliveries.DeliveryAction,
+                  deliveries.act)
+EVENTS = Rows("event", "events", "failed-events", "/console/events", "events.html", failed_events.LISTING_FIELDS,
+              failed_events.STATUSES, failed_events.ACTIONS, failed_events.read_listing, failed_events.list_failed,
+              lambda session, _action, wanted, cap: failed_events.count_actionable(session, wanted, cap),
+              lambda _action: ("failing", "failed"), failed_events.EventAction, failed_events.act)
 
 
 class Refused(Exception):
@@ -289,22 +319,10 @@ class Console:
 
     def deliveries(self, call: Call) -> Response:
         """Deliveries by status, channel, journey, reason and time, a keyset page at a time, and the actions."""
-        query = self.listing_query(call, deliveries.LISTING_FIELDS)
-        rows: list[deliveries.DeliveryView] = []
-        cursor, problems = None, []
-        try:
-            listing = deliveries.read_listing(query)
-            with self.services.sessions() as session:
-                rows, cursor = deliveries.list_deliveries(session, listing)
-        except PayloadError as exc:
-            problems = exc.problems
-        with self.services.sessions() as session:
-            journeys = [j["id"] for j in analytics.list_journeys(session)]
-        filter_query = {k: v for k, v in query.items() if k not in ("cursor", "limit")}
-        return self.render(call, "deliveries.html", 400 if problems else 200, page="deliveries", rows=rows, next_cursor=cursor, problems=problems,
-                           query=query, filter_qs=urlencode(filter_query), filtered=bool(filter_query),
-                           statuses=deliveries.STATUSES, channels=channel_registry.available(), journeys=journeys,
-                           rules=deliveries.RULES, done=self.done(call), back=_here(call), page_qs=_page_qs(query))
+        with self.services.sessions() as session:  # the ids only: list_journeys counts enrollments too
+            journeys = list(session.execute(select(JourneyRecord.id).order_by(JourneyRecord.id)).scalars())
+        return self.listing(call, DELIVERIES, channels=channel_registry.available(), journeys=journeys,
+                            rules=deliveries.RULES)
 
     def delivery(self, call: Call) -> Response:
         """One delivery: its attempts, errors, content as rendered, and its trace lines."""
@@ -328,61 +346,53 @@ class Console:
 
     def act_on_deliveries(self, call: Call) -> Response:
         """Retry, drop, resend or mark sent: the deliveries ticked, one, or (confirmed) every one the filter selects."""
-        action = call.request.path_params["action"]
-        if action not in deliveries.ACTIONS:
-            raise Refused(404, f"there is no delivery action {action!r}; the actions are {', '.join(deliveries.ACTIONS)}")
-        listing = deliveries.read_listing(_filter_of(call))
-        back = _back(call, "/console/deliveries")
-        if call.field("scope") == "filter":
-            if call.field("confirmed") != "yes":
-                with self.services.sessions() as session:
-                    count = deliveries.count_applicable(session, action, listing.filter, CONFIRM_CAP)
-                rule = deliveries.RULES[action]
-                return self.render(call, "confirm.html", page="deliveries", noun="deliveries", action=action,
-                                   count=count, cap=CONFIRM_CAP, applies=rule.applies, filter_qs=call.field("filter") or "",
-                                   criteria=listing.filter.model_dump(mode="json", exclude_none=True),
-                                   target=f"/console/deliveries/{action}", back=back)
-            selection = deliveries.DeliveryAction(filter=listing.filter)
-        else:
-            selection = deliveries.DeliveryAction(ids=_ids(call, "delivery"))
-        result = deliveries.act(self.services, action, selection, call.actor)
-        return RedirectResponse(_with_done(back, result.audit_id), 303)
+        return self.act_on(call, DELIVERIES)
 
     def events(self, call: Call) -> Response:
         """Stored events that failed to apply: the error, the attempts; retry and drop."""
-        query = self.listing_query(call, failed_events.LISTING_FIELDS)
-        rows: list[failed_events.FailedEventView] = []
-        cursor, problems = None, []
-        try:
-            listing = failed_events.read_listing(query)
-            with self.services.sessions() as session:
-                rows, cursor = failed_events.list_failed(session, listing)
-        except PayloadError as exc:
-            problems = exc.problems
-        filter_query = {k: v for k, v in query.items() if k not in ("cursor", "limit")}
-        return self.render(call, "events.html", 400 if problems else 200, page="failed-events", rows=rows, next_cursor=cursor, problems=problems,
-                           query=query, filter_qs=urlencode(filter_query), filtered=bool(filter_query),
-                           statuses=failed_events.STATUSES, done=self.done(call), back=_here(call), page_qs=_page_qs(query))
+        return self.listing(call, EVENTS)
 
     def act_on_events(self, call: Call) -> Response:
         """Retry or drop failed events: those ticked, one, or (confirmed) every one the filter selects."""
+        return self.act_on(call, EVENTS)
+
+    def listing(self, call: Call, rows: Rows, **context: Any) -> Response:
+        """A keyset page of ``rows`` by the filter the query gives; a bad filter is a message above the form."""
+        query = self.listing_query(call, rows.fields)
+        found: list[Any] = []
+        cursor, problems = None, []
+        try:
+            listing = rows.read_listing(query)
+            with self.services.sessions() as session:
+                found, cursor = rows.page_of(session, listing)
+        except PayloadError as exc:
+            problems = exc.problems
+        filter_query = {k: v for k, v in query.items() if k not in ("cursor", "limit")}
+        return self.render(call, rows.template, 400 if problems else 200, page=rows.page, rows=found, next_cursor=cursor,
+                           problems=problems, query=query, filter_qs=urlencode(filter_query), statuses=rows.statuses,
+                           actions=rows.actions, done=self.done(call), back=_here(call), page_qs=_page_qs(query),
+                           **context)
+
+    def act_on(self, call: Call, rows: Rows) -> Response:
+        """An action on ``rows``: those ticked, one (its row's button), or, once confirmed with the count,
+        every one the form's filter selects; the engine function the admin API calls does it."""
         action = call.request.path_params["action"]
-        if action not in failed_events.ACTIONS:
-            raise Refused(404, f"there is no event action {action!r}; the actions are {', '.join(failed_events.ACTIONS)}")
-        listing = failed_events.read_listing(_filter_of(call))
-        back = _back(call, "/console/events")
+        if action not in rows.actions:
+            raise Refused(404, f"there is no {rows.noun} action {action!r}; the actions are {', '.join(rows.actions)}")
+        listing = rows.read_listing(_filter_of(call))
+        back = _back(call, rows.base)
         if call.field("scope") == "filter":
             if call.field("confirmed") != "yes":
                 with self.services.sessions() as session:
-                    count = failed_events.count_actionable(session, listing.filter, CONFIRM_CAP)
-                return self.render(call, "confirm.html", page="failed-events", noun="events", action=action, count=count,
-                                   cap=CONFIRM_CAP, applies=("failing", "failed"), filter_qs=call.field("filter") or "",
+                    count = rows.count(session, action, listing.filter, CONFIRM_CAP)
+                return self.render(call, "confirm.html", page=rows.page, noun=rows.plural, action=action, count=count,
+                                   cap=CONFIRM_CAP, applies=rows.applies(action), filter_qs=call.field("filter") or "",
                                    criteria=listing.filter.model_dump(mode="json", exclude_none=True),
-                                   target=f"/console/events/{action}", back=back)
-            selection = failed_events.EventAction(filter=listing.filter)
+                                   target=f"{rows.base}/{action}", back=back)
+            selection = rows.selection(filter=listing.filter)
         else:
-            selection = failed_events.EventAction(ids=_ids(call, "event"))
-        result = failed_events.act(self.services, action, selection, call.actor)
+            selection = rows.selection(ids=_ids(call, rows.noun))
+        result = rows.act(self.services, action, selection, call.actor)
         return RedirectResponse(_with_done(back, result.audit_id), 303)
 
     def journeys(self, call: Call) -> Response:
@@ -446,7 +456,7 @@ class Console:
                 text = format_text(explained) if explained is not None else None
                 if view is None:
                     message = f"no customer is known by the user id or anonymous id {ident!r}"
-        return self.render(call, "customer.html", page="customer", ident=ident, view=view, trace_text=text,
+        return self.render(call, "customer.html", 404 if ident and view is None else 200, page="customer", ident=ident, view=view, trace_text=text,
                            message=message)
 
     def experiments(self, call: Call) -> Response:
@@ -460,6 +470,8 @@ class Console:
                 for step in definition.steps)]
         found, problems = [], []
         try:
+            analytics.read_window(params, self.services.clock())  # checked even when no journey splits
+            analytics.read_options(params)
             for journey_id in split:
                 stats = analytics.journey_stats_now(self.services, journey_id, params)
                 splits: dict[str, list[dict[str, Any]]] = {}

@@ -158,3 +158,18 @@ def test_pages_are_never_cached_framed_or_given_outside_resources(services: Serv
     assert "http://" not in page.text.replace("http://testserver", "") and "https://" not in page.text
     css = client.get("/console/static/console.css")
     assert css.status_code == 200 and "@import" not in css.text and "url(" not in css.text
+
+
+def test_the_package_data_ships_every_template_and_static_file() -> None:
+    """A non-editable install has what the console serves: pyproject's package-data covers each file."""
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import engine.console
+
+    root = Path(engine.console.__file__).parent
+    patterns = tomllib.loads((root.parents[1] / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["engine"]
+    files = [p.relative_to(root.parent).as_posix() for p in root.rglob("*") if p.is_file() and p.suffix != ".py"
+             and "__pycache__" not in p.parts]
+    assert files and all(any(fnmatch.fnmatch(f, pattern) for pattern in patterns) for f in files), files
