@@ -242,8 +242,6 @@ def change_status(session: Session, journey_id: str, action: str, now: datetime,
     from engine import audit  # here: audit imports the policy layer, which loads deployed journeys from this module
 
     record = set_status(session, journey_id, STATUS_ACTIONS[action], now)
-    from engine import audit  # engine.audit -> preferences -> policy -> delivery -> deployed imports this module
-
     entry = audit.start(session, actor, f"journeys.{action}", {"journey": journey_id}, now, 1, finished=True)
     return record, entry
 
