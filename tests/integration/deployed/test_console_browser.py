@@ -32,15 +32,12 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from engine.demo import wait_for_http
-from tests.conftest import CI, REDIS_URL, free_port, pg_schema, redis_prefix
+from tests.conftest import CI, free_port
 from tests.integration.channels.peers import Mailbox
 from tests.integration.conftest import eventually
-from tests.integration.deployed.deployment import Deployment
+from tests.integration.deployed.deployment import Deployment, smtp_down, smtp_later
 
 pytestmark = pytest.mark.integration
 
@@ -106,56 +103,20 @@ def smtp_port() -> int:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory, smtp_port: int) -> Iterator[Deployment]:
-    """serve, worker and scheduler running the shipped journeys, configured by the environment; SMTP down."""
+    """serve, worker and scheduler running the shipped journeys and the experiment; SMTP down."""
     home = tmp_path_factory.mktemp("console")
-    logs = home / "logs"
-    logs.mkdir()
     journeys = home / "journeys"
     shutil.copytree(SHIPPED, journeys, ignore=shutil.ignore_patterns("samples"))
     (journeys / "trial_offer.yaml").write_text(EXPERIMENT)
-    port = free_port()
-    with pg_schema() as database_url, redis_prefix() as namespace:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JOURNEY_NAMESPACE": namespace,
-            "JOURNEY_SECRET": "console-suite-secret-" + "s" * 32,
-            "JOURNEY_WORKER_PROCESSES": "1", "JOURNEY_WORKER_THREADS": "2", "LOG_LEVEL": "INFO",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}", "EMAIL_FROM": "Shop <news@shop.example>",
-            "CHANNEL_TIMEOUT": "5s", "CHANNEL_MAX_ATTEMPTS": "email=1",
-        }
-        database = sa.create_engine(database_url)
-        running = Deployment(f"http://127.0.0.1:{port}", env, None, "", logs, database)  # type: ignore[arg-type]
-        try:
-            for args in (["db", "upgrade"], ["deploy", str(journeys)]):
-                done = running.journey(*args)
-                assert done.returncode == 0, f"journey {' '.join(args)}: {done.stdout}{done.stderr}"
-            running.write_key = new_key(running, "shop")
-            running.start("web", "serve", "--port", str(port))
-            running.start("worker", "worker")
-            running.start("scheduler", "scheduler")
-            wait_for_http(f"{running.url}/health", running.processes["web"], timeout=120)
-            yield running
-        finally:
-            running.stop_all()
-            database.dispose()
+    with smtp_down(home, journeys, smtp_port) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def mailbox(smtp_port: int) -> Iterator[Callable[[], Mailbox]]:
     """Start the SMTP server on its port when called (once); stop it after the module."""
-    started: list[Controller] = []
-    box = Mailbox()
-
-    def start() -> Mailbox:
-        if not started:
-            controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
-            controller.start()
-            started.append(controller)
-        return box
-
-    yield start
-    for controller in started:
-        controller.stop()
+    with smtp_later(smtp_port) as start:
+        yield start
 
 
 def new_key(deployment: Deployment, name: str, *flags: str) -> str:
