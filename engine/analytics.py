@@ -320,25 +320,18 @@ def journey_stats(
         row["waiting"] = int(count)
         row["wait"] = {"oldest_seconds": _seconds(now, oldest), "median_seconds": _seconds(now, median)}
 
-    # Two passes, so the first reads ix_deliveries_enrollment_id_step_status alone (no row of the
-    # table): on 1M deliveries, reading each row's error too made PostgreSQL scan them all.
     deliveries = Delivery.__table__.c
-    for step_id, status, count in session.execute(
-        select(deliveries.step, deliveries.status, func.count())
+    held_reason = case((deliveries.status == "held", deliveries.error), else_=literal(None, String))
+    for step_id, status, reason, count in session.execute(
+        select(deliveries.step, deliveries.status, held_reason, func.count())
         .join(cohort, cohort.c.id == deliveries.enrollment_id)
-        .group_by(deliveries.step, deliveries.status)
+        .group_by(deliveries.step, deliveries.status, held_reason)
     ):
         row = steps.setdefault(step_id, _step(step_id, None))
         row["deliveries"][status] = row["deliveries"].get(status, 0) + int(count)
-    for step_id, reason, count in session.execute(
-        select(deliveries.step, deliveries.error, func.count())
-        .join(cohort, cohort.c.id == deliveries.enrollment_id)
-        .where(deliveries.status == "held")
-        .group_by(deliveries.step, deliveries.error)
-    ):
-        row = steps.setdefault(step_id, _step(step_id, None))
-        short = held_kind(reason)
-        row["held"][short] = row["held"].get(short, 0) + int(count)
+        if status == "held":
+            short = held_kind(reason)
+            row["held"][short] = row["held"].get(short, 0) + int(count)
 
     edges, variants = _choices(edges_rows, variant_rows, branches, splits, steps, min_sample)
     return {

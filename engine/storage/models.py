@@ -280,8 +280,6 @@ class Delivery(Base):
         Index("ix_deliveries_status_id", "status", "id"),
         # The lists' time window (since, until): the window's rows, sorted by id (engine.deliveries.list_deliveries).
         Index("ix_deliveries_created_at", "created_at"),
-        # An enrollment's deliveries; journey stats count a cohort's by step and status from the index alone.
-        Index("ix_deliveries_enrollment_id_step_status", "enrollment_id", "step", "status"),
         # The console's chart: deliveries sent per minute over the last hour.
         Index("ix_deliveries_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL"),
               sqlite_where=text("sent_at IS NOT NULL")),
@@ -289,7 +287,7 @@ class Delivery(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True)
-    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"))
+    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
     journey_id: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
