@@ -275,6 +275,7 @@ class Console:
                 if principal.scope not in ("read", "admin"):
                     raise AuthError("this is a write key, which may only send events; sign in with a read key "
                                     "or an admin key (`journey keys create NAME --read`)", status=403)
+                sessions.close(session, request.cookies.get(sessions.COOKIE))  # signing in again ends the old session
                 return sessions.open_session(session, principal, self.services.clock())
 
         try:
@@ -298,6 +299,8 @@ class Console:
         return response
 
     def not_found(self, call: Call) -> Response:
+        if call.request.url.path == "/console/":
+            return RedirectResponse("/console", 307)
         raise Refused(404, f"The console has no page {call.request.url.path}; use the links above.")
 
     # -- pages ------------------------------------------------------------------------------

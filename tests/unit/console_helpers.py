@@ -14,13 +14,18 @@ def client_for(services: Services, base_url: str = "http://testserver") -> TestC
     return TestClient(create_app(services), base_url=base_url, follow_redirects=False)
 
 
+def form_token(page: str) -> str:
+    """The sign-in form's own token (matched against its cookie)."""
+    token = re.search(r'name="form_token" value="([^"]+)"', page)
+    assert token is not None, "no sign-in form on this page"
+    return token.group(1)
+
+
 def sign_in(client: TestClient, key: str, next_page: str = "/console") -> str:
     """Sign in with ``key``; return the session's CSRF token (as every form of the session carries it)."""
     form = client.get("/console/login")
     assert form.status_code == 200
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text)
-    assert token is not None
-    signed = client.post("/console/login", data={"key": key, "form_token": token.group(1), "next": next_page})
+    signed = client.post("/console/login", data={"key": key, "form_token": form_token(form.text), "next": next_page})
     assert signed.status_code == 303, signed.text
     return csrf_of(client.get("/console").text)
 

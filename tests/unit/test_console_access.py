@@ -3,7 +3,6 @@ origin checks, and read keys that look but cannot act."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import select, update
@@ -13,7 +12,7 @@ from engine.console import sessions
 from engine.services import Services
 from engine.storage.models import ApiKey, AuditEntry, ConsoleSession, Delivery
 from tests.conftest import create_key
-from tests.unit.console_helpers import client_for, csrf_of, hooks, sign_in
+from tests.unit.console_helpers import client_for, csrf_of, form_token, hooks, sign_in
 from tests.unit.test_operator_actions import deliveries_in
 from tests.unit.test_policy import make_world
 
@@ -26,7 +25,7 @@ def test_a_page_without_a_session_sends_to_the_sign_in_form_and_back(services: S
     form = client.get(answer.headers["location"])
     assert 'name="key"' in form.text and 'value="/console/deliveries?status=dead"' in form.text
     key = create_key(services, "ops", admin=True)
-    token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    token = form_token(form.text)
     signed = client.post("/console/login", data={"key": key, "form_token": token, "next": "/console/deliveries?status=dead"})
     assert (signed.status_code, signed.headers["location"]) == (303, "/console/deliveries?status=dead")
 
@@ -36,7 +35,7 @@ def test_sign_in_sets_an_httponly_strict_cookie_secure_over_https_only(services:
     for base, secure in (("http://testserver", False), ("https://testserver", True)):
         client = client_for(services, base)
         form = client.get("/console/login")
-        token = re.search(r'name="form_token" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+        token = form_token(form.text)
         signed = client.post("/console/login", data={"key": key, "form_token": token})
         cookie = next(c for c in signed.headers.get_list("set-cookie") if c.startswith(f"{sessions.COOKIE}="))
         flags = [part.strip().lower() for part in cookie.split(";")]
@@ -55,7 +54,7 @@ def test_a_bad_key_a_write_key_and_a_forged_form_are_refused_with_the_reason(ser
     page = client.get("/console/login")
 
     def attempt(key: str, **headers: str):  # type: ignore[no-untyped-def]
-        token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+        token = form_token(page.text)
         return client.post("/console/login", data={"key": key, "form_token": token}, headers=headers)
 
     page = attempt("je_admin_nope")
@@ -83,6 +82,17 @@ def test_sign_out_ends_the_session_on_the_server(services: Services) -> None:
     again = client_for(services)
     again.cookies.set(sessions.COOKIE, cookie)  # the old cookie, replayed
     assert again.get("/console").status_code == 303
+    sign_in(client, key)
+    third = client_for(services)
+    form = third.get("/console/login")  # a sign-in form opened before, sent with the session's cookie
+    token = form_token(form.text)
+    third.cookies.set(sessions.COOKIE, client.cookies[sessions.COOKIE])
+    assert third.post("/console/login", data={"key": key, "form_token": token}).status_code == 303
+    with services.sessions() as session:  # signing in again ended the session it had
+        assert len(session.execute(select(ConsoleSession)).all()) == 1
+    assert client.get("/console").status_code == 303
+    sign_in(client, key)
+    assert client.get("/console/").headers["location"] == "/console"
 
 
 def test_a_revoked_key_ends_its_sessions_and_an_expired_session_ends(services: Services) -> None:
