@@ -261,17 +261,22 @@ def test_an_operator_retries_a_dead_email_in_the_console_and_it_arrives(browser:
 
 
 def test_a_read_key_sees_no_action_and_a_post_without_the_csrf_token_is_refused(browser: Browser, deployment: Deployment):
-    # Given a read key signed in
-    page = sign_in(browser, deployment, new_key(deployment, "ops-viewer", "--read"))
-    assert page.locator('[data-test="scope"]').inner_text().strip() == "read"
+    # Given a read key signed in, and an admin key beside it
+    viewer = sign_in(browser, deployment, new_key(deployment, "ops-viewer", "--read"))
+    admin = sign_in(browser, deployment, new_key(deployment, "ops-lead", "--admin"))
+    assert viewer.locator('[data-test="scope"]').inner_text().strip() == "read"
 
-    # Then no page offers an action: no action form, no checkbox, no action button
-    for path in ("/console/deliveries", "/console/events", "/console/journeys/order_followup"):
+    # Then no page offers the read key an action (no action form, checkbox or button), where the admin has some
+    def offered(page: Page, path: str) -> int:
         page.goto(path)
-        offered = page.locator('form[data-test="actions"], form[data-test="journey-action"], [data-test="select-row"],'
-                               ' [data-test="row-action"], [data-test="act-filter"], [data-test="act-selected"]')
-        assert (path, offered.count()) == (path, 0)
-    page.context.close()
+        return page.locator('form[data-test="actions"], form[data-test="journey-action"], [data-test="select-row"],'
+                            ' [data-test="row-action"], [data-test="act-filter"], [data-test="act-selected"]').count()
+
+    paths = ("/console/deliveries", "/console/events", "/console/journeys/order_followup")
+    assert [offered(viewer, path) for path in paths] == [0, 0, 0]
+    assert all(offered(admin, path) > 0 for path in paths)
+    viewer.context.close()
+    admin.context.close()
 
     # And an admin's session POSTing an action without its CSRF token is refused, and nothing is done
     with httpx.Client(base_url=deployment.url) as client:
