@@ -207,7 +207,7 @@ def backlog(session: Session, now: datetime, *, cap: int | None = None) -> Backl
 
     Given ``cap``, each status's deliveries are counted up to ``cap + 1`` only (a range of
     ``ix_deliveries_status_id`` each), so the console's overview costs the same on 1M deliveries
-    as on a thousand; without, every delivery is counted (the metrics, ``journey ops``).
+    as on a thousand; without, every delivery is counted (the metrics, ``journey queues``).
     """
     pending, failing = session.execute(
         select(func.count(), func.count().filter(Event.attempts > 0)).where(Event.processed_at.is_(None))
