@@ -33,7 +33,7 @@ from channels import registry as channel_registry
 from engine import actions, analytics, audit, deliveries, deploy, failed_events, keys, queues
 from engine.api.views import customer_view
 from engine.console import charts, sessions
-from engine.errors import AuthError, NotFoundError, PayloadError, Problem
+from engine.errors import AuthError, ConflictError, NotFoundError, PayloadError, Problem
 from engine.services import Services
 from engine.storage.models import AuditEntry, Delivery, JourneyRecord, TraceEntry
 from engine.trace import explain, format_text
@@ -41,6 +41,8 @@ from engine.trace import explain, format_text
 HERE = Path(__file__).parent
 #: A confirmation counts the rows an action on a filter would take up to this many ("more than").
 CONFIRM_CAP = 10_000
+#: The largest form the console reads (a thousand ticked ids fit many times over).
+MAX_FORM = 256 * 1024
 #: Response headers of every console page: no caching, no framing, nothing but the console's own files.
 HEADERS = {
     "Cache-Control": "no-store",
@@ -55,7 +57,7 @@ NAV = (("overview", "/console", "Overview"), ("deliveries", "/console/deliveries
        ("customer", "/console/customers", "Customer"), ("experiments", "/console/experiments", "Experiments"),
        ("audit", "/console/audit", "Audit log"))
 #: The query parameters of journey stats the journey page passes on.
-STATS_PARAMS = ("since", "until", "version", "window", "min_sample")
+STATS_PARAMS = ("since", "until", "version", "min_sample")
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class Rows:
     page_of: Callable[[Any, Any], tuple[list[Any], str | None]]
     count: Callable[[Any, str, Any, int], int]
     applies: Callable[[str], tuple[str, ...]]
-    selection: Callable[..., Any]
+    selection: type[Any]
     act: Callable[[Services, str, Any, audit.Actor], Any]
 
 
@@ -170,7 +172,11 @@ class Console:
                 if not same_origin(request):
                     return self.bare(request, 403, "This form was sent from another site, so it was refused. "
                                                    "Open the console and use its own forms.")
-                form = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+                body = await request.body()
+                if len(body) > MAX_FORM:
+                    return self.bare(request, 413, f"This form is {len(body)} bytes; a console form has at most {MAX_FORM}. "
+                                                   "Tick fewer rows, or act on everything the filter selects.")
+                form = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
             return await run_in_threadpool(self.call, handler, request, form, acts)
 
         run.__name__ = handler.__name__
@@ -205,7 +211,7 @@ class Console:
         except Refused as exc:
             return self.render(call, "error.html", status=exc.status, title="Not possible", message=str(exc))
         except PayloadError as exc:
-            status = 409 if exc.__class__.__name__ == "ConflictError" else 400
+            status = 409 if isinstance(exc, ConflictError) else 400
             return self.render(call, "error.html", status=status, title="Not possible", problems=exc.problems,
                                message=f"{exc.subject[:1].upper()}{exc.subject[1:]} was not accepted:")
         except NotFoundError as exc:
@@ -392,9 +398,9 @@ class Console:
                                    cap=CONFIRM_CAP, applies=rows.applies(action), filter_qs=call.field("filter") or "",
                                    criteria=listing.filter.model_dump(mode="json", exclude_none=True),
                                    target=f"{rows.base}/{action}", back=back)
-            selection = rows.selection(filter=listing.filter)
+            selection = actions.checked(rows.selection, {"filter": listing.filter}, "the selection")
         else:
-            selection = rows.selection(ids=_ids(call, rows.noun))
+            selection = actions.checked(rows.selection, {"ids": _ids(call, rows.noun)}, "the selection")
         result = rows.act(self.services, action, selection, call.actor)
         return RedirectResponse(_with_done(back, result.audit_id), 303)
 

@@ -133,7 +133,8 @@ def test_a_bad_filter_is_a_message_on_the_page(admin: tuple[TestClient, str, str
     ("/console/journeys/nps_survey?since=soon", 400, "since:"),
     ("/console/events?status=applied", 400, "status:"),
     ("/console/audit?cursor=-1", 400, "cursor:"),
-    ("/console/experiments?window=forever", 400, "window"),
+    ("/console/experiments?since=forever", 400, "since:"),
+    ("/console/experiments?min_sample=1", 400, "min_sample:"),
     ("/console/customers?q=nobody", 404, "no customer is known by the user id or anonymous id"),
     ("/console/nowhere", 404, "no page /console/nowhere"),
 ])
@@ -210,6 +211,10 @@ def test_a_refused_action_says_why_and_changes_nothing(world: tuple[Services, in
                        ({"scope": "filter", "filter": "status=nope"}, "status: Input should be")):
         answer = client.post("/console/deliveries/retry", data={"csrf": csrf, **form})
         assert says in answer.text and answer.status_code < 500, form
+    too_many = client.post("/console/deliveries/retry", data={"csrf": csrf, "ids": [str(i) for i in range(1, 1002)]})
+    assert too_many.status_code == 400 and "ids: List should have at most 1000 items" in too_many.text
+    huge = client.post("/console/deliveries/retry", data={"csrf": csrf, "filter": "reason=" + "x" * 300_000})
+    assert huge.status_code == 413 and "at most 262144" in huge.text
     assert client.post("/console/deliveries/explode", data={"csrf": csrf}).status_code == 404
     assert audit_rows(services) == []
 
