@@ -19,7 +19,7 @@ from dramatiq.errors import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.storage.models import Delivery, Event, Timer
+from engine.storage.models import DELIVERY_STATUSES, Delivery, Event, Timer
 
 log = logging.getLogger(__name__)
 
@@ -198,10 +198,17 @@ class Backlog:
     timers_due: int
     scheduler_lag_seconds: float
     deliveries: dict[str, int]
+    #: the deliveries of each status were counted up to this many, plus one (more than ``cap``: ``cap + 1``)
+    cap: int | None = None
 
 
-def backlog(session: Session, now: datetime) -> Backlog:
-    """Count pending events, due timers (and how late the oldest is), deliveries by status."""
+def backlog(session: Session, now: datetime, *, cap: int | None = None) -> Backlog:
+    """Count pending events, due timers (and how late the oldest is), deliveries by status.
+
+    Given ``cap``, each status's deliveries are counted up to ``cap + 1`` only (a range of
+    ``ix_deliveries_status_id`` each), so the console's overview costs the same on 1M deliveries
+    as on a thousand; without, every delivery is counted (the metrics, ``journey queues``).
+    """
     pending, failing = session.execute(
         select(func.count(), func.count().filter(Event.attempts > 0)).where(Event.processed_at.is_(None))
     ).one()
@@ -213,8 +220,13 @@ def backlog(session: Session, now: datetime) -> Backlog:
     elif isinstance(oldest, str):
         oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
     lag = (now - oldest).total_seconds() if oldest is not None else 0.0
-    deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
-    return Backlog(pending, failing, due, lag, deliveries)
+    if cap is None:
+        deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
+    else:
+        deliveries = {status: count for status, count in zip(DELIVERY_STATUSES, session.execute(select(*(
+            select(func.count()).select_from(select(Delivery.id).where(Delivery.status == status).limit(cap + 1).subquery())
+            .scalar_subquery() for status in DELIVERY_STATUSES))).one(), strict=True) if count}
+    return Backlog(pending, failing, due, lag, deliveries, cap)
 
 
 @dataclass(frozen=True)

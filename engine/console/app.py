@@ -320,7 +320,7 @@ class Console:
         except Exception as exc:  # noqa: BLE001 - a broker down must not hide the database's figures
             depths, broker_error = [], f"the broker could not be read ({exc.__class__.__name__}: {exc})"
         with self.services.sessions() as session:
-            work = queues.backlog(session, now)
+            work = queues.backlog(session, now, cap=CONFIRM_CAP)
             oldest = queues.oldest_pending(session)
             sent = queues.sent_per_minute(session, now)
         return self.render(call, "overview.html", page="overview", depths=depths, broker_error=broker_error, work=work,

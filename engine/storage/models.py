@@ -250,6 +250,8 @@ class Timer(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+#: Every status a delivery can have (see :class:`Delivery`).
+DELIVERY_STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
 #: Deliveries a worker holds (``claimed``, ``sending``) or left for an operator (``unknown``).
 UNRESOLVED_WHERE = "status IN ('claimed', 'sending', 'unknown')"
 
@@ -290,6 +292,8 @@ class Delivery(Base):
               postgresql_include=["version", "step", "status"]),
         Index("ix_deliveries_held", "journey_id", "created_at",
               postgresql_where=text("status = 'held'"), sqlite_where=text("status = 'held'")),
+        # The lists' time window (since, until): the window's rows, sorted by id (engine.deliveries.list_deliveries).
+        Index("ix_deliveries_created_at", "created_at"),
         # The console's chart: deliveries sent per minute over the last hour.
         Index("ix_deliveries_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL"),
               sqlite_where=text("sent_at IS NOT NULL")),

@@ -12,20 +12,15 @@ is in ``journey audit``. The same with the operator in the web console of ``jour
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
-from aiosmtpd.controller import Controller
 
-from engine.demo import wait_for_http
-from tests.conftest import REDIS_URL, free_port, pg_schema, redis_prefix
-from tests.integration.channels.peers import Mailbox
-from tests.integration.deployed.deployment import JOURNEYS, Deployment
+from tests.conftest import free_port
+from tests.integration.deployed.deployment import JOURNEYS, Deployment, smtp_down, smtp_later
 from tests.integration.conftest import eventually
 from tests.unit.console_helpers import csrf_of, form_token
 
@@ -41,53 +36,18 @@ def smtp_port() -> int:
 @pytest.fixture
 def deployment(tmp_path, smtp_port: int) -> Iterator[Deployment]:  # type: ignore[no-untyped-def]
     """serve, worker and scheduler, configured by the environment; the SMTP server down."""
-    logs = tmp_path / "logs"
-    logs.mkdir()
     journeys = tmp_path / "journeys"
     journeys.mkdir()
     shutil.copy(JOURNEYS / "order_receipt.yaml", journeys)
-    port = free_port()
-    with pg_schema() as database_url, redis_prefix() as namespace:
-        env = {
-            **os.environ,
-            "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JOURNEY_NAMESPACE": namespace,
-            "JOURNEY_SECRET": "operator-suite-secret-" + "s" * 32,
-            "JOURNEY_WORKER_PROCESSES": "1", "JOURNEY_WORKER_THREADS": "2", "LOG_LEVEL": "INFO",
-            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}", "EMAIL_FROM": "Shop <news@shop.example>",
-            "CHANNEL_TIMEOUT": "5s", "CHANNEL_MAX_ATTEMPTS": "email=1",
-        }
-        database = sa.create_engine(database_url)
-        running = Deployment(f"http://127.0.0.1:{port}", env, None, "", logs, database)  # type: ignore[arg-type]
-        try:
-            for args in (["db", "upgrade"], ["deploy", str(journeys)]):
-                done = running.journey(*args)
-                assert done.returncode == 0, f"journey {' '.join(args)}: {done.stdout}{done.stderr}"
-            running.write_key = running.journey("keys", "create", "shop").stdout.split()[0]
-            running.start("web", "serve", "--port", str(port))
-            running.start("worker", "worker")
-            running.start("scheduler", "scheduler")
-            wait_for_http(f"{running.url}/health", running.processes["web"], timeout=120)
-            yield running
-        finally:
-            running.stop_all()
-            database.dispose()
+    with smtp_down(tmp_path, journeys, smtp_port) as running:
+        yield running
 
 
 @pytest.fixture
 def mailbox(smtp_port: int) -> Iterator[Any]:
     """Start the SMTP server on its port when called; stop it after the test."""
-    started: list[Controller] = []
-    box = Mailbox()
-
-    def start() -> Mailbox:
-        controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
-        controller.start()
-        started.append(controller)
-        return box
-
-    yield start
-    for controller in started:
-        controller.stop()
+    with smtp_later(smtp_port) as start:
+        yield start
 
 
 def receipt(deployment: Deployment) -> Any:
