@@ -1,8 +1,8 @@
-"""Fixtures for the twin (SQLite, StubBroker) and the real thing (PostgreSQL, Redis).
+"""Fixtures for the twin (SQLite, StubBroker) and the real thing (PostgreSQL, Redis, RabbitMQ).
 
 A real service that is unreachable skips its tests locally and fails them under CI.
 Each test owns its namespace: its own SQLite file or PostgreSQL schema, and its own
-Redis key prefix, so tests can run in any order.
+Redis key prefix or RabbitMQ queue-name prefix, so tests can run in any order.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import dramatiq
+import pika
+import pika.exceptions
 import pytest
 import redis
 import sqlalchemy as sa
@@ -30,11 +32,12 @@ from engine.storage.db import upgrade
 CI = bool(os.environ.get("CI"))
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 # Fixtures that reach a real service: a test that uses one belongs to the integration suite.
-REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services"})
-REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis"}
+REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services", "rabbitmq_namespace"})
+REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis", "rabbitmq"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -139,6 +142,28 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
+@contextmanager
+def rabbitmq_prefix() -> Iterator[str]:
+    """A RabbitMQ queue-name prefix of its own (a ``JOURNEY_NAMESPACE``); the engine's queues under it are deleted afterwards."""
+    from channels import registry
+    from engine.workers.actors import EVENTS_QUEUE, TIMERS_QUEUE, delivery_queue
+
+    try:
+        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
+    except pika.exceptions.AMQPError as exc:
+        unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    try:
+        yield namespace
+    finally:
+        # Without the management API queues cannot be listed: delete every queue the engine names.
+        channel = connection.channel()
+        for queue in (EVENTS_QUEUE, TIMERS_QUEUE, *(delivery_queue(c) for c in registry.available())):
+            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+                channel.queue_delete(f"{namespace}.{name}")
+        connection.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for this test, as a DATABASE_URL whose search_path is it."""
@@ -150,6 +175,13 @@ def pg_url() -> Iterator[str]:
 def redis_namespace() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
     with redis_prefix() as namespace:
+        yield namespace
+
+
+@pytest.fixture
+def rabbitmq_namespace() -> Iterator[str]:
+    """A RabbitMQ queue-name prefix of this test's own; its queues are deleted afterwards."""
+    with rabbitmq_prefix() as namespace:
         yield namespace
 
 
