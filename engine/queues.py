@@ -166,8 +166,12 @@ def carried(broker: dramatiq.Broker, dead_before: datetime) -> Carried:
     delayed) from enqueue to acknowledgement, read here in chunks; a worker's heartbeat is
     in ``NS:__heartbeats__`` and the messages it holds in ``NS:__acks__.WORKER.QUEUE``. The StubBroker shows
     its queues; a message a worker took from one is out of sight, so a stub queue with
-    such messages is unreadable. Any other broker's messages cannot be read: a queue of
-    it is unreadable unless the broker reports it empty.
+    such messages is unreadable. RabbitMQ shows no message without taking it off its
+    queue: a queue with messages waiting (in it or its delay queue, by the counts of
+    :func:`_rabbitmq_counts`) is unreadable, an empty one carries nothing; a worker's
+    unacknowledged messages are in no count, and RabbitMQ gives a dead worker's back at
+    once (docs/operations.md, "The database is the source of truth"). Any other broker's
+    queues are all unreadable.
     """
     if isinstance(broker, RedisBroker):
         return _redis_carried(broker, dead_before)

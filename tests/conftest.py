@@ -15,19 +15,21 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import dramatiq
-import pika
 import pika.exceptions
 import pytest
 import redis
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from channels import registry
 from channels.settings import ChannelSettings
 from engine import keys
 from engine.api import create_app
 from engine.services import Services
 from engine.settings import Settings
 from engine.storage.db import upgrade
+from engine.workers.actors import queue_names
+from engine.workers.broker import NamespacedRabbitmqBroker
 
 CI = bool(os.environ.get("CI"))
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -36,7 +38,7 @@ RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1
 
 
 # Fixtures that reach a real service: a test that uses one belongs to the integration suite.
-REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services", "rabbitmq_namespace"})
+REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services", "rabbitmq_namespace", "rabbitmq_services"})
 REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis", "rabbitmq"}
 
 
@@ -86,7 +88,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def unavailable(what: str, exc: BaseException) -> None:
     """Skip locally, fail under CI: integration tests must not pass by skipping there."""
-    message = f"{what} is unreachable: {exc}"
+    message = f"{what} is unreachable: {str(exc) or repr(exc)}"
     if CI:
         pytest.fail(message + " (CI is set, so this fails instead of skipping)")
     pytest.skip(message)
@@ -145,23 +147,18 @@ def redis_prefix() -> Iterator[str]:
 @contextmanager
 def rabbitmq_prefix() -> Iterator[str]:
     """A RabbitMQ queue-name prefix of its own (a ``JOURNEY_NAMESPACE``); the engine's queues under it are deleted afterwards."""
-    from channels import registry
-    from engine.workers.actors import EVENTS_QUEUE, TIMERS_QUEUE, delivery_queue
-
-    try:
-        connection = pika.BlockingConnection(pika.URLParameters(RABBITMQ_URL))
-    except pika.exceptions.AMQPError as exc:
-        unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
     namespace = f"test-{uuid.uuid4().hex[:12]}"
+    broker = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
+    try:
+        broker.connection  # noqa: B018 - connects, or says RabbitMQ is down
+    except pika.exceptions.AMQPError as exc:
+        broker.close()
+        unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
     try:
         yield namespace
     finally:
-        # Without the management API queues cannot be listed: delete every queue the engine names.
-        channel = connection.channel()
-        for queue in (EVENTS_QUEUE, TIMERS_QUEUE, *(delivery_queue(c) for c in registry.available())):
-            for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
-                channel.queue_delete(f"{namespace}.{name}")
-        connection.close()
+        broker.delete_queues(queue_names(registry.available()))
+        broker.close()
 
 
 @pytest.fixture
@@ -176,6 +173,21 @@ def redis_namespace() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
     with redis_prefix() as namespace:
         yield namespace
+
+
+#: The brokers a process can be started on, as the variable that names it and its URL.
+BROKERS = {"redis": ("REDIS_URL", REDIS_URL), "rabbitmq": ("BROKER_URL", RABBITMQ_URL)}
+
+
+@contextmanager
+def broker_environment(broker: str) -> Iterator[dict[str, str]]:
+    """The environment that puts a process on ``broker`` ("redis" or "rabbitmq") under a namespace of its own.
+
+    The namespace's keys or queues are deleted afterwards.
+    """
+    variable, url = BROKERS[broker]
+    with (redis_prefix() if broker == "redis" else rabbitmq_prefix()) as namespace:
+        yield {variable: url, "JOURNEY_NAMESPACE": namespace}
 
 
 @pytest.fixture
@@ -220,6 +232,14 @@ def any_services(request: pytest.FixtureRequest) -> Services:
 def redis_services(pg_url: str, redis_namespace: str) -> Iterator[Services]:
     """The real thing: PostgreSQL and Redis."""
     services = make_services(pg_url, redis_url=REDIS_URL, namespace=redis_namespace)
+    yield services
+    close_services(services)
+
+
+@pytest.fixture
+def rabbitmq_services(pg_url: str, rabbitmq_namespace: str) -> Iterator[Services]:
+    """The real thing on RabbitMQ: PostgreSQL and BROKER_URL=amqp://..."""
+    services = make_services(pg_url, broker_url=RABBITMQ_URL, namespace=rabbitmq_namespace)
     yield services
     close_services(services)
 

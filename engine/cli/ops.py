@@ -45,7 +45,7 @@ def queues(as_json: bool) -> None:
             depths = queue_depths(services.broker)
         except Exception as exc:  # noqa: BLE001 - redis.ConnectionError, pika's AMQPError and friends
             settings = services.settings
-            reason = str(exc).rstrip(".") or type(exc).__name__
+            reason = (str(exc) or repr(exc)).rstrip(".")  # pika's errors may say nothing but in their repr
             fail(f"could not read the queues from {broker_name(settings)}: {reason}; is {settings.broker_variable} right "
                  f"and {'RabbitMQ' if settings.is_rabbitmq else 'Redis'} up?", RET_SERVICE)
         local = not services.settings.queue_url

@@ -12,6 +12,8 @@ can build as many engines as it likes, each on its own broker, in one process.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -20,7 +22,7 @@ import redis
 from dramatiq.brokers.rabbitmq import RabbitmqBroker, _RabbitmqConsumer
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import q_name, xq_name
+from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import ConnectionClosed
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,6 +37,17 @@ REDIS_TIMEOUT = 10
 #: otherwise (``?socket_timeout=...&blocked_connection_timeout=...``).
 RABBITMQ_CONNECT_TIMEOUT = 5
 RABBITMQ_BLOCKED_TIMEOUT = 30
+
+
+def quiet_pika(log_level: str) -> None:
+    """Keep pika's own logs out of the engine's, unless ``LOG_LEVEL=DEBUG``.
+
+    pika logs every connection it opens at INFO, and a failed one with a traceback at
+    ERROR; what a failure means for the work is logged by the engine (an enqueue left to
+    the sweeper, ``journey queues`` failing with one line) and by Dramatiq (a consumer
+    reconnecting).
+    """
+    logging.getLogger("pika").setLevel(logging.DEBUG if log_level == "DEBUG" else logging.CRITICAL)
 
 
 def make_broker(settings: Settings) -> dramatiq.Broker:
@@ -107,6 +120,16 @@ class NamespacedRabbitmqBroker(RabbitmqBroker):
     def wire_name(self, queue_name: str) -> str:
         """The name RabbitMQ knows ``queue_name`` (or its ``.DQ`` / ``.XQ``) by."""
         return self.prefix + queue_name
+
+    def delete_queues(self, queue_names: Iterable[str]) -> None:
+        """Delete these queues, their delay and dead-letter queues and their messages from the server.
+
+        For tests and benches that clean up their namespace: without the management API
+        the queues under a prefix cannot be listed, so they are named.
+        """
+        for name in queue_names:
+            for queue in (name, dq_name(name), xq_name(name)):
+                self.channel.queue_delete(self.wire_name(queue))
 
     @property
     def consumer_class(self) -> type[_RabbitmqConsumer]:

@@ -19,7 +19,7 @@ from engine.environment import read_settings
 from engine.ratelimit import InProcessRateLimiter, RedisRateLimiter
 from engine.settings import Settings
 from engine.workers.broker import RABBITMQ_BLOCKED_TIMEOUT, RABBITMQ_CONNECT_TIMEOUT, NamespacedRabbitmqBroker, make_broker
-from tests.conftest import close_services, make_services
+from tests.conftest import close_services, free_port, make_services
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 
@@ -142,3 +142,19 @@ def test_a_worker_without_any_broker_names_both_variables(sqlite_url, tmp_path):
                              cwd=tmp_path, timeout=120)
     assert started.returncode == RET_SERVICE
     assert "set REDIS_URL (Redis) or BROKER_URL (amqp://... for RabbitMQ)" in started.stderr
+
+
+def test_journey_queues_with_rabbitmq_down_says_which_broker_in_one_line(sqlite_url, tmp_path):
+    # Given a migrated database and a BROKER_URL where no RabbitMQ listens
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_URL": sqlite_url}
+    assert subprocess.run([sys.executable, "-m", "engine", "db", "upgrade"], env=env, cwd=tmp_path, timeout=120,
+                          capture_output=True).returncode == 0
+    env["BROKER_URL"] = f"amqp://guest:secret@127.0.0.1:{free_port()}/"
+    # When an operator asks what waits
+    done = subprocess.run([sys.executable, "-m", "engine", "queues"], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=120)
+    # Then one line says which broker could not be read (without the password) and what to check
+    assert done.returncode == RET_SERVICE
+    [said] = done.stderr.splitlines()
+    assert said.startswith("Error: could not read the queues from RabbitMQ at amqp://127.0.0.1:")
+    assert said.endswith("is BROKER_URL right and RabbitMQ up?") and "secret" not in said
