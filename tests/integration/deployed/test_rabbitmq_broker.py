@@ -4,7 +4,8 @@ The same deployment as the rest of this folder (conftest.py, deployment.py), its
 the RabbitMQ at ``TEST_RABBITMQ_URL`` with a queue-name prefix of its own. An order's
 receipt reaches the SMTP peer and a wait is fired by the scheduler (the same tests as
 test_channels.py, imported to run here on RabbitMQ); ``journey queues`` shows what waits
-on RabbitMQ while the worker is stopped, and the worker started again sends it.
+on RabbitMQ while the worker is stopped, and the worker started again sends it; ``GET
+/metrics`` reads the queues from RabbitMQ.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.integration.channels.peers import Peers
@@ -72,3 +74,17 @@ def test_journey_queues_shows_what_waits_on_rabbitmq_and_a_restarted_worker_send
     assert receipt["Subject"] == "Your order o-5005"
     drained = eventually(lambda: queues(deployment), lambda q: all(v["ready"] == 0 for v in q.values()), "queues drained")
     assert all(v["dead"] == 0 for v in drained.values())
+
+
+def test_metrics_show_rabbitmq_queues_without_an_in_flight_figure(deployment: Deployment):
+    # Given an admin key, made as an operator makes one
+    created = deployment.journey("keys", "create", "prometheus", "--admin")
+    assert created.returncode == 0, created.stderr
+    # When Prometheus scrapes the API
+    response = httpx.get(f"{deployment.url}/metrics", auth=(created.stdout.split()[0], ""), timeout=30)
+    # Then every queue's ready, delayed and dead messages are there, read from RabbitMQ, and no made-up in-flight count
+    assert response.status_code == 200
+    lines = response.text.splitlines()
+    for state in ("ready", "delayed", "dead"):
+        assert any(line.startswith(f'journey_queue_messages{{queue="events",state="{state}"}}') for line in lines), state
+    assert not [line for line in lines if 'state="in_flight"' in line]
