@@ -13,7 +13,7 @@ can build as many engines as it likes, each on its own broker, in one process.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import dramatiq
@@ -153,7 +153,7 @@ class NamespacedRabbitmqBroker(RabbitmqBroker):
 class _NamespacedChannel:
     """A pika channel whose queue names (declare, publish, purge) get the namespace's prefix."""
 
-    def __init__(self, channel: Any, wire_name: Any) -> None:
+    def __init__(self, channel: Any, wire_name: Callable[[str], str]) -> None:
         self._channel = channel
         self._wire_name = wire_name
 
