@@ -25,7 +25,7 @@ from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
 from engine.workers.actors import Actors, declare, delivery_queue
-from engine.workers.broker import limiter_redis, make_broker
+from engine.workers.broker import broker_name, limiter_redis, make_broker
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Services:
         return problems
 
     def log_channels(self, process: str) -> None:
-        """Log which channels this process sends through and which it does not."""
+        """Log which channels this process sends through and which it does not, and its broker."""
         problems = self.channel_problems()
         ready = [name for name, problem in problems.items() if problem is None]
         log.info("%s: channels configured: %s", process, ", ".join(ready) or "none")
@@ -194,6 +194,7 @@ class Services:
         for name, problem in problems.items():
             if problem is not None:
                 log.warning("%s: channel %s is not configured (%s); %s", process, name, problem, fallback)
+        log.info("%s: broker: %s, namespace %s", process, broker_name(self.settings), self.settings.namespace)
 
     def declare_delivery_queues(self, channels: Sequence[str]) -> None:
         """Declare ``deliveries.<channel>`` for each channel, so a worker consumes them."""

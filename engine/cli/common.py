@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn, TypeVar
-from urllib.parse import urlsplit
 
 import click
 from sqlalchemy.orm import Session
@@ -38,16 +37,6 @@ def a_directory(ctx: click.Context, param: click.Parameter, value: T) -> T:
         option = param.opts[0] if param.opts else param.name
         raise click.BadParameter(f"{value} is a file; give the directory that holds it, such as {option} {Path(str(value)).parent}")
     return value
-
-
-def broker_name(settings: Settings) -> str:
-    """The broker, for a message: "RabbitMQ at amqp://host:5672/", "Redis at ...", or the in-process one (no password)."""
-    url = settings.queue_url
-    if url is None:
-        return "the in-process broker"
-    parts = urlsplit(url.split(";")[0])
-    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
-    return f"{'RabbitMQ' if settings.is_rabbitmq else 'Redis'} at {shown}"
 
 
 def load_settings() -> Settings:

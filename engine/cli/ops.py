@@ -8,10 +8,11 @@ from dataclasses import asdict
 import click
 
 from engine.cli.codes import RET_NOT_FOUND, RET_SERVICE
-from engine.cli.common import broker_name, fail, services_for
+from engine.cli.common import fail, services_for
 from engine.queues import Backlog, QueueDepth, backlog, queue_depths
 from engine.storage.db import check_current
 from engine.trace import explain, format_text
+from engine.workers.broker import broker_name
 
 
 @click.command("trace")

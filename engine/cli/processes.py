@@ -13,10 +13,11 @@ from typing import Any
 import click
 
 from engine.cli.codes import RET_CONFIG, RET_SERVICE
-from engine.cli.common import a_directory, broker_name, fail, load_settings, services_for
+from engine.cli.common import a_directory, fail, load_settings, services_for
 from engine.errors import JourneyError, StorageError
 from engine.services import Services
 from engine.storage.db import check_current, upgrade
+from engine.workers.broker import broker_name
 
 
 @click.command("serve")

@@ -50,6 +50,16 @@ def quiet_pika(log_level: str) -> None:
     logging.getLogger("pika").setLevel(logging.DEBUG if log_level == "DEBUG" else logging.CRITICAL)
 
 
+def broker_name(settings: Settings) -> str:
+    """The broker, for a message: "RabbitMQ at amqp://host:5672/", "Redis at ...", or the in-process one (no password)."""
+    url = settings.queue_url
+    if url is None:
+        return "the in-process broker"
+    parts = urlsplit(url.split(";")[0])
+    shown = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="").geturl()
+    return f"{'RabbitMQ' if settings.is_rabbitmq else 'Redis'} at {shown}"
+
+
 def make_broker(settings: Settings) -> dramatiq.Broker:
     """Return a new broker for ``settings``: RabbitMQ or Redis under the settings' namespace, or a stub."""
     url = settings.queue_url

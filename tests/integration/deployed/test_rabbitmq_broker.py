@@ -42,7 +42,11 @@ def queues(deployment: Deployment) -> dict[str, dict[str, int | None]]:
 
 def test_the_processes_say_they_use_rabbitmq(deployment: Deployment):
     assert deployment.env["BROKER_URL"].startswith("amqp://") and "REDIS_URL" not in deployment.env
-    assert "Redis" not in deployment.log("worker")
+    for process in ("worker", "scheduler"):
+        said = eventually(lambda: [ln for ln in deployment.log(process).splitlines() if ": broker: " in ln],  # noqa: B023 - called here
+                          bool, f"the {process}'s start-up log")[0]
+        assert said.endswith(f"journey {process}: broker: RabbitMQ at amqp://127.0.0.1:5672/, "
+                             f"namespace {deployment.env['JOURNEY_NAMESPACE']}"), said
 
 
 def test_journey_queues_shows_what_waits_on_rabbitmq_and_a_restarted_worker_sends_it(deployment: Deployment, sdk: Sdk,
