@@ -9,6 +9,7 @@ import subprocess
 import sys
 from typing import Any
 
+import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
@@ -84,9 +85,7 @@ def test_the_server_sees_prefixed_names_while_the_engine_sees_plain_ones():
     assert broker.get_declared_queues() == {"events", "deliveries.sms"}
 
 
-def _message(queue: str) -> Any:
-    import dramatiq
-
+def _message(queue: str) -> dramatiq.Message[Any]:
     return dramatiq.Message(queue_name=queue, actor_name="noop", args=([1],), kwargs={}, options={})
 
 
