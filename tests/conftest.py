@@ -148,17 +148,20 @@ def redis_prefix() -> Iterator[str]:
 def rabbitmq_prefix() -> Iterator[str]:
     """A RabbitMQ queue-name prefix of its own (a ``JOURNEY_NAMESPACE``); the engine's queues under it are deleted afterwards."""
     namespace = f"test-{uuid.uuid4().hex[:12]}"
-    broker = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
+    probe = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
     try:
-        broker.connection  # noqa: B018 - connects, or says RabbitMQ is down
+        probe.connection  # noqa: B018 - connects, or says RabbitMQ is down
     except pika.exceptions.AMQPError as exc:
-        broker.close()
         unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
+    finally:
+        probe.close()
     try:
         yield namespace
     finally:
-        broker.delete_queues(queue_names(registry.available()))
-        broker.close()
+        # A connection of its own: one left idle through a module's tests is closed by RabbitMQ's heartbeat.
+        cleaner = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
+        cleaner.delete_queues(queue_names(registry.available()))
+        cleaner.close()
 
 
 @pytest.fixture
