@@ -13,9 +13,9 @@ for SMS, push, audiences and webhooks). What it measures, in one run:
   filled before the clock starts, consumed by a ``dramatiq`` worker with the same
   processes and threads on the engine's broker; its clock runs from the first message
   run to the last. Interleaved, so both see the same machine; the ratio is e2e/baseline.
-- **mix**: the shipped journeys fed their samples scaled up (bench/mix.py): conditions,
-  branches, waits, templates, policy, sends to the peers; events/s until everything they
-  caused is final.
+- **mix**: the shipped journeys fed their samples scaled up to ``--mix-events`` (bench/mix.py):
+  conditions, branches, waits, templates, policy, sends to the peers; events/s until
+  everything they caused is final.
 - **timers**: the mix's waiting enrollments, their timers made due at once
   (``--timer-rounds`` times: each round fires the waits the last one reached); timers
   fired (state advanced, deliveries written) per second, from the scheduler's claim of
@@ -43,6 +43,7 @@ import argparse
 import base64
 import contextlib
 import datetime as dt
+import logging
 import math
 import os
 import shutil
@@ -52,7 +53,6 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -368,7 +368,7 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
     baseline_rate = sum(p.count for p in baseline) / sum(p.seconds for p in baseline)
     say(f"e2e {e2e_rate:.0f} events/s against the no-op drain's {baseline_rate:.0f} msg/s: ratio {e2e_rate / baseline_rate:.2f}")
 
-    mixed = bench.mix("mix", args.events)
+    mixed = bench.mix("mix", args.mix_events)
     say(f"mix: {mixed.count} events of the shipped journeys' samples in {mixed.seconds:.2f}s: {mixed.rate:.0f} events/s")
     timers, written = bench.timers(args.timer_rounds)
     say(f"timers: {timers.count} fired in {timers.seconds:.2f}s ({written} deliveries written): {timers.rate:.0f}/s")
@@ -394,27 +394,30 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--events", type=int, default=20_000, help="events of the e2e rounds, all told, and of the mix")
+    parser.add_argument("--events", type=int, default=20_000, help="events of the e2e rounds, all told")
     parser.add_argument("--rounds", type=int, default=3, help="e2e rounds, each after a baseline drain")
     parser.add_argument("--customers", type=int, default=5_000, help="userIds the bench events are spread over")
     parser.add_argument("--processes", type=int, default=2, help="worker processes (engine and baseline)")
     parser.add_argument("--threads", type=int, default=8, help="threads per worker process")
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=4, help="concurrent HTTP clients posting batches")
+    parser.add_argument("--mix-events", type=int, default=None, help="events of the mix (default: a quarter of --events)")
     parser.add_argument("--timer-rounds", type=int, default=3, help="times the waiting timers are made due")
     parser.add_argument("--latency-events", type=int, default=None,
-                        help="events posted at half the e2e rate for p50/p99 (default: half of --events)")
+                        help="events posted at half the e2e rate for p50/p99 (default: a quarter of --events)")
     parser.add_argument("--history", type=int, default=0, help="then store this many finished bench journeys "
                                                                 "and run one more e2e round")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds a phase may take before the bench gives up")
     parser.add_argument("--py-spy", metavar="FILE", help="py-spy record the worker during the e2e rounds (raw stacks)")
     parser.add_argument("--quick", action="store_true", help="one round each, small warm-up and latency run")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message="Session.login_data")  # aiosmtpd's, in the SMTP peer
+    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's own deprecation notice, once a login
     if args.quick:
         args.rounds, args.timer_rounds = 1, 1
     if args.latency_events is None:
-        args.latency_events = args.events if args.quick else max(BATCH, args.events // 2)
+        args.latency_events = args.events if args.quick else max(BATCH, args.events // 4)
+    if args.mix_events is None:
+        args.mix_events = args.events if args.quick else args.events // 4
 
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     namespace, baseline_namespace = f"bench-{uuid.uuid4().hex[:8]}", f"bench-noop-{uuid.uuid4().hex[:8]}"
