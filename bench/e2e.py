@@ -334,13 +334,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def py_spy(pid: int, output: str | None) -> Iterator[None]:
-    """``py-spy record`` the worker and its processes while the block runs (nothing without ``output``)."""
+def py_spy(pid: int, output: str | None, gil: bool = False) -> Iterator[None]:
+    """``py-spy record`` the worker and its processes while the block runs (nothing without ``output``).
+
+    Threads waiting for PostgreSQL count as busy; with ``gil``, only the thread holding the GIL (CPU).
+    """
     if not output:
         yield
         return
     spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--nonblocking", "--subprocesses",
-                            "--format", "raw", "-p", str(pid), "-o", output], stdout=subprocess.DEVNULL,
+                            *(["--gil"] if gil else []), "--format", "raw", "-p", str(pid), "-o", output],
+                           stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     try:
         yield
@@ -357,7 +361,7 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
     bench.mix("mixwarm", 1)
     engine: list[Phase] = []
     baseline: list[Phase] = []
-    with py_spy(bench.worker_pid(), args.py_spy):
+    with py_spy(bench.worker_pid(), args.py_spy, args.py_spy_gil):
         for n in range(1, args.rounds + 1):
             baseline.append(bench.drain(f"r{n}", per_round))
             engine.append(bench.e2e(f"r{n}", per_round))
@@ -386,8 +390,9 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
         after = bench.drain("hist", per_round)
         stored = bench.e2e("hist", per_round)
         say(f"history: e2e {stored.rate:.0f} events/s after {args.history:,} stored events, "
-            f"{stored.rate / e2e_rate:.2f} of the empty database's (no-op drain {after.rate:.0f} msg/s, "
-            f"{after.rate / baseline_rate:.2f} of before)")
+            f"{stored.rate / e2e_rate:.2f} of the empty database's; no-op drain {after.rate:.0f} msg/s, "
+            f"{after.rate / baseline_rate:.2f} of before; ratio {stored.rate / after.rate:.2f}, "
+            f"{stored.rate / after.rate / (e2e_rate / baseline_rate):.2f} of the empty database's")
     return {"e2e": e2e_rate, "mix": mixed.rate, "baseline": baseline_rate, "ratio": e2e_rate / baseline_rate,
             "p50": p50, "p99": p99, "timers": timers.rate}
 
@@ -409,6 +414,7 @@ def main() -> None:
                                                                 "and run one more e2e round")
     parser.add_argument("--deadline", type=float, default=300.0, help="seconds a phase may take before the bench gives up")
     parser.add_argument("--py-spy", metavar="FILE", help="py-spy record the worker during the e2e rounds (raw stacks)")
+    parser.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: only the threads holding the GIL")
     parser.add_argument("--quick", action="store_true", help="one round each, small warm-up and latency run")
     args = parser.parse_args()
     logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's own deprecation notice, once a login
