@@ -220,6 +220,16 @@ class Bench:
             for row in examples:
                 print(f"    {row.journey_id}/{row.step} {row.channel} {row.status}: {row.error}", flush=True)
 
+    def by_channel(self, after: int) -> dict[str, dict[str, int]]:
+        """The deliveries since ``after``: by channel, how many in each status."""
+        found: dict[str, dict[str, int]] = {}
+        with self.db.connect() as connection:
+            for channel, status, n in connection.execute(sa.text(
+                    "SELECT channel, status, count(*) FROM deliveries WHERE id > :after GROUP BY channel, status"),
+                    {"after": after}):
+                found.setdefault(channel, {})[status] = int(n)
+        return found
+
     def watermarks(self) -> tuple[int, int]:
         with self.db.connect() as connection:
             events, deliveries = connection.execute(WATERMARKS).one()
@@ -372,6 +382,7 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
     baseline_rate = sum(p.count for p in baseline) / sum(p.seconds for p in baseline)
     say(f"e2e {e2e_rate:.0f} events/s against the no-op drain's {baseline_rate:.0f} msg/s: ratio {e2e_rate / baseline_rate:.2f}")
 
+    before_mix = bench.watermarks()
     mixed = bench.mix("mix", args.mix_events)
     say(f"mix: {mixed.count} events of the shipped journeys' samples in {mixed.seconds:.2f}s: {mixed.rate:.0f} events/s")
     rounds = bench.timers(args.timer_rounds)
@@ -380,6 +391,9 @@ def run(bench: Bench, args: argparse.Namespace, say: Callable[[str], None]) -> d
             f"written): {fired.rate:.0f}/s")
     timers = Phase(sum(p.count for p, _ in rounds), sum(p.seconds for p, _ in rounds), [])
     say(f"timers: {timers.count} fired in {timers.seconds:.2f}s: {timers.rate:.0f}/s")
+    say("mix and timers, deliveries by channel: " + "; ".join(
+        f"{channel} " + ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        for channel, statuses in sorted(bench.by_channel(before_mix[1]).items())))
 
     paced_rate = e2e_rate / 2
     paced = bench.e2e("paced", args.latency_events, rate=paced_rate)
