@@ -70,10 +70,11 @@ sys.path.insert(1, str(HERE.parent))
 import history  # noqa: E402
 import mix  # noqa: E402
 from ingest import wait_for  # noqa: E402
-from kill import Processes, engine_command  # noqa: E402
+from kill import Processes, clean_namespace, engine_command  # noqa: E402
 from loadgen import post, run_load  # noqa: E402
 
 from engine.workers.actors import MAX_EVENT_ATTEMPTS  # noqa: E402
+from engine.workers.broker import NamespacedRabbitmqBroker  # noqa: E402
 from tests.integration.channels.peers import Peers, free_port_on, provider_peers  # noqa: E402
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -180,6 +181,8 @@ class Bench:
         self.processes.stop_all()
         for output in self._outputs:
             output.close()
+        if isinstance(self.noop.broker, NamespacedRabbitmqBroker):
+            self.noop.broker.delete_queues([self.noop.QUEUE])
         self.noop.broker.close()
         self.redis.close()
         self.db.dispose()
@@ -472,7 +475,8 @@ def main() -> None:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
-        for prefix in (namespace, baseline_namespace):
+        clean_namespace(os.environ.get("BROKER_URL") or REDIS_URL, namespace)
+        for prefix in (namespace, baseline_namespace):  # the drains' counters, in Redis with either broker
             for redis_key in client.scan_iter(f"{prefix}*"):
                 client.delete(redis_key)
         client.close()

@@ -1,9 +1,9 @@
 """Kill the worker while it sends email: what is lost, sent twice, dead or left unknown.
 
-    python bench/kill.py [--sends 2000] [--kills 20] [--threads 4]
+    python bench/kill.py [--sends 2000] [--kills 20] [--threads 4] [--broker redis|rabbitmq]
 
 Starts ``journey serve``, ``journey worker`` and ``journey scheduler`` as subprocesses on
-PostgreSQL and Redis, configured only by environment variables, with ``SMTP_URL``
+PostgreSQL and Redis (or RabbitMQ: ``BROKER_URL=amqp://...``), configured only by environment variables, with ``SMTP_URL``
 pointing at an aiosmtpd server on loopback. Posts an identify (an email address) for
 each of ``--sends`` customers, then one ``bench_order`` event each; a journey written
 here sends one transactional email per event. While the emails go out, the worker's
@@ -14,8 +14,9 @@ deliveries by status, and the unknown deliveries of each kill (at most one per w
 thread is the target: only the sends really in flight).
 
 Needs PostgreSQL (TEST_DATABASE_URL, default the local ``test`` database; a fresh
-schema is created and dropped) and Redis (TEST_REDIS_URL; a fresh namespace, deleted
-afterwards). ``tests/integration/test_kill_worker.py`` runs a small one.
+schema is created and dropped) and Redis (TEST_REDIS_URL) or RabbitMQ (TEST_RABBITMQ_URL),
+under a fresh namespace, deleted afterwards. ``tests/integration/test_kill_worker.py`` runs
+a small one on each.
 """
 
 from __future__ import annotations
@@ -39,17 +40,22 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import httpx
-import redis
 import sqlalchemy as sa
+from dramatiq.brokers.redis import RedisBroker
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from channels.email import message_id  # noqa: E402
 from engine.demo import wait_for_http  # noqa: E402
+from channels import registry  # noqa: E402
+from engine.settings import Settings  # noqa: E402
+from engine.workers.actors import queue_names  # noqa: E402
+from engine.workers.broker import NamespacedRabbitmqBroker, make_broker  # noqa: E402
 from tests.integration.channels.peers import SmtpPeer, free_port_on, smtp_peer  # noqa: E402
 
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BROKERS = {"redis": os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+           "rabbitmq": os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")}
 SENDER = "Shop <shop@example.com>"
 BATCH = 100
 FINAL = ("sent", "unknown", "dead", "failed", "held")
@@ -187,19 +193,20 @@ class Running:
     wait: Callable[[Callable[[], bool], str], None]
 
 
-def run(database_url: str, redis_url: str, namespace: str, workdir: Path, *, sends: int, kills: int,
+def run(database_url: str, broker_url: str, namespace: str, workdir: Path, *, sends: int, kills: int,
         threads: int, timeout: float = 600.0, say: Callable[[str], None] = lambda _: None,
         then: Callable[[Running], None] | None = None) -> Figures:
     """Run the engine's processes, kill the worker ``kills`` times during ``sends`` emails; the figures.
 
-    ``then`` is called with the engine still running, once the figures are taken.
+    ``broker_url`` is the processes' ``BROKER_URL``: Redis (``redis://``) or RabbitMQ
+    (``amqp://``). ``then`` is called with the engine still running, once the figures are taken.
     """
     with contextlib.contextmanager(smtp_peer)() as smtp:
-        return _run(database_url, redis_url, namespace, workdir, smtp, sends=sends, kills=kills, threads=threads,
+        return _run(database_url, broker_url, namespace, workdir, smtp, sends=sends, kills=kills, threads=threads,
                     timeout=timeout, say=say, then=then)
 
 
-def _run(database_url: str, redis_url: str, namespace: str, workdir: Path, smtp: SmtpPeer, *, sends: int,
+def _run(database_url: str, broker_url: str, namespace: str, workdir: Path, smtp: SmtpPeer, *, sends: int,
          kills: int, threads: int, timeout: float, say: Callable[[str], None],
          then: Callable[[Running], None] | None) -> Figures:
     journeys, logs = workdir / "journeys", workdir / "logs"
@@ -207,8 +214,8 @@ def _run(database_url: str, redis_url: str, namespace: str, workdir: Path, smtp:
     logs.mkdir()
     (journeys / "kill_bench.yaml").write_text(JOURNEY)
     env = dict(
-        os.environ,
-        DATABASE_URL=database_url, REDIS_URL=redis_url, JOURNEY_NAMESPACE=namespace,
+        {name: value for name, value in os.environ.items() if name != "REDIS_URL"},
+        DATABASE_URL=database_url, BROKER_URL=broker_url, JOURNEY_NAMESPACE=namespace,
         JOURNEY_WORKER_PROCESSES="1", JOURNEY_WORKER_THREADS=str(threads),
         # short, so that abandoned sends are settled within seconds (unknown after 5 x 1s)
         JOURNEY_SWEEP_AFTER="1s", JOURNEY_SWEEP_INTERVAL="1s",
@@ -325,6 +332,8 @@ def main() -> None:
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--threads", type=int, default=4, help="threads of the worker's one process")
+    parser.add_argument("--broker", choices=["redis", "rabbitmq"], default="redis",
+                        help="Redis at TEST_REDIS_URL or RabbitMQ at TEST_RABBITMQ_URL")
     args = parser.parse_args()
 
     schema, namespace = f"bench_{uuid.uuid4().hex[:8]}", f"bench-kill-{uuid.uuid4().hex[:8]}"
@@ -333,12 +342,11 @@ def main() -> None:
         connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     database_url = f"{PG_URL}{'&' if '?' in PG_URL else '?'}options={quote(f'-csearch_path={schema}')}"
     print(f"kill bench: {args.sends} emails, {args.kills} kill -9 of journey worker (1 process, {args.threads} "
-          f"threads); serve and scheduler running; {os.cpu_count()} cores", flush=True)
-    client = redis.Redis.from_url(REDIS_URL)
+          f"threads) on {args.broker}; serve and scheduler running; {os.cpu_count()} cores", flush=True)
     try:
         with tempfile.TemporaryDirectory() as workdir:
-            figures = run(database_url, REDIS_URL, namespace, Path(workdir), sends=args.sends, kills=args.kills,
-                          threads=args.threads, say=lambda line: print(line, flush=True))
+            figures = run(database_url, BROKERS[args.broker], namespace, Path(workdir), sends=args.sends,
+                          kills=args.kills, threads=args.threads, say=lambda line: print(line, flush=True))
         print("\n".join(figures.lines()))
         problems = figures.problems()
         print("targets met" if not problems else "targets missed: " + "; ".join(problems))
@@ -346,9 +354,20 @@ def main() -> None:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
-        for redis_key in client.scan_iter(f"{namespace}*"):
-            client.delete(redis_key)
-        client.close()
+        clean_namespace(BROKERS[args.broker], namespace)
+
+
+def clean_namespace(broker_url: str, namespace: str) -> None:
+    """Delete what the run left on the broker: its Redis keys, or its RabbitMQ queues."""
+    broker = make_broker(Settings(broker_url=broker_url, namespace=namespace))
+    try:
+        if isinstance(broker, NamespacedRabbitmqBroker):
+            broker.delete_queues(queue_names(registry.available()))
+        elif isinstance(broker, RedisBroker):
+            for key in broker.client.scan_iter(f"{namespace}*"):
+                broker.client.delete(key)
+    finally:
+        broker.close()
 
 
 if __name__ == "__main__":

@@ -1,25 +1,25 @@
 """What journeys achieve: step funnels, experiments with honest statistics, the stage funnel.
 
-Every figure is computed set-wise in the database from rows the engine already keeps
-(never by loading enrollments into Python):
+Every figure is read set-wise from the database, never by loading enrollments into Python:
 
-- ``enrollments``: the cohort (the enrollments of a journey, and optionally one version,
-  that *started* in the window ``[since, until)``), their status, and where the active
-  ones wait (``step``, ``updated_at``: when the enrollment last moved);
-- ``trace``: every step an enrollment ran has rows with its step id (so "reached a step"
-  is a trace row there), the ``end`` row names the step and the reason it ended, a
-  ``choose`` row names the path a split or a branch's ``else`` took, a ``condition`` row
-  whose value is true names the branch case taken;
-- ``deliveries``: each send's status, and the reason a policy held it;
-- ``events``: the goal event, for conversions after an enrollment ended (a holdout's);
+- ``journey_counts`` (:mod:`engine.counters`): of the enrollments of a journey version
+  that *started* on each UTC day, how many entered, visited each step (a send's ``run``,
+  a wait's ``wait``, a split's ``choose`` with the path, a branch's true ``condition``),
+  ended with each status and reason (with the split paths they had taken), and converted
+  after they ended. The workers add to them in the transactions that write the trace;
+- ``enrollments``: where the active ones wait (``step``, ``updated_at``), from an index;
+  and the customers of a journey that lets them re-enter (counted once each);
+- ``deliveries``: each step's sends by status and the reasons a policy held them, from an index;
+- ``not_entered_counts``: the customers turned away, by reason;
 - ``stage_changes`` and ``customers.stage``: the stage funnel.
 
 A customer **converted** when the enrollment converted (the goal, or a converting exit
-step) or when the customer's goal event (by name) happened within the conversion window
-after the enrollment started. The second half is what makes a holdout measurable: its
-enrollment ends at once, but its customers still buy. It applies to every variant alike,
-so the comparison stays fair. The goal's ``when`` condition is not re-evaluated there (a
-CEL condition cannot run in SQL): docs/analytics.md says so.
+step) or when the customer reached the goal (with its ``when``) within the goal's
+conversion window (``goal.within``, 30 days by default) after an enrollment that had
+ended without converting: that is what makes a holdout measurable (its enrollment ends at
+once, but its customers still buy). It applies to every variant alike, so the comparison
+stays fair; the orchestrator decides it as the event arrives
+(:func:`engine.runtime.machine.converted_after_end`).
 
 The API (``GET /v1/journeys/{id}/stats``), ``journey stats`` and the metrics call the
 functions here; the statistics (:func:`compare`) are pure and tested on their own.
@@ -34,10 +34,11 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import Interval, String, and_, case, cast, distinct, exists, func, literal, or_, select, text
+from sqlalchemy import and_, case, func, or_, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ColumnElement
 
+from engine import counters
 from engine.definitions import STAGES, Journey
 from engine.definitions.model import BranchStep, SplitStep
 from engine.durations import parse_duration
@@ -47,12 +48,11 @@ from engine.storage.models import (
     Customer,
     Delivery,
     Enrollment,
-    Event,
+    JourneyCount,
     JourneyRecord,
     JourneyVersion,
     NotEnteredCount,
     StageChange,
-    TraceEntry,
 )
 
 if TYPE_CHECKING:
@@ -71,11 +71,6 @@ MAX_VERSION = 2**31 - 1
 MIN_EXPECTED = 5
 #: The two-sided significance level; the interval is the matching (1 - ALPHA) one.
 ALPHA = 0.05
-#: How long after entering a customer may reach the goal and count as converted, unless
-#: the caller says otherwise (``window``).
-DEFAULT_CONVERSION_WINDOW = timedelta(days=30)
-#: A longer conversion window counts as this one: any time later.
-MAX_CONVERSION_WINDOW = timedelta(days=36525)
 #: The window of stats when no ``since`` is given.
 DEFAULT_SINCE = timedelta(days=30)
 #: PostgreSQL's work_mem for the stats' transaction.
@@ -113,7 +108,7 @@ def read_window(params: Mapping[str, str | None], now: datetime) -> Window:
 
 
 def read_options(params: Mapping[str, str | None]) -> dict[str, Any]:
-    """``version``, ``window`` (the conversion window) and ``min_sample`` from query parameters.
+    """``version`` and ``min_sample`` from query parameters.
 
     Raises:
         PayloadError: one is malformed; every problem is named.
@@ -126,13 +121,9 @@ def read_options(params: Mapping[str, str | None]) -> dict[str, Any]:
             problems.append(Problem("version", f"{version!r} is not a version number; give 1, 2, ..."))
         else:
             options["version"] = int(str(version))
-    window = params.get("window")
-    if window is not None:
-        try:
-            # Longer than a century is "any time later" (and keeps PostgreSQL's timestamps in range).
-            options["conversion_window"] = min(parse_duration(str(window)), MAX_CONVERSION_WINDOW)
-        except ValueError as exc:
-            problems.append(Problem("window", str(exc)))
+    if params.get("window") is not None:
+        problems.append(Problem("window", "the conversion window is no longer a query parameter: it is the journey "
+                                          "file's goal.within (default 30d); drop window from the query"))
     minimum = params.get("min_sample")
     if minimum is not None:
         if not str(minimum).isdigit() or not 2 <= int(str(minimum)) <= MAX_VERSION:
@@ -233,10 +224,14 @@ def journey_stats(
     now: datetime,
     *,
     version: int | None = None,
-    conversion_window: timedelta = DEFAULT_CONVERSION_WINDOW,
     min_sample: int = MIN_SAMPLE,
 ) -> dict[str, Any]:
-    """The stats of ``journey_id`` (one ``version``, or all) for enrollments started in ``window``.
+    """The stats of ``journey_id`` (one ``version``, or all) for enrollments started in
+    ``window``, rounded out to whole UTC days (:func:`whole_days`).
+
+    Step visits, exits, paths taken and conversions are summed from the counts the
+    workers keep (:mod:`engine.counters`); the waiting customers and the deliveries are
+    counted from indexes (deliveries *written* in the window).
 
     Args:
         definitions: the compiled versions the cohort runs, by version (for the step order,
@@ -248,90 +243,86 @@ def journey_stats(
         ``variants``, ``not_entered`` (see docs/analytics.md).
     """
     if session.get_bind().dialect.name == "postgresql":
-        # The hash aggregates of a big cohort spill to disk at the default 4MB, and the
-        # planner's high cost estimates switch JIT compilation on, which costs more (a
-        # second at 200k enrollments) than it saves: only this transaction is changed.
+        # The planner's high cost estimates for a big cohort switch JIT compilation on, which
+        # costs more than it saves: only this transaction is changed.
         session.execute(text(f"SET LOCAL work_mem = '{STATS_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
-    cohort = _cohort(journey_id, window, version)
-    goals = {j.goal.event for j in definitions.values() if j.goal is not None}
-    converted = _converted(session, cohort, goals, conversion_window)
-
+    window = whole_days(window)
+    first, last = window.since.date(), (window.until - timedelta(days=1)).date()
+    counts = counters.read(session, journey_id, version, first, last)
     branches, splits = _choosers(definitions)
-    split_ids = sorted(splits)
-    # One pass over the cohort: enrollments and conversions by status and by the path taken
-    # at each split (the runtime's own record, ``control`` for the holdout).
-    paths = [cohort.c.state["variant"][split_id].as_string() for split_id in split_ids]
-    groups = session.execute(
-        select(cohort.c.status, *paths, func.count(), func.sum(converted)).group_by(cohort.c.status, *paths)
-    ).all()
-    entered = sum(int(g[-2]) for g in groups)
-    conversions = sum(int(g[-1] or 0) for g in groups)
+
+    entered = sum(n for key, n in counts if key.what == "entered")
     by_status: dict[str, int] = defaultdict(int)
-    for g in groups:
-        by_status[g[0]] += int(g[-2])
+    conversions = 0
+    # The conversions of each split's paths, by path name.
+    converted_in: dict[tuple[str, str], int] = defaultdict(int)
+    for key, n in counts:
+        if key.what == "ended":
+            by_status[key.detail] += n
+        if (key.what == "ended" and key.detail == "converted") or key.what == "converted_later":
+            conversions += n
+            for split_id, path in counters.read_variants(key.value).items():
+                converted_in[(split_id, path)] += n
+    active = entered - sum(by_status.values())
+    if active:
+        by_status["active"] += active
     # Re-entry ``never`` (in every version counted) lets a customer in once: customers are
     # enrollments. Otherwise count them, per variant too (a customer re-enters the same variant).
     once = all(j.entry.reentry == "never" for j in definitions.values())
     if once:
         customers, converted_customers = entered, conversions
         variant_rows = []
-        for index, split_id in enumerate(split_ids):
-            totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-            for g in groups:
-                if g[1 + index] is not None:
-                    totals[g[1 + index]][0] += int(g[-2])
-                    totals[g[1 + index]][1] += int(g[-1] or 0)
-            variant_rows += [(split_id, name, n, c) for name, (n, c) in totals.items()]
+        for key, n in counts:
+            if key.what == "choose" and key.step in splits and key.detail.startswith(_SPLIT_PATH):
+                name = key.detail.removeprefix(_SPLIT_PATH)
+                variant_rows.append((key.step, name, n, converted_in.get((key.step, name), 0)))
     else:
+        cohort = _cohort(journey_id, window, version)
+        converted = case((or_(cohort.c.status == "converted", cohort.c.converted_at.is_not(None)), 1), else_=0)
         per_customer = (
             select(func.max(converted).label("converted")).group_by(cohort.c.customer_id).subquery("per_customer")
         )
         customers, converted_customers = session.execute(
             select(func.count(), func.coalesce(func.sum(per_customer.c.converted), 0))
         ).one()
-        variant_rows = _variant_customers(session, cohort, converted, split_ids)
+        variant_rows = _variant_customers(session, cohort, converted, sorted(splits))
 
     steps: dict[str, dict[str, Any]] = {}
     for journey in [definitions[v] for v in sorted(definitions, reverse=True)]:
         for step in journey.steps:
             steps.setdefault(step.id, _step(step.id, step.kind))
 
-    edges_rows = _trace_pass(session, cohort, branches)
+    edges_rows = [(key.step, key.what, key.detail or None, key.value or None, n) for key, n in counts if key.step]
     kinds = {step.id: step.kind for journey in definitions.values() for step in journey.steps}
     for step_id, what, detail, status, count in edges_rows:
         row = steps.setdefault(step_id, _step(step_id, None))
         kind = kinds.get(step_id)
         if what == "end":
-            key = detail or _unquote(status) or "unknown"
-            row["exited"][key] = row["exited"].get(key, 0) + int(count)
-            if _unquote(status) == "converted":
+            key_ = detail or status or "unknown"
+            row["exited"][key_] = row["exited"].get(key_, 0) + int(count)
+            if status == "converted":
                 row["converted"] += int(count)
             visit = kind == "exit"
         elif what == "run":
-            visit = kind in ("send", "update", "reward", "referral") or (detail or "").startswith(_CLEAN_UP)
+            visit = kind in ("send", "update", "reward", "referral") or (detail or "").startswith(counters.CLEAN_UP)
         else:  # wait, choose, a branch's true condition
             visit = True
         if visit:
             row["entered"] += int(count)
 
-    for step_id, count, oldest, median in _waiting(session, cohort):
+    for step_id, count, oldest, median in _waiting(session, journey_id, version, window):
         row = steps.setdefault(step_id, _step(step_id, None))
         row["waiting"] = int(count)
         row["wait"] = {"oldest_seconds": _seconds(now, oldest), "median_seconds": _seconds(now, median)}
 
-    deliveries = Delivery.__table__.c
-    held_reason = case((deliveries.status == "held", deliveries.error), else_=literal(None, String))
-    for step_id, status, reason, count in session.execute(
-        select(deliveries.step, deliveries.status, held_reason, func.count())
-        .join(cohort, cohort.c.id == deliveries.enrollment_id)
-        .group_by(deliveries.step, deliveries.status, held_reason)
-    ):
+    for step_id, status, count in _deliveries(session, journey_id, version, window):
         row = steps.setdefault(step_id, _step(step_id, None))
         row["deliveries"][status] = row["deliveries"].get(status, 0) + int(count)
-        if status == "held":
-            short = held_kind(reason)
-            row["held"][short] = row["held"].get(short, 0) + int(count)
+    for step_id, reason, count in _held(session, journey_id, version, window):
+        row = steps.setdefault(step_id, _step(step_id, None))
+        short = held_kind(reason)
+        row["held"][short] = row["held"].get(short, 0) + int(count)
 
     edges, variants = _choices(edges_rows, variant_rows, branches, splits, steps, min_sample)
     return {
@@ -339,7 +330,7 @@ def journey_stats(
         "version": version,
         "since": window.since.isoformat(),
         "until": window.until.isoformat(),
-        "conversion_window": conversion_window.total_seconds(),
+        "conversion_window": _conversion_window(definitions),
         "entered": int(entered),
         "customers": int(customers),
         "converted": int(converted_customers),
@@ -353,12 +344,18 @@ def journey_stats(
     }
 
 
+def _conversion_window(definitions: Mapping[int, Journey]) -> float | None:
+    """The newest version's conversion window (its goal's ``within``), in seconds."""
+    newest = definitions[max(definitions)] if definitions else None
+    return newest.goal.within.total_seconds() if newest is not None and newest.goal is not None else None
+
+
 def _not_entered(session: Session, journey_id: str, version: int | None, window: Window) -> dict[str, int]:
     """The customers the journey (one ``version``, or all) turned away, by reason, on the UTC
-    days from since's to until's, both included (the window rounded out to whole days): the counters the orchestrator keeps per day in the
+    days of ``window`` (:func:`whole_days`): the counters the orchestrator keeps per day in the
     turning-away transaction (so a query sums a row per reason and day, never the raw rows)."""
     first = window.since.astimezone(timezone.utc).date()
-    last = window.until.astimezone(timezone.utc).date()
+    last = (window.until - timedelta(microseconds=1)).astimezone(timezone.utc).date()
     query = (
         select(NotEnteredCount.reason, func.sum(NotEnteredCount.count))
         .where(NotEnteredCount.journey_id == journey_id, NotEnteredCount.day.between(first, last))
@@ -398,56 +395,32 @@ def _cohort(journey_id: str, window: Window, version: int | None) -> Any:
     if version is not None:
         where.append(Enrollment.version == version)
     return (
-        select(Enrollment.id, Enrollment.customer_id, Enrollment.status, Enrollment.step,
-               Enrollment.started_at, Enrollment.updated_at, Enrollment.state)
+        select(Enrollment.id, Enrollment.customer_id, Enrollment.status, Enrollment.converted_at, Enrollment.state)
         .where(*where).subquery("cohort")
     )
 
 
-def _converted(session: Session, cohort: Any, goals: set[str], window: timedelta) -> ColumnElement[int]:
-    """1 for a cohort row that converted, or that ended and whose customer reached a goal within ``window``.
-
-    A CASE, so the goal events are looked up only for enrollments that ended without
-    converting (holdouts, completions, exits): an active one would have converted on its goal.
-    """
-    recorded = cohort.c.status == "converted"
-    if not goals:
-        return case((recorded, 1), else_=0)
-    reached = exists(
-        select(literal(1)).where(
-            Event.customer_id == cohort.c.customer_id,
-            Event.event.in_(sorted(goals)),
-            Event.type == "track",
-            Event.timestamp >= cohort.c.started_at,
-            Event.timestamp <= _plus(session, cohort.c.started_at, window),
-        )
-    )
-    return case((recorded, 1), (cohort.c.status == "active", 0), (reached, 1), else_=0)
-
-
-def _plus(session: Session, moment: Any, delta: timedelta) -> Any:
-    """``moment + delta`` in SQL (SQLite keeps times as text, PostgreSQL has intervals)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return func.strftime("%Y-%m-%d %H:%M:%f", moment, f"+{int(delta.total_seconds())} seconds")
-    return moment + literal(delta, Interval())
-
-
-def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | None, datetime | None]]:
-    """Per step: active enrollments there, the oldest and the median ``updated_at``."""
-    active = and_(cohort.c.status == "active", cohort.c.step.is_not(None))
+def _waiting(session: Session, journey_id: str, version: int | None,
+             window: Window) -> list[tuple[str, int, datetime | None, datetime | None]]:
+    """Per step: the cohort's active enrollments there, the oldest and the median ``updated_at``
+    (read from the index of waiting enrollments alone)."""
+    where = [Enrollment.journey_id == journey_id, Enrollment.status == "active", Enrollment.step.is_not(None),
+             Enrollment.started_at >= window.since, Enrollment.started_at < window.until]
+    if version is not None:
+        where.append(Enrollment.version == version)
     if session.get_bind().dialect.name == "postgresql":
         rows = session.execute(
-            select(cohort.c.step, func.count(), func.min(cohort.c.updated_at),
-                   func.percentile_disc(0.5).within_group(cohort.c.updated_at))
-            .where(active).group_by(cohort.c.step)
+            select(Enrollment.step, func.count(), func.min(Enrollment.updated_at),
+                   func.percentile_disc(0.5).within_group(Enrollment.updated_at))
+            .where(*where).group_by(Enrollment.step)
         ).all()
         return [(step, int(n), _aware(oldest), _aware(median)) for step, n, oldest, median in rows]
     # SQLite has no percentiles: the middle row by row_number.
     ranked = (
-        select(cohort.c.step, cohort.c.updated_at,
-               func.row_number().over(partition_by=cohort.c.step, order_by=cohort.c.updated_at).label("n"),
-               func.count().over(partition_by=cohort.c.step).label("total"))
-        .where(active).subquery("ranked")
+        select(Enrollment.step, Enrollment.updated_at,
+               func.row_number().over(partition_by=Enrollment.step, order_by=Enrollment.updated_at).label("n"),
+               func.count().over(partition_by=Enrollment.step).label("total"))
+        .where(*where).subquery("ranked")
     )
     out: dict[str, list[Any]] = {}
     for step, total, at, n in session.execute(
@@ -462,6 +435,25 @@ def _waiting(session: Session, cohort: Any) -> list[tuple[str, int, datetime | N
     return [tuple(v) for v in out.values()]
 
 
+def _deliveries(session: Session, journey_id: str, version: int | None, window: Window) -> list[tuple[str, str, int]]:
+    """The journey's deliveries written in the window, by step and status (from an index alone)."""
+    where = [Delivery.journey_id == journey_id, Delivery.created_at >= window.since, Delivery.created_at < window.until]
+    if version is not None:
+        where.append(Delivery.version == version)
+    return [(step, status, int(n)) for step, status, n in session.execute(
+        select(Delivery.step, Delivery.status, func.count()).where(*where).group_by(Delivery.step, Delivery.status))]
+
+
+def _held(session: Session, journey_id: str, version: int | None, window: Window) -> list[tuple[str, str | None, int]]:
+    """The held ones among them, by step and the policy's reason."""
+    where = [Delivery.journey_id == journey_id, Delivery.status == "held", Delivery.created_at >= window.since,
+             Delivery.created_at < window.until]
+    if version is not None:
+        where.append(Delivery.version == version)
+    return [(step, reason, int(n)) for step, reason, n in session.execute(
+        select(Delivery.step, Delivery.error, func.count()).where(*where).group_by(Delivery.step, Delivery.error))]
+
+
 def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep], dict[str, SplitStep]]:
     """The branch and split steps of ``definitions`` by id (the newest version's wins)."""
     branches: dict[str, BranchStep] = {}
@@ -473,32 +465,6 @@ def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep]
             elif isinstance(step, SplitStep):
                 splits[step.id] = step
     return branches, splits
-
-
-def _trace_pass(session: Session, cohort: Any, branches: Mapping[str, BranchStep]) -> list[Any]:
-    """The cohort's step visits, ends and choices, from the trace.
-
-    Every step visit writes one row that marks it (a send, update, reward or referral its
-    ``run``, a wait its ``wait``, a split its ``choose``, a branch its true ``condition`` or
-    its ``else`` ``choose``, an exit step its ``end``), so counting those rows, grouped by
-    step and kind, counts visits without grouping per enrollment (which would sort every row).
-
-    Returns ``(step, what, detail, end status, rows)``.
-    """
-    trace = TraceEntry.__table__.c
-    value = cast(trace.value, String)
-    marks = or_(trace.what.in_(("run", "wait", "choose", "end")),
-                and_(trace.what == "condition", trace.step.in_(sorted(branches)) if branches else literal(False),
-                     value == "true"))
-    detail = case((or_(trace.what.in_(("end", "choose", "condition")),
-                       and_(trace.what == "run", trace.detail.like(_CLEAN_UP + "%"))), trace.detail))
-    status = case((trace.what == "end", value))
-    return list(session.execute(
-        select(trace.step, trace.what, detail, status, func.count())
-        .join(cohort, cohort.c.id == trace.enrollment_id)
-        .where(trace.step.is_not(None), marks)
-        .group_by(trace.step, trace.what, detail, status)
-    ).all())
 
 
 def _variant_customers(session: Session, cohort: Any, converted: ColumnElement[int],
@@ -519,8 +485,19 @@ def _variant_customers(session: Session, cohort: Any, converted: ColumnElement[i
     return rows
 
 
-#: The ``run`` row of a goal's clean-up path that stops at a wait step (the wait's visit).
-_CLEAN_UP = "a clean-up path stops"
+#: A split's ``choose`` row names the path it took after this.
+_SPLIT_PATH = "split path "
+
+
+def whole_days(window: Window) -> Window:
+    """``window`` rounded out to whole UTC days: stats count by the day an enrollment started."""
+    since = window.since.astimezone(timezone.utc)
+    until = window.until.astimezone(timezone.utc)
+    start = datetime(since.year, since.month, since.day, tzinfo=timezone.utc)
+    end = datetime(until.year, until.month, until.day, tzinfo=timezone.utc)
+    if end < until:
+        end += timedelta(days=1)
+    return Window(start, end)
 
 
 def _choices(edge_rows: Sequence[Any], variant_rows: Sequence[Any], branches: Mapping[str, BranchStep],
@@ -544,7 +521,7 @@ def _choices(edge_rows: Sequence[Any], variant_rows: Sequence[Any], branches: Ma
             if what == "choose":
                 name, to = "else", branch.next
             else:
-                name, to = detail, next((c.goto for c in branch.cases if c.when.source == detail), None)
+                name, to = detail, next((c.goto for c in branch.cases if c.when.source[:counters.DETAIL_LENGTH] == detail), None)
         edges.append({"step": step_id, "path": name, "to": to, "customers": count, "share": _rate(count, reached)})
     groups: dict[str, list[Group]] = defaultdict(list)
     for step_id, name, customers, conversions in variant_rows:
@@ -758,15 +735,27 @@ def _seconds_between(session: Session, start: Any, end: Any) -> Any:
 
 
 def variant_counts(session: Session) -> list[tuple[str, str, str, str, int]]:
-    """Enrollments by journey, split, variant and status, for ``/metrics``."""
-    trace = TraceEntry.__table__.c
-    rows = session.execute(
-        select(Enrollment.journey_id, trace.step, trace.detail, Enrollment.status, func.count(distinct(Enrollment.id)))
-        .join(Enrollment, Enrollment.id == trace.enrollment_id)
-        .where(trace.what == "choose", trace.detail.like("split path %"))
-        .group_by(Enrollment.journey_id, trace.step, trace.detail, Enrollment.status)
-    ).all()
-    return [(j, s or "", (d or "").removeprefix("split path "), st, int(n)) for j, s, d, st, n in rows]
+    """Enrollments by journey, split, variant (the path's name) and status, for ``/metrics``:
+    from the counts, those that took each path, less those of them that ended, are active."""
+    table = JourneyCount.__table__.c
+    took: dict[tuple[str, str, str], int] = defaultdict(int)
+    ended: dict[tuple[str, str, str, str], int] = defaultdict(int)
+    for journey_id, step, what, detail, value, n in session.execute(
+        select(table.journey_id, table.step, table.what, table.detail, table.value, func.sum(table.count))
+        .where(or_(and_(table.what == "choose", table.detail.like(_SPLIT_PATH + "%")), table.what == "ended"))
+        .group_by(table.journey_id, table.step, table.what, table.detail, table.value)
+    ):
+        if what == "choose":
+            took[(journey_id, step, detail.removeprefix(_SPLIT_PATH))] += int(n)
+        else:
+            for split_id, path in counters.read_variants(value).items():
+                ended[(journey_id, split_id, path, detail)] += int(n)
+    rows = [(journey_id, split_id, path, status, n) for (journey_id, split_id, path, status), n in ended.items()]
+    for (journey_id, split_id, path), n in took.items():
+        gone = sum(count for (j, s, p, _), count in ended.items() if (j, s, p) == (journey_id, split_id, path))
+        if n - gone:
+            rows.append((journey_id, split_id, path, "active", n - gone))
+    return sorted(rows)
 
 
 # -- helpers --------------------------------------------------------------------------------

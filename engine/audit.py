@@ -11,6 +11,7 @@ is set when it is done. Who: an API key by its id, prefix and name (never the ke
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT
+from engine.preferences import DEFAULT_LIMIT, MAX_LIMIT, RequestFields
 from engine.storage.models import AuditEntry
 from engine.storage.paging import keyset_page
 
@@ -48,6 +49,11 @@ class Actor:
     def of_key(cls, principal: Principal) -> Actor:
         """An admin API key, named by id, prefix and name."""
         return cls(principal.actor, f"admin API, key {principal.name}", principal.key_id)
+
+    @classmethod
+    def of_console(cls, principal: Principal) -> Actor:
+        """An operator signed in to the web console with a key, named by id, prefix and name."""
+        return cls(principal.actor, f"console, key {principal.name}", principal.key_id)
 
 
 def start(session: Session, actor: Actor, action: str, selection: dict[str, Any], now: datetime,
@@ -102,6 +108,19 @@ def view(entry: AuditEntry) -> AuditView:
                      acted=entry.acted, finished_at=entry.finished_at)
 
 
+def read_listing(query: Mapping[str, Any]) -> tuple[int, int | None]:
+    """Check a listing query of the audit log: ``limit`` and ``cursor``, both optional.
+
+    Raises:
+        PayloadError: every problem found, each naming its parameter.
+    """
+    fields = RequestFields(dict(query), ("limit", "cursor"), "limit=100", "parameter")
+    limit = fields.whole("limit", 1, MAX_LIMIT, f"the entries per page, 1 to {MAX_LIMIT}")
+    cursor = fields.cursor("cursor")
+    fields.raise_if_any("the listing")
+    return limit or DEFAULT_LIMIT, cursor
+
+
 def list_entries(session: Session, limit: int = DEFAULT_LIMIT, before: int | None = None) -> AuditPage:
     """A page of the audit log, newest first, of ``limit`` entries older than the id ``before``."""
     page, cursor = keyset_page(session, select(AuditEntry), AuditEntry.id, max(1, min(limit, MAX_LIMIT)), before,
@@ -109,4 +128,4 @@ def list_entries(session: Session, limit: int = DEFAULT_LIMIT, before: int | Non
     return AuditPage(entries=[view(entry) for entry, in page], next_cursor=cursor)
 
 
-__all__ = ["Actor", "AuditPage", "AuditView", "add", "finish", "list_entries", "start", "view"]
+__all__ = ["Actor", "AuditPage", "AuditView", "add", "finish", "list_entries", "read_listing", "start", "view"]

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import func, select, update
@@ -21,6 +21,9 @@ from sqlalchemy.orm import Session
 from engine.definitions import Journey, SendStep, load_journey, load_text
 from engine.definitions.source import read_yaml
 from engine.storage.models import Enrollment, JourneyRecord, JourneyVersion, Timer
+
+if TYPE_CHECKING:
+    from engine.audit import Actor
 
 STATUSES = ("active", "paused", "archived")
 
@@ -217,6 +220,30 @@ def set_status(session: Session, journey_id: str, status: str, now: datetime) ->
         release_timers(session, journey_id)
     record.status, record.updated_at = status, now
     return record
+
+
+#: The operator actions on a journey, and the status each sets.
+STATUS_ACTIONS = {"pause": "paused", "resume": "active", "archive": "archived"}
+
+
+def change_status(session: Session, journey_id: str, action: str, now: datetime,
+                  actor: Actor) -> tuple[JourneyRecord, int]:
+    """Pause, resume or archive a journey as an operator action (one of :data:`STATUS_ACTIONS`):
+    :func:`set_status` and its row in the audit log (``journeys.pause``...), in the caller's transaction.
+
+    The command line, the admin API and the console all call this.
+
+    Returns:
+        The journey as it is now, and the action's audit id.
+
+    Raises:
+        KeyError: no journey with that id is deployed.
+    """
+    from engine import audit  # here: audit imports the policy layer, which loads deployed journeys from this module
+
+    record = set_status(session, journey_id, STATUS_ACTIONS[action], now)
+    entry = audit.start(session, actor, f"journeys.{action}", {"journey": journey_id}, now, 1, finished=True)
+    return record, entry
 
 
 def release_timers(session: Session, journey_id: str) -> None:

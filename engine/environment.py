@@ -40,6 +40,13 @@ def read_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "required with PostgreSQL; set it to a random string, e.g. the output of "
             "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
         )
+    broker = values.get("broker_url")
+    if broker and broker.startswith(("amqp://", "amqps://")) and values.get("rate_limits") and "redis_url" not in values:
+        problems.append(
+            "CHANNEL_RATE_LIMITS needs REDIS_URL when BROKER_URL is RabbitMQ: the limits are shared by every "
+            "worker process through Redis; set REDIS_URL (such as redis://127.0.0.1:6379/0), or unset "
+            "CHANNEL_RATE_LIMITS"
+        )
     if problems:
         raise ConfigError("\n".join(problems))
     return Settings(**values)
@@ -59,6 +66,22 @@ def _database_url(raw: str) -> str:
 def _redis_url(raw: str) -> str:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("the scheme must be redis://, rediss:// or unix://")
+    return raw
+
+
+BROKER_SCHEMES = ("redis://", "rediss://", "unix://", "amqp://", "amqps://")
+
+
+def _broker_url(raw: str) -> str:
+    if not raw.startswith(BROKER_SCHEMES):
+        raise ValueError("the scheme must be amqp:// or amqps:// (RabbitMQ), or redis://, rediss:// or unix:// (Redis)")
+    if raw.startswith(("amqp://", "amqps://")):
+        import pika  # only a RabbitMQ URL needs it
+
+        try:
+            pika.URLParameters(raw)  # what the broker will connect with: a bad port or query fails here, not later
+        except ValueError as exc:
+            raise ValueError(str(exc).rstrip(".")) from None
     return raw
 
 
@@ -219,6 +242,9 @@ _VARIABLES: tuple[Variable, ...] = (
     ("DATABASE_URL", "database_url", _database_url,
      "a SQLAlchemy URL such as postgresql+psycopg://user@host:5432/db or sqlite:///journey.db"),
     ("REDIS_URL", "redis_url", _redis_url, "a URL such as redis://127.0.0.1:6379/0"),
+    ("BROKER_URL", "broker_url", _broker_url,
+     "a URL such as amqp://guest:guest@127.0.0.1:5672/ (RabbitMQ) or redis://127.0.0.1:6379/0 (Redis); "
+     "unset, REDIS_URL is the broker"),
     ("JOURNEY_NAMESPACE", "namespace", _namespace, "letters, digits, '-' or '_'"),
     ("JOURNEY_SWEEP_AFTER", "sweep_after", parse_duration, DURATION_HELP),
     ("JOURNEY_SWEEP_INTERVAL", "sweep_interval", parse_duration, DURATION_HELP),

@@ -230,6 +230,14 @@ def act(services: Services, action: str, selection: EventAction, actor: Actor) -
                              audit_id=entry)
 
 
+def count_actionable(session: Session, wanted: EventFilter, cap: int) -> int:
+    """How many events retry or drop on the filter ``wanted`` would change now, counted up to ``cap`` + 1."""
+    if wanted.status == "dropped":
+        return 0
+    some = select(Event.id).where(*wanted.where(), ACTIONABLE).limit(cap + 1).subquery()
+    return int(session.execute(select(func.count()).select_from(some)).scalar_one())
+
+
 def _change_ids(session: Session, action: str, ids: list[int], now: datetime, actor: Actor) -> list[FailedEventView]:
     """Lock the events ``ids`` and change them all; raise naming every one that is missing or refused."""
     found = {e.id: e for e in session.execute(
@@ -270,6 +278,6 @@ def _change(session: Session, action: str, rows: Sequence[Event], now: datetime,
 
 
 __all__ = [
-    "ACTIONS", "EventAction", "EventActionResult", "EventFilter", "FailedEventPage",
+    "ACTIONS", "EventAction", "count_actionable", "EventActionResult", "EventFilter", "FailedEventPage",
     "FailedEventView", "STATUSES", "act", "event_view", "list_failed", "read_listing", "status_of",
 ]

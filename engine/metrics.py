@@ -92,7 +92,8 @@ class EngineCollector(Collector):
                                    labels=["queue", "state"])
         for depth in depths:
             for state in QUEUE_STATES:
-                queues.add_metric([depth.name, state], getattr(depth, state))
+                if getattr(depth, state) is not None:  # RabbitMQ does not tell what is in flight
+                    queues.add_metric([depth.name, state], getattr(depth, state))
         yield queues
 
 

@@ -13,29 +13,30 @@ idempotency key under a unique constraint, so doing the same work twice adds not
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, true
 from sqlalchemy.orm import Session
 
-from engine import profiles
+from engine import counters, profiles
 from engine.definitions import Journey, WaitUntilStep
 from engine.deployed import DeployedJourneys
 from engine.runtime import commands as cmd
 from engine.runtime.entry import PAUSED, TriggerIndex, refusal, route
 from engine.runtime.inputs import EventArrived, TimerFired
 from engine.runtime.commands import Trace
-from engine.runtime.machine import StepOutcome, advance, start, stop
+from engine.runtime.machine import StepOutcome, advance, converted_after_end, start, stop
 from engine.runtime.state import EnrollmentState
 from engine.storage.models import (
     AnonymousId,
     AppliedEffect,
     Customer,
+    JourneyRecord,
     Delivery,
     Enrollment,
     Event,
@@ -138,6 +139,7 @@ class Orchestrator:
         self._index = TriggerIndex()
         self._paused = TriggerIndex()  # paused journeys: their triggers only turn customers away
         self._watched: set[str] = set()
+        self._goals: dict[str, dict[str, timedelta]] = {}
 
     # -- units of work ------------------------------------------------------------------
 
@@ -183,9 +185,10 @@ class Orchestrator:
         due = {row["key"] for row in timers if row["enqueued_at"] is not None}
         followups.timers += [key for (key,) in insert_rows(session, Timer, timers, ["key"], ["key"]) if key in due]
         insert_rows(session, TraceEntry, unit.trace)
+        counters.write(session, unit.counts)
         _write_turn_aways(session, unit.turn_aways)
         unit.effects, unit.deliveries, unit.timers, unit.trace = [], [], {}, []  # written: a second finish adds nothing
-        unit.turn_aways = []
+        unit.turn_aways, unit.counts = [], counters.Tally()
         return followups
 
     # -- events -------------------------------------------------------------------------
@@ -207,6 +210,8 @@ class Orchestrator:
         if _may_have_merged(unit, event, customer):
             self._after_merge(unit, customer, now)
         data = segment_event(event)
+        if name in self._goals and event.type == "track":
+            self._convert_ended(unit, event, name, data, customer, now)
         concerned = name in self._watched
         paused = self._paused.triggered_by(name) or (event.type == "identify" and self._paused.segments)
         if (not concerned and not self._index.triggered_by(name) and not paused
@@ -384,13 +389,44 @@ class Orchestrator:
         for command in outcome.commands:
             handler = getattr(self, f"_do_{command.type}")
             handler(unit, row, journey, command, customer, now)
-        for entry in (*extra_trace, *outcome.trace):
+        self._record(unit, row, journey, (*extra_trace, *outcome.trace), state.variant, now)
+
+    @staticmethod
+    def _record(unit: UnitOfWork, row: Enrollment, journey: Journey, entries: Sequence[Trace],
+                variants: Mapping[str, str], now: datetime) -> None:
+        """Hold back ``entries`` for the trace of ``row`` and count them for journey stats (both written by finish())."""
+        for entry in entries:
             values = {
                 "enrollment_id": row.id, "at": now, "step": entry.step, "what": entry.what,
                 "detail": (entry.detail or "")[:1000] or None, "value": entry.value,
                 "error": (entry.error or "")[:1000] or None,
             }
-            unit.trace.append(values)  # inserted by finish()
+            unit.trace.append(values)
+        counters.tally(unit.counts, journey, row, entries, variants)
+
+    def _convert_ended(self, unit: UnitOfWork, event: Event, name: str, data: dict[str, Any], customer: Customer, now: datetime) -> None:
+        """The customer reached a goal: their enrollments that ended without converting (a
+        holdout's) convert when it came within the goal's window (:func:`converted_after_end`)."""
+        session = unit.session
+        journeys = self._goals.get(name)
+        if not journeys:
+            return
+        at = _aware(event.timestamp) or now
+        rows = session.execute(
+            select(Enrollment)
+            .where(Enrollment.customer_id == customer.id, Enrollment.journey_id.in_(sorted(journeys)),
+                   Enrollment.status.not_in(("active", "converted")), Enrollment.converted_at.is_(None),
+                   Enrollment.started_at >= at - max(journeys.values()), Enrollment.started_at <= at)
+            .order_by(Enrollment.id)
+        ).scalars().all()
+        view = customer_view(unit, customer) if rows else None
+        for row in rows:
+            journey = self.deployed.get(row.journey_id, row.version, session)
+            state = EnrollmentState.from_dict(row.state)
+            converted = converted_after_end(journey, state, data, view or {}, now)
+            if converted is not None:
+                row.converted_at = now
+                self._record(unit, row, journey, (converted,), state.variant, now)
 
     def _do_send(self, unit: UnitOfWork, row: Enrollment, journey: Journey, command: cmd.Send,
                  customer: Customer, now: datetime) -> None:
@@ -485,6 +521,13 @@ class Orchestrator:
         self._index = TriggerIndex.build(running.active())
         self._paused = TriggerIndex.build([j for jid, j in running.current.items() if running.status.get(jid) == "paused"])
         self._watched = watched
+        # Goal events, with the journeys they are the goal of and the longest conversion window.
+        goals: dict[str, dict[str, timedelta]] = {}
+        for journey in running.live:
+            if journey.goal is not None:
+                windows = goals.setdefault(journey.goal.event, {})
+                windows[journey.id] = max(windows.get(journey.id, timedelta(0)), journey.goal.within)
+        self._goals = goals
         self._index_stamp = running.stamp
 
     def _is_running(self, journey_id: str, session: Session) -> bool:
@@ -499,6 +542,11 @@ class Orchestrator:
         if (customer_id, journey_id) in unit.history:
             return unit.history[(customer_id, journey_id)]
         return _entry_history(unit.session, [customer_id], [journey_id], [enrollment_id])
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """``at`` with its UTC zone (SQLite gives times back without)."""
+    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
 def _may_have_merged(unit: UnitOfWork, event: Event, customer: Customer) -> bool:
@@ -553,22 +601,24 @@ def _entry_history(session: Session, customer_ids: Collection[int], journey_ids:
     being applied again).
     """
     mine = (Enrollment.customer_id.in_(customer_ids), Enrollment.journey_id.in_(journey_ids))
-    ranked = (
-        select(
-            Enrollment.id,
-            func.row_number()
-            .over(partition_by=(Enrollment.customer_id, Enrollment.journey_id),
-                  order_by=(Enrollment.started_at.desc(), Enrollment.id.desc()))
-            .label("n"),
-        )
-        .where(*mine)
-        .subquery()
+    # The latest of each customer and journey: one index probe per pair
+    # (ix_enrollments_customer_id_journey_id_started_at), however many enrollments came before.
+    latest = (
+        select(Enrollment.id)
+        .where(Enrollment.customer_id == Customer.id, Enrollment.journey_id == JourneyRecord.id)
+        .order_by(Enrollment.started_at.desc(), Enrollment.id.desc())
+        .limit(1)
+        .correlate(Customer, JourneyRecord)
+        .scalar_subquery()
     )
-    latest = select(ranked.c.id).where(ranked.c.n == 1)
+    pairs = (
+        select(latest).select_from(Customer).join(JourneyRecord, true())  # every customer with every journey
+        .where(Customer.id.in_(customer_ids), JourneyRecord.id.in_(journey_ids))
+    )
     return list(
         session.execute(
             select(Enrollment).where(
-                *mine, or_(Enrollment.status == "active", Enrollment.id.in_(latest), Enrollment.id.in_(candidates))
+                *mine, or_(Enrollment.status == "active", Enrollment.id.in_(pairs), Enrollment.id.in_(candidates))
             )
         ).scalars()
     )

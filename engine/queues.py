@@ -8,18 +8,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, cast
 
 import dramatiq
+import pika
+import pika.exceptions
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.common import dq_name
+from dramatiq.common import dq_name, q_name, xq_name
 from dramatiq.errors import DecodeError
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from engine.storage.models import Delivery, Event, Timer
+from engine.storage.models import DELIVERY_STATUSES, Delivery, Event, Timer
+from engine.workers.broker import NamespacedRabbitmqBroker
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +32,16 @@ SCAN_CHUNK = 1000
 
 @dataclass(frozen=True)
 class QueueDepth:
-    """Messages of one queue: ready to run, delayed (retry backoff), in flight, dead."""
+    """Messages of one queue: ready to run, delayed (retry backoff), in flight, dead.
+
+    ``in_flight`` is ``None`` where the broker cannot tell: RabbitMQ counts the messages
+    workers hold unacknowledged only in its management API, which the engine does not use.
+    """
 
     name: str
     ready: int
     delayed: int
-    in_flight: int
+    in_flight: int | None
     dead: int
 
 
@@ -46,6 +53,8 @@ def queue_depths(broker: dramatiq.Broker) -> list[QueueDepth]:
     """
     if isinstance(broker, RedisBroker):
         return _redis_depths(broker)
+    if isinstance(broker, NamespacedRabbitmqBroker):
+        return [QueueDepth(name, ready, delayed, None, dead) for name, (ready, delayed, dead) in _rabbitmq_counts(broker).items()]
     if isinstance(broker, StubBroker):
         depths = []
         for name in sorted(n for n in broker.queues if not n.endswith((".DQ", ".XQ"))):
@@ -91,6 +100,42 @@ def _redis_depths(broker: RedisBroker) -> list[QueueDepth]:
     return depths
 
 
+def _rabbitmq_counts(broker: NamespacedRabbitmqBroker) -> dict[str, tuple[int, int, int]]:
+    """(ready, delayed, dead) of every queue the broker declared, sorted by name.
+
+    Read with passive declares on a connection of its own: a passive declare answers a
+    queue's count of messages no consumer holds, and creates nothing. A queue not on the
+    server yet (no process used it) has no messages. The counts are read one queue after
+    another, not in one snapshot as on Redis. Messages a worker holds unacknowledged are
+    in none of them: in flight, and the delayed messages a worker took from ``.DQ`` to
+    hold until they are due (up to its delay prefetch, 1000 by default).
+    """
+    names = sorted(n for n in broker.get_declared_queues() if not n.endswith((".DQ", ".XQ")))
+    counts: dict[str, tuple[int, int, int]] = {}
+    connection = pika.BlockingConnection(broker.all_parameters)
+    try:
+        channel = connection.channel()
+
+        def count(queue: str) -> int:
+            nonlocal channel
+            try:
+                return int(channel.queue_declare(queue=broker.wire_name(queue), passive=True).method.message_count)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:  # NOT_FOUND closes the channel: a queue nobody declared yet
+                    raise
+                channel = connection.channel()
+                return 0
+
+        for name in names:
+            counts[name] = (count(name), count(dq_name(name)), count(xq_name(name)))
+    finally:
+        try:
+            connection.close()
+        except pika.exceptions.AMQPError:
+            pass  # already closed by the server: nothing to release
+    return counts
+
+
 @dataclass(frozen=True)
 class Carried:
     """The row ids that messages still on the broker carry, by queue.
@@ -121,8 +166,12 @@ def carried(broker: dramatiq.Broker, dead_before: datetime) -> Carried:
     delayed) from enqueue to acknowledgement, read here in chunks; a worker's heartbeat is
     in ``NS:__heartbeats__`` and the messages it holds in ``NS:__acks__.WORKER.QUEUE``. The StubBroker shows
     its queues; a message a worker took from one is out of sight, so a stub queue with
-    such messages is unreadable. Any other broker's messages cannot be read: a queue of
-    it is unreadable unless the broker reports it empty.
+    such messages is unreadable. RabbitMQ shows no message without taking it off its
+    queue: a queue with messages waiting (in it or its delay queue, by the counts of
+    :func:`_rabbitmq_counts`) is unreadable, an empty one carries nothing; a worker's
+    unacknowledged messages are in no count, and RabbitMQ gives a dead worker's back at
+    once (docs/operations.md, "The database is the source of truth"). Any other broker's
+    queues are all unreadable.
     """
     if isinstance(broker, RedisBroker):
         return _redis_carried(broker, dead_before)
@@ -139,14 +188,13 @@ def carried(broker: dramatiq.Broker, dead_before: datetime) -> Carried:
             if not _read_ids(waiting, ids.setdefault(canonical, set())):
                 unreadable.add(canonical)
         return Carried({name: frozenset(found) for name, found in ids.items()}, frozenset(unreadable))
-    # RabbitMQ's counts leave out messages that workers hold unacknowledged: an empty
-    # queue there may still have messages in flight (at most the workers' prefetch).
-    counts = getattr(broker, "get_queue_message_counts", None)
-    for name in broker.get_declared_queues():
-        canonical = name.removesuffix(".DQ")
-        if counts is None or any(counts(canonical)[:2]):
-            unreadable.add(canonical)
-    return Carried({}, frozenset(unreadable))
+    if isinstance(broker, NamespacedRabbitmqBroker):
+        # RabbitMQ shows no message without taking it: a queue (or its delay queue) with
+        # messages waiting carries every row of its own; an empty one carries none.
+        counts = _rabbitmq_counts(broker)
+        return Carried({}, frozenset(name for name, (ready, delayed, _) in counts.items() if ready or delayed))
+    # Any other broker's messages cannot be read: every queue it declared is unreadable.
+    return Carried({}, frozenset(q_name(name) for name in broker.get_declared_queues()))
 
 
 def _redis_carried(broker: RedisBroker, dead_before: datetime) -> Carried:
@@ -198,10 +246,17 @@ class Backlog:
     timers_due: int
     scheduler_lag_seconds: float
     deliveries: dict[str, int]
+    #: the deliveries of each status were counted up to this many, plus one (more than ``cap``: ``cap + 1``)
+    cap: int | None = None
 
 
-def backlog(session: Session, now: datetime) -> Backlog:
-    """Count pending events, due timers (and how late the oldest is), deliveries by status."""
+def backlog(session: Session, now: datetime, *, cap: int | None = None) -> Backlog:
+    """Count pending events, due timers (and how late the oldest is), deliveries by status.
+
+    Given ``cap``, each status's deliveries are counted up to ``cap + 1`` only (a range of
+    ``ix_deliveries_status_id`` each), so the console's overview costs the same on 1M deliveries
+    as on a thousand; without, every delivery is counted (the metrics, ``journey queues``).
+    """
     pending, failing = session.execute(
         select(func.count(), func.count().filter(Event.attempts > 0)).where(Event.processed_at.is_(None))
     ).one()
@@ -213,5 +268,54 @@ def backlog(session: Session, now: datetime) -> Backlog:
     elif isinstance(oldest, str):
         oldest = datetime.fromisoformat(oldest).replace(tzinfo=now.tzinfo)
     lag = (now - oldest).total_seconds() if oldest is not None else 0.0
-    deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
-    return Backlog(pending, failing, due, lag, deliveries)
+    if cap is None:
+        deliveries = dict(session.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all())
+    else:
+        deliveries = {status: count for status, count in zip(DELIVERY_STATUSES, session.execute(select(*(
+            select(func.count()).select_from(select(Delivery.id).where(Delivery.status == status).limit(cap + 1).subquery())
+            .scalar_subquery() for status in DELIVERY_STATUSES))).one(), strict=True) if count}
+    return Backlog(pending, failing, due, lag, deliveries, cap)
+
+
+@dataclass(frozen=True)
+class Oldest:
+    """When the oldest work still waiting was written: an event not applied, a delivery pending."""
+
+    event: datetime | None
+    delivery: datetime | None
+
+
+def oldest_pending(session: Session) -> Oldest:
+    """The oldest unapplied event and pending delivery (the partial indexes of both keep this cheap)."""
+    event = session.execute(select(func.min(Event.received_at)).where(Event.processed_at.is_(None))).scalar_one_or_none()
+    delivery = session.execute(select(func.min(Delivery.created_at)).where(Delivery.status == "pending")).scalar_one_or_none()
+    return Oldest(_read_aggregate(event), _read_aggregate(delivery))
+
+
+def sent_per_minute(session: Session, now: datetime, minutes: int = 60) -> list[tuple[datetime, int]]:
+    """Deliveries sent in each of the last ``minutes`` minutes, oldest first (empty minutes are 0).
+
+    A range of ``ix_deliveries_sent_at``, grouped by minute in the database.
+    """
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    column = Delivery.sent_at
+    minute: Any = (func.date_trunc("minute", column) if session.get_bind().dialect.name == "postgresql"
+                   else func.strftime("%Y-%m-%d %H:%M:00", column))
+    counts: dict[datetime, int] = {}
+    for at, count in session.execute(
+        select(minute, func.count()).where(column.is_not(None), column >= start, column < end).group_by(minute)
+    ).all():
+        moment = _read_aggregate(at)
+        if moment is not None:
+            counts[moment.astimezone(timezone.utc).replace(second=0, microsecond=0)] = int(count)
+    return [(start + timedelta(minutes=i), counts.get(start + timedelta(minutes=i), 0)) for i in range(minutes)]
+
+
+def _read_aggregate(value: Any) -> datetime | None:
+    """A time an aggregate answered: SQLite gives text or a naive time (UTC), PostgreSQL an aware one."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value if isinstance(value, datetime) else None

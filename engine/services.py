@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,12 +20,12 @@ from engine.deployed import DeployedJourneys
 from engine.environment import read_settings
 from engine.orchestrator import Followups, Orchestrator
 from engine.policy import PolicyLayer, record_bounce
-from engine.ratelimit import RateLimiter, build_limiter, check_channels
+from engine.ratelimit import RateLimiter, RedisRateLimiter, build_limiter, check_channels
 from engine.errors import ConfigError
 from engine.settings import Settings
 from engine.storage.db import make_engine, make_sessionmaker
 from engine.workers.actors import Actors, declare, delivery_queue
-from engine.workers.broker import make_broker
+from engine.workers.broker import broker_name, limiter_redis, make_broker
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,8 @@ class Services:
         settings: the settings read from the environment.
         engine / sessions: the database, the source of truth.
         broker / actors: the queue that carries work, and the actors declared on it.
-        rate_limiter: the channels' rate limits, shared through the broker's Redis when
-            there is one (``CHANNEL_RATE_LIMITS``).
+        rate_limiter: the channels' rate limits, shared through Redis when there is one:
+            the broker's, or ``REDIS_URL``'s beside RabbitMQ (``CHANNEL_RATE_LIMITS``).
     """
 
     settings: Settings
@@ -76,8 +75,7 @@ class Services:
         self.deployed = DeployedJourneys(self.sessions)
         self.orchestrator = Orchestrator(self.deployed)
         self.policy = PolicyLayer(self.settings, self.sessions, self.deployed)
-        redis_client = self.broker.client if isinstance(self.broker, RedisBroker) else None
-        self.rate_limiter = build_limiter(self.settings, redis_client, channels=registry.available())
+        self.rate_limiter = build_limiter(self.settings, limiter_redis(self.settings, self.broker), channels=registry.available())
         check_channels(self.settings.max_attempts, registry.available(), "CHANNEL_MAX_ATTEMPTS")
         self.deliverer = Deliverer(
             self.sessions, self.deployed, self.adapter, self.policy, unsubscribe_links=self.policy.unsubscribe_url,
@@ -188,7 +186,7 @@ class Services:
         return problems
 
     def log_channels(self, process: str) -> None:
-        """Log which channels this process sends through and which it does not."""
+        """Log which channels this process sends through and which it does not, and its broker."""
         problems = self.channel_problems()
         ready = [name for name, problem in problems.items() if problem is None]
         log.info("%s: channels configured: %s", process, ", ".join(ready) or "none")
@@ -196,6 +194,7 @@ class Services:
         for name, problem in problems.items():
             if problem is not None:
                 log.warning("%s: channel %s is not configured (%s); %s", process, name, problem, fallback)
+        log.info("%s: broker: %s, namespace %s", process, broker_name(self.settings), self.settings.namespace)
 
     def declare_delivery_queues(self, channels: Sequence[str]) -> None:
         """Declare ``deliveries.<channel>`` for each channel, so a worker consumes them."""
@@ -242,4 +241,6 @@ class Services:
         for adapter in self.adapters.values():
             adapter.close()
         self.broker.close()
+        if isinstance(self.rate_limiter, RedisRateLimiter):
+            self.rate_limiter.client.close()  # beside RabbitMQ, a client of its own
         self.engine.dispose()

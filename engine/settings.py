@@ -81,10 +81,14 @@ class Settings:
 
     Attributes:
         database_url: SQLAlchemy URL of the source of truth (``DATABASE_URL``).
-        redis_url: URL of the Dramatiq broker (``REDIS_URL``); ``None`` means the
-            in-process broker of ``journey dev``.
+        redis_url: URL of Redis (``REDIS_URL``): the Dramatiq broker unless ``BROKER_URL``
+            names another, and where the channels' rate limits are shared. ``None`` (and
+            no ``BROKER_URL``) means the in-process broker of ``journey dev``.
+        broker_url: URL of the Dramatiq broker (``BROKER_URL``): ``redis://...`` or
+            ``amqp://...`` (RabbitMQ); ``None`` means ``REDIS_URL``'s Redis. Read it
+            through :attr:`queue_url`.
         namespace: prefix of every Redis key and queue name (``JOURNEY_NAMESPACE``), so
-            several engines, or several tests, can share one Redis.
+            several engines, or several tests, can share one Redis or one RabbitMQ.
         sweep_after: how long a piece of work may stay pending in the database before
             the sweeper enqueues it again (``JOURNEY_SWEEP_AFTER``).
         sweep_interval: how often the scheduler sweeps (``JOURNEY_SWEEP_INTERVAL``).
@@ -113,6 +117,7 @@ class Settings:
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str | None = None
+    broker_url: str | None = None
     namespace: str = "journey"
     sweep_after: timedelta = timedelta(minutes=2)
     sweep_interval: timedelta = timedelta(seconds=10)
@@ -127,8 +132,6 @@ class Settings:
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)
     max_attempts: Mapping[str, int] = field(default_factory=dict)
 
-
-
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with ``changes`` applied."""
         return replace(self, **changes)
@@ -137,3 +140,18 @@ class Settings:
     def is_sqlite(self) -> bool:
         """True when the database is the embedded SQLite default (or another SQLite file)."""
         return self.database_url.startswith("sqlite")
+
+    @property
+    def queue_url(self) -> str | None:
+        """The broker's URL: ``BROKER_URL``, else ``REDIS_URL``; ``None`` for the in-process broker."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def is_rabbitmq(self) -> bool:
+        """True when the broker is RabbitMQ (``BROKER_URL=amqp://...`` or ``amqps://...``)."""
+        return (self.queue_url or "").startswith(("amqp://", "amqps://"))
+
+    @property
+    def broker_variable(self) -> str:
+        """The variable that names the broker, for messages: ``BROKER_URL`` or ``REDIS_URL``."""
+        return "BROKER_URL" if self.broker_url else "REDIS_URL"

@@ -322,7 +322,7 @@ def twin_services(clock: VirtualClock, settings: Settings | None = None, databas
     """Services for a twin: in-memory database (or the file ``database``), :class:`TwinBroker`, stub channels, ``clock``."""
     # Rate limits pace sends over seconds of wall time, which a virtual clock skips: the
     # twin applies none (every other setting holds, frequency caps included).
-    settings = dataclasses.replace(settings or Settings(), database_url="sqlite://", redis_url=None, rate_limits={})
+    settings = dataclasses.replace(settings or Settings(), database_url="sqlite://", redis_url=None, broker_url=None, rate_limits={})
     engine = migrated_database(database)
     services = Services(settings, engine, make_sessionmaker(engine), TwinBroker(clock), clock=clock)
     services.adapters.update(stub_channels())

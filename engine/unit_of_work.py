@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from engine.counters import Tally
 from engine.storage.models import Customer, Enrollment, Suppression
 
 
@@ -49,6 +50,7 @@ class UnitOfWork:
     effects: list[dict[str, Any]] = field(default_factory=list)
     trace: list[dict[str, Any]] = field(default_factory=list)
     turn_aways: list[dict[str, Any]] = field(default_factory=list)  # counted and trimmed by finish, too
+    counts: Tally = field(default_factory=Tally)  # journey stats' counts of the trace (engine.counters)
     # PolicyLayer.prefetch: the suppressions and consents of these customers on these channels.
     policy_customers: set[int] = field(default_factory=set)
     policy_channels: set[str] = field(default_factory=set)

@@ -1,8 +1,8 @@
-"""Fixtures for the twin (SQLite, StubBroker) and the real thing (PostgreSQL, Redis).
+"""Fixtures for the twin (SQLite, StubBroker) and the real thing (PostgreSQL, Redis, RabbitMQ).
 
 A real service that is unreachable skips its tests locally and fails them under CI.
 Each test owns its namespace: its own SQLite file or PostgreSQL schema, and its own
-Redis key prefix, so tests can run in any order.
+Redis key prefix or RabbitMQ queue-name prefix, so tests can run in any order.
 """
 
 from __future__ import annotations
@@ -15,26 +15,31 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import dramatiq
+import pika.exceptions
 import pytest
 import redis
 import sqlalchemy as sa
 from starlette.testclient import TestClient
 
+from channels import registry
 from channels.settings import ChannelSettings
 from engine import keys
 from engine.api import create_app
 from engine.services import Services
 from engine.settings import Settings
 from engine.storage.db import upgrade
+from engine.workers.actors import queue_names
+from engine.workers.broker import NamespacedRabbitmqBroker
 
 CI = bool(os.environ.get("CI"))
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
 
 # Fixtures that reach a real service: a test that uses one belongs to the integration suite.
-REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services"})
-REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis"}
+REAL_SERVICE_FIXTURES = frozenset({"pg_url", "pg_services", "redis_namespace", "redis_services", "rabbitmq_namespace", "rabbitmq_services"})
+REAL_SERVICE_CASES = REAL_SERVICE_FIXTURES | {"postgresql", "redis", "rabbitmq"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,7 +88,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def unavailable(what: str, exc: BaseException) -> None:
     """Skip locally, fail under CI: integration tests must not pass by skipping there."""
-    message = f"{what} is unreachable: {exc}"
+    message = f"{what} is unreachable: {str(exc) or repr(exc)}"
     if CI:
         pytest.fail(message + " (CI is set, so this fails instead of skipping)")
     pytest.skip(message)
@@ -139,6 +144,26 @@ def redis_prefix() -> Iterator[str]:
         client.close()
 
 
+@contextmanager
+def rabbitmq_prefix() -> Iterator[str]:
+    """A RabbitMQ queue-name prefix of its own (a ``JOURNEY_NAMESPACE``); the engine's queues under it are deleted afterwards."""
+    namespace = f"test-{uuid.uuid4().hex[:12]}"
+    probe = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
+    try:
+        probe.connection  # noqa: B018 - connects, or says RabbitMQ is down
+    except pika.exceptions.AMQPError as exc:
+        unavailable(f"RabbitMQ at {RABBITMQ_URL}", exc)
+    finally:
+        probe.close()
+    try:
+        yield namespace
+    finally:
+        # A connection of its own: one left idle through a module's tests is closed by RabbitMQ's heartbeat.
+        cleaner = NamespacedRabbitmqBroker(RABBITMQ_URL, namespace)
+        cleaner.delete_queues(queue_names(registry.available()))
+        cleaner.close()
+
+
 @pytest.fixture
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL schema for this test, as a DATABASE_URL whose search_path is it."""
@@ -150,6 +175,28 @@ def pg_url() -> Iterator[str]:
 def redis_namespace() -> Iterator[str]:
     """A Redis key prefix of this test's own; its keys are deleted afterwards."""
     with redis_prefix() as namespace:
+        yield namespace
+
+
+#: The brokers a process can be started on, as the variable that names it and its URL.
+BROKERS = {"redis": ("REDIS_URL", REDIS_URL), "rabbitmq": ("BROKER_URL", RABBITMQ_URL)}
+
+
+@contextmanager
+def broker_environment(broker: str) -> Iterator[dict[str, str]]:
+    """The environment that puts a process on ``broker`` ("redis" or "rabbitmq") under a namespace of its own.
+
+    The namespace's keys or queues are deleted afterwards.
+    """
+    variable, url = BROKERS[broker]
+    with (redis_prefix() if broker == "redis" else rabbitmq_prefix()) as namespace:
+        yield {variable: url, "JOURNEY_NAMESPACE": namespace}
+
+
+@pytest.fixture
+def rabbitmq_namespace() -> Iterator[str]:
+    """A RabbitMQ queue-name prefix of this test's own; its queues are deleted afterwards."""
+    with rabbitmq_prefix() as namespace:
         yield namespace
 
 
@@ -188,6 +235,14 @@ def any_services(request: pytest.FixtureRequest) -> Services:
 def redis_services(pg_url: str, redis_namespace: str) -> Iterator[Services]:
     """The real thing: PostgreSQL and Redis."""
     services = make_services(pg_url, redis_url=REDIS_URL, namespace=redis_namespace)
+    yield services
+    close_services(services)
+
+
+@pytest.fixture
+def rabbitmq_services(pg_url: str, rabbitmq_namespace: str) -> Iterator[Services]:
+    """The real thing on RabbitMQ: PostgreSQL and BROKER_URL=amqp://..."""
+    services = make_services(pg_url, broker_url=RABBITMQ_URL, namespace=rabbitmq_namespace)
     yield services
     close_services(services)
 

@@ -34,7 +34,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from channels import registry as channel_registry
-from engine import audit, deliveries, failed_events, ingest, keys, metrics, preferences
+from engine import audit, deliveries, deploy, failed_events, ingest, keys, metrics, preferences
 from engine.api import spec
 from engine.api import stats as stats_routes
 from engine.api.views import customer_view
@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 Ident = Annotated[str, Path(pattern=spec.NO_NUL, description="a user id or an anonymous id")]
 Address = Annotated[str, Path(pattern=spec.NO_NUL, description="the suppressed address")]
 Channel = Annotated[str, Path(description="an installed channel, or * for the entries of every channel")]
+JourneyPath = Annotated[str, Path(pattern=spec.NO_NUL, description="a deployed journey's id", examples=["nps_survey"])]
 UserId = Annotated[str, Query(alias="userId", pattern=spec.NO_NUL, description="the customer of the entry")]
 
 
@@ -307,6 +308,39 @@ def create_app(services: Services) -> FastAPI:
     delivery_action("resend", "Send unknown deliveries again: pending and enqueued (a second copy may arrive).")
     delivery_action("mark-sent", "Record unknown deliveries as sent: the provider had them.")
 
+    journey_doc = _admin_doc({
+        "type": "object",
+        "properties": {"id": {"type": "string"}, "status": {"enum": list(deploy.STATUSES)},
+                       "version": {"type": "integer", "description": "the current version"},
+                       "updatedAt": {"type": "string", "format": "date-time"},
+                       "auditId": {"type": "integer", "description": "the action's row in the audit log"}},
+        "required": ["id", "status", "version", "updatedAt", "auditId"],
+    }, 400, 404)
+
+    def journey_action(action: str, summary: str) -> None:
+        async def act(journey_id: JourneyPath, request: Request) -> JSONResponse:
+            principal = await authenticate(_basic_key(request), admin=True, what=f"the {action} of a journey")
+
+            def change() -> dict[str, Any]:
+                with services.sessions.begin() as session:
+                    record, entry = deploy.change_status(session, journey_id, action, services.clock(),
+                                                         audit.Actor.of_key(principal))
+                    return {"id": record.id, "status": record.status, "version": record.current_version,
+                            "updatedAt": record.updated_at.isoformat(), "auditId": entry}
+
+            try:
+                return JSONResponse(await run_in_threadpool(change))
+            except KeyError:
+                raise NotFoundError(f"no deployed journey has the id {journey_id!r}; see GET /v1/journeys") from None
+
+        act.__doc__ = summary + " Idempotent (the status it sets stays); written to the audit log."
+        app.add_api_route(f"/v1/journeys/{{journey_id}}/{action}", act, methods=["POST"], name=f"{action}_journey",
+                          openapi_extra=journey_doc)
+
+    journey_action("pause", "Pause a journey: no new enrollments; running ones wait where they are (timers and events held).")
+    journey_action("resume", "Resume a paused or archived journey: customers enter again, held timers fire.")
+    journey_action("archive", "Archive a journey: like a pause, and left out of deploy plans.")
+
     @app.get("/v1/events/failed", response_model=failed_events.FailedEventPage,
              openapi_extra={"parameters": spec.filter_parameters(failed_events.EventFilter,
                                                                  failed_events.STATUSES)})
@@ -338,15 +372,14 @@ def create_app(services: Services) -> FastAPI:
     async def list_audit(request: Request) -> JSONResponse:
         """The operator actions, newest first: who (a key by id, prefix and name), when, what, on what, how many."""
         await authenticate(_basic_key(request), read=True)
-        fields = preferences.RequestFields(dict(request.query_params), ("limit", "cursor"), "limit=100", "parameter")
-        limit = fields.whole("limit", 1, preferences.MAX_LIMIT, f"the entries per page, 1 to {preferences.MAX_LIMIT}")
-        cursor = fields.cursor("cursor")
-        fields.raise_if_any("the listing")
-        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit or preferences.DEFAULT_LIMIT,
-                                       cursor)
+        limit, cursor = audit.read_listing(request.query_params)
+        page = await run_in_threadpool(_transaction, services, audit.list_entries, limit, cursor)
         return _model(page)
 
     stats_routes.add_routes(app, services, authenticate, _basic_key)
+    from engine.console import add_console  # here: the console reads engine.api.views, whose package imports this
+
+    add_console(app, services)  # /console: the operator web console
 
     metrics_doc = spec.responses(None, 401, 403)
     metrics_doc["responses"]["200"] = {"description": "The metrics in Prometheus' text format",

@@ -6,8 +6,11 @@ from fastapi import FastAPI
 
 from engine.api.app import create_app
 from engine.services import Services
+from engine.workers.broker import quiet_pika
 
 
 def build() -> FastAPI:
     """Build the API app from the environment (called once per server process)."""
-    return create_app(Services.from_env(process="journey serve"))
+    services = Services.from_env(process="journey serve")
+    quiet_pika(services.settings.log_level)  # a server process started by uvicorn has not run load_settings
+    return create_app(services)

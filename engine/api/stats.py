@@ -62,15 +62,13 @@ def add_routes(app: FastAPI, services: Services, authenticate: Callable[..., Awa
     @app.get("/v1/journeys/{journey_id}/stats", openapi_extra=_doc(400, 404, parameters=[
         *_WINDOW,
         spec.query("version", {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}, "one version (default all)"),
-        spec.query("window", {"type": "string", "pattern": r"^\s*(\d+[smhdwSMHDW])+\s*$"},
-                   "the conversion window, a duration such as 7d (default 30d)"),
         spec.query("min_sample", {"type": "integer", "minimum": 2, "maximum": MAX_VERSION},
                    "customers a variant needs before it is compared (default 100)"),
     ]))
     async def journey_stats(journey_id: JourneyId, request: Request) -> _JSON:
         """Per step: entered, waiting, exited by reason, deliveries by status; per split variant: the
-        comparison with control. ``since``/``until`` (ISO time or ``30d`` back), ``version``, ``window``
-        (conversion window, default 30d), ``min_sample``."""
+        comparison with control. ``since``/``until`` (ISO time or ``30d`` back; whole UTC days of
+        enrollment starts), ``version``, ``min_sample``. The conversion window is the goal's ``within``."""
         await authenticate(key(request), read=True)
         params = dict(request.query_params)
         return _JSON(await run_in_threadpool(journey_stats_now, services, journey_id, params))  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from engine.ratelimit import check_channels
 from engine.services import Services
 from engine.settings import Settings
 from engine.storage.db import check_current
+from engine.workers.broker import quiet_pika
 
 T = TypeVar("T")
 
@@ -48,6 +49,7 @@ def load_settings() -> Settings:
         fail(str(exc), RET_CONFIG)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_pika(settings.log_level)
     return settings
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from engine import audit
 from engine import deploy as deploying
 from engine.analytics import list_journeys
 from engine.cli.codes import RET_INVALID, RET_NOT_FOUND
@@ -67,18 +68,18 @@ def deploy(paths: tuple[str, ...], show_all: bool) -> None:
     click.echo(f"deployed {len(done)} journey version{'s' if len(done) != 1 else ''}")
 
 
-def _status_command(name: str, status: str, help_text: str) -> click.Command:
+def _status_command(name: str, help_text: str) -> click.Command:
     @click.command(name, help=help_text)
     @click.argument("journey_id")
     def command(journey_id: str) -> None:
         with services_for() as services:
             check_current(services.engine)
             try:
-                with services.sessions.begin() as session:
-                    deploying.set_status(session, journey_id, status, services.clock())
+                with services.sessions.begin() as session:  # audited, as the API and the console do it
+                    deploying.change_status(session, journey_id, name, services.clock(), audit.Actor.command_line())
             except KeyError:
                 fail(f"no deployed journey has the id {journey_id!r}; see `journey journeys`", RET_NOT_FOUND)
-        click.echo(f"{journey_id}: {status}")
+        click.echo(f"{journey_id}: {deploying.STATUS_ACTIONS[name]}")
 
     return command
 
@@ -114,7 +115,7 @@ COMMANDS = [
     plan,
     deploy,
     journeys,
-    _status_command("pause", "paused", "Pause JOURNEY_ID: no new enrollments; running ones hold where they are."),
-    _status_command("resume", "active", "Resume a paused or archived JOURNEY_ID."),
-    _status_command("archive", "archived", "Archive JOURNEY_ID: like pause, and left out of plans."),
+    _status_command("pause", "Pause JOURNEY_ID: no new enrollments; running ones hold where they are."),
+    _status_command("resume", "Resume a paused or archived JOURNEY_ID."),
+    _status_command("archive", "Archive JOURNEY_ID: like pause, and left out of plans."),
 ]

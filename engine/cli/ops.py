@@ -12,6 +12,7 @@ from engine.cli.common import fail, services_for
 from engine.queues import Backlog, QueueDepth, backlog, queue_depths
 from engine.storage.db import check_current
 from engine.trace import explain, format_text
+from engine.workers.broker import broker_name
 
 
 @click.command("trace")
@@ -43,14 +44,20 @@ def queues(as_json: bool) -> None:
             work = backlog(session, services.clock())
         try:
             depths = queue_depths(services.broker)
-        except Exception as exc:  # noqa: BLE001 - redis.ConnectionError and friends
-            reason = str(exc).rstrip(".")
-            fail(f"could not read the queues from the broker: {reason}; is REDIS_URL right and Redis up?", RET_SERVICE)
-        local = not services.settings.redis_url
+        except Exception as exc:  # noqa: BLE001 - redis.ConnectionError, pika's AMQPError and friends
+            settings = services.settings
+            reason = (str(exc) or repr(exc)).rstrip(".")  # pika's errors may say nothing but in their repr
+            fail(f"could not read the queues from {broker_name(settings)}: {reason}; is {settings.broker_variable} right "
+                 f"and {'RabbitMQ' if settings.is_rabbitmq else 'Redis'} up?", RET_SERVICE)
+        local = not services.settings.queue_url
+        unknown_in_flight = services.settings.is_rabbitmq
     if as_json:
         click.echo(json.dumps({"queues": [asdict(d) for d in depths], "backlog": asdict(work)}, indent=2))
     else:
         click.echo(format_queues(depths, work))
+        if unknown_in_flight:
+            click.echo("(RabbitMQ: messages workers hold are in no column, IN FLIGHT shows '-'; DELAYED counts only the "
+                       "delayed messages no worker has taken yet to hold until they are due)", err=True)
         if local:
             click.echo("(REDIS_URL is unset: these are this process's own in-memory queues, always empty;"
                        " the queues of `journey dev` are not visible from another process)", err=True)
@@ -60,7 +67,8 @@ def format_queues(depths: list[QueueDepth], work: Backlog) -> str:
     """A table of the queues, then the database's backlog."""
     width = max([len("QUEUE"), *(len(d.name) for d in depths)])
     lines = [f"{'QUEUE':<{width}}  {'READY':>7} {'DELAYED':>7} {'IN FLIGHT':>9} {'DEAD':>7}"]
-    lines += [f"{d.name:<{width}}  {d.ready:>7} {d.delayed:>7} {d.in_flight:>9} {d.dead:>7}" for d in depths]
+    lines += [f"{d.name:<{width}}  {d.ready:>7} {d.delayed:>7} {'-' if d.in_flight is None else d.in_flight:>9} {d.dead:>7}"
+              for d in depths]
     if not depths:
         lines.append("(no queue declared)")
     deliveries = ", ".join(f"{n} {status}" for status, n in sorted(work.deliveries.items())) or "none"

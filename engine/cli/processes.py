@@ -17,6 +17,7 @@ from engine.cli.common import a_directory, fail, load_settings, services_for
 from engine.errors import JourneyError, StorageError
 from engine.services import Services
 from engine.storage.db import check_current, upgrade
+from engine.workers.broker import broker_name
 
 
 @click.command("serve")
@@ -47,12 +48,13 @@ def serve(host: str, port: int, workers: int) -> None:
 @click.option("--threads", type=int, default=None, help="Threads per process [JOURNEY_WORKER_THREADS].")
 @click.option("--queues", "-Q", multiple=True, help="Only consume these queues (default: all).")
 def worker(processes: int | None, threads: int | None, queues: tuple[str, ...]) -> None:
-    """Run Dramatiq worker processes on REDIS_URL."""
+    """Run Dramatiq worker processes on the broker (BROKER_URL, else REDIS_URL)."""
     from dramatiq import cli as dramatiq_cli
 
     settings = load_settings()
-    if not settings.redis_url:
-        fail("REDIS_URL is not set: a separate worker needs a shared broker (or run `journey dev`)", RET_SERVICE)
+    if not settings.queue_url:
+        fail("REDIS_URL is not set: a separate worker needs a shared broker: set REDIS_URL (Redis) or BROKER_URL "
+             "(amqp://... for RabbitMQ), or run `journey dev`", RET_SERVICE)
     _check_database()
     args = [
         "engine.workers.main:broker",
@@ -116,7 +118,7 @@ def dev(host: str, port: int, demo: bool, journeys_dir: str, verbose: bool) -> N
         stop = threading.Event()
         sweeper = threading.Thread(target=Scheduler(services).run, args=(stop,), name="scheduler", daemon=True)
         sweeper.start()
-        broker = "Redis at " + settings.redis_url if settings.redis_url else "the in-process broker"
+        broker = broker_name(settings)
         click.echo(f"journey dev: {settings.database_url} and {broker}; API on http://{host}:{port}"
                    " (Ctrl-C stops it)", err=True)
         try:

@@ -167,7 +167,7 @@ def action_command(group: click.Group, name: str, done: str, summary: str, *,
         local: list[bool] = []
 
         def carry_out(services: Services) -> Any:
-            local.append(not services.settings.redis_url)
+            local.append(not services.settings.queue_url)
             return act(services, tuple(dict.fromkeys(ids)), options)
 
         result = run(carry_out)

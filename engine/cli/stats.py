@@ -22,14 +22,13 @@ _json = click.option("--json", "as_json", is_flag=True, help="Print exactly what
 @_since
 @_until
 @click.option("--version", type=int, default=None, help="Only this version (default: every version).")
-@click.option("--window", default=None, help="Conversion window after entering (default 30d).")
 @click.option("--min-sample", type=int, default=None, help="Customers per variant before a verdict (default 100).")
 @_json
-def stats(journey: str, since: str, until: str | None, version: int | None, window: str | None,
+def stats(journey: str, since: str, until: str | None, version: int | None,
           min_sample: int | None, as_json: bool) -> None:
     """Show JOURNEY's funnel per step, its edges, and its experiments for customers who entered in the window."""
     params = {"since": since, "until": until, "version": None if version is None else str(version),
-              "window": window, "min_sample": None if min_sample is None else str(min_sample)}
+              "min_sample": None if min_sample is None else str(min_sample)}
     result = run(lambda services: journey_stats_now(services, journey, params))
     click.echo(orjson.dumps(result).decode() if as_json else format_stats(result))
 
@@ -50,7 +49,8 @@ def format_stats(stats: dict[str, Any]) -> str:
     lines = [
         f"{stats['journey']}{version}: entered {stats['since'][:16]} .. {stats['until'][:16]} UTC",
         f"  {stats['entered']} enrollments, {stats['customers']} customers, {stats['converted']} converted"
-        f" ({_pct(stats['rate'])}) within {_days(stats['conversion_window'])} of entering",
+        f" ({_pct(stats['rate'])})" + (f" within {_days(stats['conversion_window'])} of entering"
+                                        if stats["conversion_window"] is not None else ""),
         "",
         f"{'STEP':<22} {'ENTERED':>8} {'WAITING':>8} {'MEDIAN WAIT':>11}  EXITED / DELIVERIES",
     ]

@@ -127,6 +127,14 @@ class EndEventSpec(EventMatch):
     goto: StepRef | None = Field(None, description="a step to run before ending (e.g. to clean up)")
 
 
+class GoalSpec(EndEventSpec):
+    """The goal: reaching it ends the enrollment as a conversion."""
+
+    within: Duration | None = Field(
+        None, description="the conversion window (default 30d): a customer whose enrollment ended without converting "
+                          "(a holdout's ends at once) and who reaches the goal this long after entering counts as converted")
+
+
 class EventTrigger(EventMatch):
     """Enroll when this event arrives (and the condition holds)."""
 
@@ -349,7 +357,7 @@ class JourneyDocument(_Model):
     stage: Stage
     trigger: Trigger
     entry: Entry = Entry()
-    goal: EndEventSpec | None = Field(None, description="reaching it ends the journey as a conversion")
+    goal: GoalSpec | None = Field(None, description="reaching it ends the journey as a conversion")
     exit_on: list[EndEventSpec] = Field(default_factory=list, description="events that end the journey")
     policy: PolicySpec = PolicySpec()
     sample: Sample = Sample()

@@ -563,6 +563,9 @@ class _Checker:
         if outcome is None:
             return None
         goto = None if outcome.goto in (None, doc.END) else outcome.goto
+        within = getattr(outcome, "within", None)  # a goal's (doc.GoalSpec)
+        if within is not None:
+            return model.EndEvent(outcome.event, self._compiled((*at, "when")), goto, parse_duration(within))
         return model.EndEvent(outcome.event, self._compiled((*at, "when")), goto)
 
     def _build_step(self, step: Any, index: int, target: Any) -> model.Step:

@@ -217,11 +217,17 @@ class Trigger:
 
 @dataclass(frozen=True)
 class EndEvent:
-    """A goal or exit event; ``goto`` is a step to run before ending, if any."""
+    """A goal or exit event; ``goto`` is a step to run before ending, if any.
+
+    ``within`` is a goal's conversion window: reached that long after entering, the goal
+    converts a customer whose enrollment already ended (30 days unless the journey file's
+    ``goal.within`` says otherwise).
+    """
 
     event: str
     when: Condition | None = None
     goto: str | None = None
+    within: dt.timedelta = dt.timedelta(days=30)
 
 
 @dataclass(frozen=True)

@@ -202,6 +202,33 @@ def stop(journey: Journey, state: EnrollmentState, customer: Mapping[str, Any], 
     return run.outcome()
 
 
+def converted_after_end(journey: Journey, state: EnrollmentState, event: Mapping[str, Any],
+                        customer: Mapping[str, Any], now: dt.datetime) -> Trace | None:
+    """The trace row that converts an enrollment which ended without converting, or None.
+
+    A customer in a holdout (whose enrollment ends at once), or who completed or left the
+    journey, still converts when they reach its goal (the event, with its ``when``) within
+    the goal's conversion window (``goal.within``) after entering: that is what makes a
+    holdout's lift measurable. The event's own ``timestamp`` decides, as for waits.
+    """
+    goal = journey.goal
+    if goal is None or state.active or state.status == "converted" or event.get("event") != goal.event:
+        return None
+    at = _timestamp(event, now)
+    if not state.started_at <= at <= state.started_at + goal.within:
+        return None
+    if goal.when is not None:
+        result = goal.when.evaluate(_Run(journey, state, customer, now).activation(None, event))
+        if not result.value:
+            return None
+    return Trace(state.step, "converted", f"{goal.event} arrived after the enrollment ended ({state.status}), "
+                                          f"within the goal's {_days(goal.within)} of entering", goal.event)
+
+
+def _days(window: dt.timedelta) -> str:
+    return f"{window.days} days" if window.days and not window.seconds else str(window)
+
+
 class _Run:
     """One call's work: a mutable copy of the state, a working copy of the customer."""
 

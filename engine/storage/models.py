@@ -199,9 +199,14 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         Index("ix_enrollments_customer_id_status", "customer_id", "status"),
+        # Entry rules read each customer's latest enrollment in a journey: one probe, whatever the history.
+        Index("ix_enrollments_customer_id_journey_id_started_at", "customer_id", "journey_id", "started_at", "id"),
         Index("ix_enrollments_journey_id_status_step", "journey_id", "status", "step"),
         # The cohort of journey stats: a journey's enrollments that started in a window.
         Index("ix_enrollments_journey_id_started_at", "journey_id", "started_at"),
+        # Journey stats' waiting customers: per step, the oldest and the median wait, from the index alone.
+        Index("ix_enrollments_waiting", "journey_id", "step", "updated_at", "started_at",
+              postgresql_where=text("status = 'active'"), sqlite_where=text("status = 'active'")),
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -216,6 +221,9 @@ class Enrollment(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # When the customer reached the goal after the enrollment ended without converting
+    # (a holdout's), within the goal's conversion window: it counts as converted.
+    converted_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
 class Timer(Base):
@@ -242,6 +250,8 @@ class Timer(Base):
     fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+#: Every status a delivery can have (see :class:`Delivery`).
+DELIVERY_STATUSES = ("pending", "claimed", "sending", "sent", "failed", "held", "dead", "unknown", "dropped")
 #: Deliveries a worker holds (``claimed``, ``sending``) or left for an operator (``unknown``).
 UNRESOLVED_WHERE = "status IN ('claimed', 'sending', 'unknown')"
 
@@ -276,6 +286,17 @@ class Delivery(Base):
         ),
         # The operators' lists and bulk actions by status (dead, failed, held...), paged by id.
         Index("ix_deliveries_status_id", "status", "id"),
+        # Journey stats: a journey's deliveries by step and status (from the index alone on
+        # PostgreSQL), and the reasons of the held ones.
+        Index("ix_deliveries_journey_id_created_at", "journey_id", "created_at",
+              postgresql_include=["version", "step", "status"]),
+        Index("ix_deliveries_held", "journey_id", "created_at",
+              postgresql_where=text("status = 'held'"), sqlite_where=text("status = 'held'")),
+        # The lists' time window (since, until): the window's rows, sorted by id (engine.deliveries.list_deliveries).
+        Index("ix_deliveries_created_at", "created_at"),
+        # The console's chart: deliveries sent per minute over the last hour.
+        Index("ix_deliveries_sent_at", "sent_at", postgresql_where=text("sent_at IS NOT NULL"),
+              sqlite_where=text("sent_at IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -366,10 +387,6 @@ class TraceEntry(Base):
     condition's value, a wait, a delivery's outcome, an exit."""
 
     __tablename__ = "trace"
-    __table_args__ = (
-        # Journey stats read which steps a cohort reached, and how each ended, from here alone.
-        Index("ix_trace_enrollment_id_step_what", "enrollment_id", "step", "what"),
-    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
@@ -391,6 +408,24 @@ class NotEnteredCount(Base):
     version: Mapped[int] = mapped_column(Integer, primary_key=True)
     reason: Mapped[str] = mapped_column(String(32), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class JourneyCount(Base):
+    """A count of journey stats (:mod:`engine.counters`): of a journey version's enrollments
+    that started on ``day`` (UTC), how many did ``what`` (entered, visited ``step``, ended...),
+    added up in the transactions that wrote their trace; concurrent writers add to their own ``shard``."""
+
+    __tablename__ = "journey_counts"
+
+    journey_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    step: Mapped[str] = mapped_column(String(100), primary_key=True)
+    what: Mapped[str] = mapped_column(String(32), primary_key=True)
+    detail: Mapped[str] = mapped_column(String(400), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200), primary_key=True)
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
@@ -488,3 +523,21 @@ class Secret(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ConsoleSession(Base):
+    """A signed-in operator of the web console (:mod:`engine.console`).
+
+    The browser holds a random token in a cookie; only its SHA-256 is stored. ``csrf`` is
+    the synchronizer token every form of the session carries. A session ends at
+    ``expires_at``, at sign-out, or at the first request after its key was revoked.
+    """
+
+    __tablename__ = "console_sessions"
+    __table_args__ = (Index("ix_console_sessions_expires_at", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

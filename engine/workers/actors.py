@@ -11,7 +11,7 @@ Queues: ``events`` (ingested events), ``timers`` (due timers), and one queue per
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -45,6 +45,11 @@ PRIORITY_EVENTS = 20
 def delivery_queue(channel: str) -> str:
     """The queue of one channel's deliveries."""
     return f"{DELIVERIES_QUEUE}.{channel}"
+
+
+def queue_names(channels: Iterable[str]) -> list[str]:
+    """Every queue of an engine with these channels: events, timers, one per channel."""
+    return [EVENTS_QUEUE, TIMERS_QUEUE, *(delivery_queue(channel) for channel in channels)]
 
 
 class EventsFailed(Exception):
@@ -250,5 +255,5 @@ def _fire(services: Services, unit: UnitOfWork, keys: Sequence[str], now: dateti
 
 __all__ = [
     "Actors", "Followups", "applied_at", "apply_events", "declare", "delivery_queue", "fire_timer", "fire_timers_together",
-    "process_event",
+    "process_event", "queue_names",
 ]

@@ -1,7 +1,7 @@
 """``kill -9`` of ``journey worker`` while it sends email, with serve and scheduler running.
 
-The processes are the real ones (bench/kill.py starts them, on PostgreSQL and Redis,
-``SMTP_URL`` pointing at an aiosmtpd server on loopback); outcomes are judged at the
+The processes are the real ones (bench/kill.py starts them, on PostgreSQL and Redis, or
+RabbitMQ for the first test, ``SMTP_URL`` pointing at an aiosmtpd server on loopback); outcomes are judged at the
 SMTP server and in the database. ``python bench/kill.py`` is the same run, larger.
 """
 
@@ -16,16 +16,18 @@ from pathlib import Path
 import pytest
 
 from bench.kill import Figures, Running, run
-from tests.conftest import REDIS_URL
+from tests.conftest import BROKERS, REDIS_URL, broker_environment
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
 def test_kills_lose_nothing_send_nothing_twice_and_leave_only_sends_in_flight_unknown(
-    pg_url: str, redis_namespace: str, tmp_path: Path
+    pg_url: str, broker: str, tmp_path: Path
 ) -> None:
     # Given 300 orders, each sending one email; when the worker is killed 3 times while it sends
-    figures = run(pg_url, REDIS_URL, redis_namespace, tmp_path, sends=300, kills=3, threads=4, timeout=300)
+    with broker_environment(broker) as env:
+        figures = run(pg_url, BROKERS[broker][1], env["JOURNEY_NAMESPACE"], tmp_path, sends=300, kills=3, threads=4, timeout=300)
     # Then no event is lost, no message arrives twice, every delivery is sent or unknown,
     # and each kill left at most one unknown per worker thread
     assert figures.problems() == [], "\n".join(figures.lines())

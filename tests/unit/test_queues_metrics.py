@@ -21,7 +21,8 @@ from starlette.testclient import TestClient
 from engine.api import create_app
 from engine.cli import main
 from engine.queues import QueueDepth, backlog, queue_depths
-from engine.storage.models import Event, Timer
+from engine.storage.models import Delivery, Event, Timer
+from tests.backlog import build_backlog
 from tests.conftest import REDIS_URL, close_services, create_key, free_port, make_services
 from tests.unit.test_journeys_e2e import engine  # noqa: F401 - the fixture
 
@@ -211,3 +212,20 @@ def test_metrics_without_redis_still_serve_the_database_figures(sqlite_url, capl
     assert metrics[("journey_events_ingested_total", ())] == 0
     assert not any(name == "journey_queue_messages" for name, _ in metrics)
     assert "could not read the queue depths" in caplog.text
+
+
+def test_backlog_with_a_cap_counts_each_status_only_up_to_one_more_than_the_cap(any_services):
+    # Given 7 pending deliveries, 2 of them made dead
+    at = datetime(2026, 12, 1, 12, tzinfo=timezone.utc)
+    build_backlog(any_services, at, events=0, deliveries=7)
+    with any_services.sessions.begin() as session:
+        ids = session.execute(select(Delivery.id).order_by(Delivery.id).limit(2)).scalars().all()
+        session.execute(update(Delivery).where(Delivery.id.in_(ids)).values(status="dead"))
+
+    # When the backlog is counted with a cap of 3, and without one
+    with any_services.sessions() as session:
+        capped, exact = backlog(session, at, cap=3), backlog(session, at)
+
+    # Then a status past the cap reads cap + 1 (more than 3); below it, and without a cap, the counts are exact
+    assert (capped.deliveries, capped.cap) == ({"pending": 4, "dead": 2}, 3)
+    assert (exact.deliveries, exact.cap) == ({"pending": 5, "dead": 2}, None)

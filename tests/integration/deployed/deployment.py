@@ -5,19 +5,25 @@ Fixtures that assemble them are in conftest.py.
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from aiosmtpd.controller import Controller
 from rudderstack.analytics import Client as RudderClient
 from segment.analytics import Client as SegmentClient
 
 from engine.delivery import UNSETTLED
-from tests.integration.channels.peers import Peers
+from engine.demo import wait_for_http
+from tests.conftest import REDIS_URL, broker_environment, free_port, pg_schema, redis_prefix
+from tests.integration.channels.peers import Mailbox, Peers
 from tests.integration.conftest import eventually, stop
 
 JOURNEYS = Path(__file__).parent / "journeys"
@@ -76,6 +82,106 @@ class Deployment:
         for process in self.processes.values():
             stop(process)
 
+
+@contextmanager
+def deployed(home: Path, peers: Peers, broker: str) -> Iterator[Deployment]:
+    """The Procfile's processes on ``broker`` ("redis" or "rabbitmq"), configured by the environment alone.
+
+    A PostgreSQL schema and a broker namespace of their own; the journeys of ``JOURNEYS``
+    deployed with ``journey deploy``, a write key made with ``journey keys create``.
+    """
+    logs = home / "logs"
+    logs.mkdir()
+    journeys = home / "journeys"
+    shutil.copytree(JOURNEYS, journeys)
+    review = journeys / "review_alert.yaml"
+    review.write_text(review.read_text().replace(WEBHOOK_PLACEHOLDER, peers.webhook.url))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with pg_schema() as database_url, broker_environment(broker) as on_broker:
+        env = {
+            **{name: value for name, value in os.environ.items() if name not in ("REDIS_URL", "BROKER_URL")},
+            "DATABASE_URL": database_url, **on_broker,
+            # Behind its TLS proxy (one-click unsubscribe needs https): the tests stand in for
+            # the proxy and send the links' paths to ``journey serve``.
+            "JOURNEY_PUBLIC_URL": PUBLIC_URL,
+            "JOURNEY_SECRET": "deployed-suite-secret-" + "s" * 32,
+            "JOURNEY_WORKER_PROCESSES": "1", "JOURNEY_WORKER_THREADS": "4",
+            "LOG_LEVEL": "INFO",
+            **peers.environment(),
+        }
+        database = sa.create_engine(database_url)
+        running = Deployment(url, env, peers, "", logs, database)
+        try:
+            for args in (["db", "upgrade"], ["deploy", str(journeys)]):
+                done = running.journey(*args)
+                assert done.returncode == 0, f"journey {' '.join(args)}: {done.stdout}{done.stderr}"
+            created = running.journey("keys", "create", "sdk-app")
+            assert created.returncode == 0, created.stderr
+            running.write_key = created.stdout.split()[0]
+            running.start("web", "serve", "--port", str(port))
+            running.start("worker", "worker")
+            running.start("scheduler", "scheduler")
+            wait_for_http(f"{url}/health", running.processes["web"], timeout=120)  # a busy machine starts slowly
+            yield running
+        finally:
+            running.stop_all()
+            database.dispose()
+
+
+
+@contextmanager
+def smtp_down(home: Path, journeys: Path, smtp_port: int) -> Iterator[Deployment]:
+    """serve, worker and scheduler running ``journeys``, configured by the environment, with a
+    write key; their SMTP_URL names ``smtp_port``, where nothing listens yet, and email has one
+    attempt (``CHANNEL_MAX_ATTEMPTS=email=1``), so an email sent before its server is up goes dead."""
+    logs = home / "logs"
+    logs.mkdir()
+    port = free_port()
+    with pg_schema() as database_url, redis_prefix() as namespace:
+        env = {
+            **os.environ,
+            "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, "JOURNEY_NAMESPACE": namespace,
+            "JOURNEY_SECRET": "operator-suite-secret-" + "s" * 32,
+            "JOURNEY_WORKER_PROCESSES": "1", "JOURNEY_WORKER_THREADS": "2", "LOG_LEVEL": "INFO",
+            "SMTP_URL": f"smtp://127.0.0.1:{smtp_port}", "EMAIL_FROM": "Shop <news@shop.example>",
+            "CHANNEL_TIMEOUT": "5s", "CHANNEL_MAX_ATTEMPTS": "email=1",
+        }
+        database = sa.create_engine(database_url)
+        running = Deployment(f"http://127.0.0.1:{port}", env, None, "", logs, database)  # type: ignore[arg-type]
+        try:
+            for args in (["db", "upgrade"], ["deploy", str(journeys)]):
+                done = running.journey(*args)
+                assert done.returncode == 0, f"journey {' '.join(args)}: {done.stdout}{done.stderr}"
+            running.write_key = running.journey("keys", "create", "shop").stdout.split()[0]
+            running.start("web", "serve", "--port", str(port))
+            running.start("worker", "worker")
+            running.start("scheduler", "scheduler")
+            wait_for_http(f"{running.url}/health", running.processes["web"], timeout=120)
+            yield running
+        finally:
+            running.stop_all()
+            database.dispose()
+
+
+@contextmanager
+def smtp_later(smtp_port: int) -> Iterator[Callable[[], Mailbox]]:
+    """A function that starts an SMTP server on ``smtp_port`` (once) and returns its mailbox; stopped on leaving."""
+    started: list[Controller] = []
+    box = Mailbox()
+
+    def start() -> Mailbox:
+        if not started:
+            controller = Controller(box, hostname="127.0.0.1", port=smtp_port)
+            controller.start()
+            started.append(controller)
+        return box
+
+    try:
+        yield start
+    finally:
+        for controller in started:
+            controller.stop()
 
 
 # -- the SDKs that send events --------------------------------------------------------------
