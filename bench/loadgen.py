@@ -48,6 +48,12 @@ async def _one_connection(host: str, port: int, make_request: Callable[[int], by
             started = time.perf_counter()
             writer.write(request)
             status_line = await reader.readline()
+            if not status_line:  # the server closed the connection while it was idle (keep-alive timeout): again
+                writer.close()
+                reader, writer = await asyncio.open_connection(host, port)
+                started = time.perf_counter()
+                writer.write(request)
+                status_line = await reader.readline()
             status = int(status_line.split(b" ", 2)[1])
             length = 0
             while True:

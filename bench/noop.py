@@ -5,9 +5,11 @@
 
 Its broker is the engine's own (:func:`engine.workers.broker.make_broker`), from
 ``BROKER_URL``, else ``REDIS_URL``: Redis or RabbitMQ, with the engine's middleware and
-options, under a namespace of its own. The count (one INCR in ``REDIS_URL``'s Redis, with
-either broker) is how the bench sees that every message was consumed. bench/e2e.py runs
-the engine and this baseline with the environment's ``BROKER_URL``, so
+options, under a namespace of its own. Each drain is a counter in ``REDIS_URL``'s Redis
+(with either broker), named in its messages: one INCR per message; the message that
+makes it 1 and the one that makes it ``total`` also note the time, so bench/e2e.py reads
+a drain's first and last message without polling for them. bench/e2e.py runs the engine
+and this baseline with the environment's ``BROKER_URL``, so
 ``BROKER_URL=amqp://... python bench/e2e.py`` benches the engine on RabbitMQ.
 
 Run as a script it is a bench of its own: enqueue ``--messages`` messages from one thread
@@ -39,18 +41,33 @@ from engine.workers.broker import NamespacedRabbitmqBroker, make_broker  # noqa:
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WARM_UP = 200  # messages, before the clock starts: the worker connected and consuming
+QUEUE = "noop"
+
+
+def first_key(drain: str) -> str:
+    """Where the drain's first message noted when it ran."""
+    return f"{drain}:first"
+
+
+def last_key(drain: str) -> str:
+    """Where the drain's last message noted when it ran."""
+    return f"{drain}:last"
 
 
 def declare(broker_url: str, redis_url: str, namespace: str) -> tuple[dramatiq.Broker, dramatiq.Actor, redis.Redis, str]:
-    """The broker at ``broker_url``, the no-op actor on it, the counter's client and key."""
+    """The broker at ``broker_url``, the no-op actor on it, the counter's client and the key of a drain of one's own."""
     broker = make_broker(Settings(redis_url=redis_url, broker_url=broker_url, namespace=namespace))
     counter, key = redis.Redis.from_url(redis_url), f"{namespace}-done"
 
-    def noop(n: int) -> None:
-        """Count one message."""
-        counter.incr(key)
+    def noop(drain: str, total: int) -> None:
+        """Count one message of ``drain``; the first and the last note when they ran."""
+        done = counter.incr(drain)
+        if done == 1:
+            counter.set(first_key(drain), repr(time.time()))
+        if done == total:
+            counter.set(last_key(drain), repr(time.time()))
 
-    return broker, dramatiq.actor(broker=broker, actor_name="noop", queue_name="noop", max_retries=0)(noop), counter, key
+    return broker, dramatiq.actor(broker=broker, actor_name="noop", queue_name=QUEUE, max_retries=0)(noop), counter, key
 
 
 if "BENCH_NAMESPACE" in os.environ:  # loaded by the dramatiq worker, or imported by bench/e2e.py
@@ -78,8 +95,8 @@ def bench(broker_url: str, args: argparse.Namespace) -> tuple[float, float]:
 
     try:
         started = time.monotonic()
-        for n in range(args.messages):
-            actor.send(n)
+        for _ in range(args.messages):
+            actor.send(key, args.messages)
         enqueued = args.messages / (time.monotonic() - started)
         worker = subprocess.Popen(
             [sys.executable, "-m", "dramatiq", "noop", "--path", str(HERE), "--processes", str(args.processes),
