@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, Table, TextClause, event, inspect, text
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import get_history, set_committed_value
 
 from engine.storage.models import Customer, Enrollment, Event, Timer
 from engine.storage.upsert import rows_json
@@ -62,9 +62,11 @@ def _insert_new(session: Session, dialect: Dialect) -> None:
         session.connection().execute(_insert(table, columns, dialect), {"rows": rows_json(rows)})
         for instance, row in zip(instances, rows, strict=True):
             # Persistent and clean, as the ORM leaves a row it inserted.
+            given = inspect(instance).dict
             session.expunge(instance)
             for key, value in row.items():
-                set_committed_value(instance, key, value)
+                if key not in given:  # a default: loaded, as the ORM sets it after its INSERT
+                    set_committed_value(instance, key, value)
             make_transient_to_detached(instance)
             session.add(instance)
 
@@ -74,8 +76,8 @@ def _update_dirty(session: Session, dialect: Dialect) -> None:
     for instance in session.dirty:
         if type(instance) not in UPDATED:
             continue
-        state = inspect(instance)
-        changed = tuple(sorted(attr.key for attr in state.attrs if attr.history.added))
+        # The attributes set since the row was loaded or flushed, those whose value changed.
+        changed = tuple(sorted(key for key in inspect(instance).committed_state if get_history(instance, key).added))
         if changed:
             groups[(type(instance), changed)].append(instance)
     for (model, changed), instances in groups.items():
