@@ -172,6 +172,7 @@ class Orchestrator:
                 unit.active = {customer_id: [] for customer_id in ids}
                 for row in _lock_active(session, ids):
                     unit.active[row.customer_id].append(row)
+                _load_applied(unit, [row.id for rows in unit.active.values() for row in rows])
 
     def finish(self, unit: UnitOfWork) -> Followups:
         """Write the rows ``unit`` held back; return the messages to send after the commit."""
@@ -357,6 +358,8 @@ class Orchestrator:
             .order_by(Timer.key)
             .with_for_update(key_share=True)
         ).scalars()
+        _load_applied(unit, list(rows))
+        unit.points.update(_points(session, list(customers)))
         due: list[tuple[Timer, Enrollment, Journey]] = []
         for timer in timers:
             row = rows[timer.enrollment_id]
@@ -624,6 +627,18 @@ def _entry_history(session: Session, customer_ids: Collection[int], journey_ids:
     )
 
 
+def _load_applied(unit: UnitOfWork, enrollment_ids: Collection[str]) -> None:
+    """Load into ``unit`` the keys of the effects the enrollments (locked by this transaction) applied, in one query."""
+    if not enrollment_ids:
+        return
+    for enrollment_id in enrollment_ids:
+        unit.applied[enrollment_id] = set()
+    for key, enrollment_id in unit.session.execute(
+        select(AppliedEffect.key, AppliedEffect.enrollment_id).where(AppliedEffect.enrollment_id.in_(list(enrollment_ids)))
+    ).all():
+        unit.applied[enrollment_id].add(key)
+
+
 def _lock_active(session: Session, customer_ids: Collection[int]) -> list[Enrollment]:
     """Lock the active enrollments of customers already locked; oldest first, as routing takes them.
 
@@ -704,6 +719,13 @@ def _first_time(unit: UnitOfWork, command: cmd.Command, row: Enrollment, now: da
     values = {"key": command.key, "kind": command.type, "enrollment_id": row.id, "at": now}
     if row in session.new:
         # A new enrollment has applied nothing yet: no need to ask the database.
+        unit.effects.append(values)  # inserted by finish()
+        return True
+    if row.id in unit.applied:
+        # Locked, its effects loaded (_load_applied): nobody else applies any until the commit.
+        if command.key in unit.applied[row.id]:
+            return False
+        unit.applied[row.id].add(command.key)
         unit.effects.append(values)  # inserted by finish()
         return True
     statement = insert_ignore(session, AppliedEffect, values, ["key"]).returning(AppliedEffect.key)

@@ -22,7 +22,7 @@ from engine.storage.models import (
     AnonymousId, Consent, Customer, Delivery, Enrollment, Event, PointsEntry, Referral, ReferralCode, StageChange,
     Suppression,
 )
-from engine.storage.upsert import insert_ignore
+from engine.storage.upsert import insert_ignore, insert_rows
 from engine.unit_of_work import UnitOfWork
 
 #: Identifies closer in time than this are ordered by receipt, not by timestamp.
@@ -254,12 +254,13 @@ def preload(unit: UnitOfWork, events: Sequence[Event]) -> list[Customer]:
             seen = first_seen.get(event.user_id)
             first_seen[event.user_id] = event.timestamp if seen is None else min(seen, event.timestamp)
     if first_seen:
-        session.execute(
-            insert_ignore(session, Customer, None, ["external_id"]),
+        insert_rows(  # one statement, whatever the number of rows
+            session, Customer,
             [
                 {"external_id": user_id, "traits": {}, "first_seen_at": at, "last_seen_at": at, "updated_at": at}
                 for user_id, at in sorted(first_seen.items())
             ],
+            ["external_id"],
         )
     # Read without locks first: the identity locks held keep every link and merge of
     # these ids out until this transaction ends, so what is read here stays true.

@@ -1,7 +1,8 @@
 """The scheduler process: it finds work that is due or was lost, and enqueues it.
 
 Every second it claims the timers that are due and enqueues them on ``timers`` (long
-waits are timer rows, never Dramatiq's ``delay``). Every ``JOURNEY_SWEEP_INTERVAL`` it
+waits are timer rows, never Dramatiq's ``delay``), at most ``TIMERS_IN_FLIGHT`` claimed
+and not fired yet. Every ``JOURNEY_SWEEP_INTERVAL`` it
 sweeps: events, deliveries, and timers enqueued but not fired, still pending after
 ``JOURNEY_SWEEP_AFTER`` and carried by no message on the broker (their message was lost:
 Redis flushed, a message dead-lettered) are enqueued again; work still waiting on its
@@ -41,6 +42,11 @@ SWEEP_PAGE = 5000  # candidate rows read per query, in key order
 # several sweeps, each going on from where the last one stopped.
 SWEEP_BUDGET = 20_000
 TIMERS_PER_MESSAGE = 100
+# Timers claimed and not fired yet, at most: each tick tops the queue up to this many
+# (about two seconds of work at 5,000 timers/s) instead of claiming every due timer at
+# once, so a million timers due at 9:00 are not all marked enqueued, and swept again,
+# long before a worker can take them.
+TIMERS_IN_FLIGHT = 10_000
 TICK = 1.0  # seconds between two looks for due timers
 # A delivery still "claimed" or "sending" this long after was abandoned by its worker.
 UNKNOWN_AFTER_FACTOR = 5
@@ -84,7 +90,17 @@ class Scheduler:
     def fire_due(self, now: datetime | None = None) -> int:
         """Claim the timers due by ``now`` that were never enqueued, and enqueue them; return how many."""
         now = now or self.services.clock()
-        return self._claim(self._timers(Timer.due_at <= now, Timer.enqueued_at.is_(None)), now)
+        with self.services.sessions() as session:
+            in_flight = session.execute(
+                select(func.count()).select_from(
+                    select(Timer.key)
+                    .where(Timer.fired_at.is_(None), Timer.due_at <= now, Timer.enqueued_at.is_not(None), not_held_by_a_pause())
+                    .limit(TIMERS_IN_FLIGHT).subquery()
+                )
+            ).scalar_one()
+        if in_flight >= TIMERS_IN_FLIGHT:
+            return 0
+        return self._claim(self._timers(Timer.due_at <= now, Timer.enqueued_at.is_(None)), now, limit=TIMERS_IN_FLIGHT - in_flight)
 
     def sweep(self, now: datetime | None = None) -> int:
         """Enqueue again the work whose message was lost, and mark abandoned sends; return how many were enqueued.
@@ -145,22 +161,25 @@ class Scheduler:
 
         return _Work("timers", Timer, Timer.key, (), (Timer.fired_at.is_(None), *where), lambda row: TIMERS_QUEUE, send)
 
-    def _claim(self, work: _Work, now: datetime, carried: Carried = NOTHING_CARRIED, budget: int | None = None) -> int:
+    def _claim(self, work: _Work, now: datetime, carried: Carried = NOTHING_CARRIED, budget: int | None = None,
+               limit: int | None = None) -> int:
         """Claim the rows of ``work`` no message carries, mark them enqueued at ``now``, and send them.
 
         Candidate rows are read page by page in key order, without locks; those a message
         still carries are left alone; the others are claimed (``FOR UPDATE SKIP LOCKED``,
         the conditions checked again) and sent. With a ``budget``, at most that many rows
         are looked at, and the next call goes on after the last of them (from the start
-        once the end was reached), so every row is looked at within a few sweeps.
+        once the end was reached), so every row is looked at within a few sweeps. With a
+        ``limit``, at most that many rows are claimed (the first ones, in key order).
 
         Returns how many were sent; stops at the first batch ``send`` could not send.
         """
         after = self._resume.get(work.name) if budget is not None else None
         total = looked = 0
-        while budget is None or looked < budget:
+        while (budget is None or looked < budget) and (limit is None or total < limit):
             with self.services.sessions.begin() as session:
-                page = select(work.key, *work.columns).where(*work.where).order_by(work.key).limit(SWEEP_PAGE)
+                size = SWEEP_PAGE if limit is None else min(SWEEP_PAGE, limit - total)
+                page = select(work.key, *work.columns).where(*work.where).order_by(work.key).limit(size)
                 rows = session.execute(page if after is None else page.where(work.key > after)).all()
                 if not rows:
                     after = None

@@ -44,6 +44,9 @@ class UnitOfWork:
     points: dict[int, int] = field(default_factory=dict)  # by customer id; dropped when points change
     history: dict[tuple[int, str], list[Enrollment]] = field(default_factory=dict)  # (customer, journey)
     active: dict[int, list[Enrollment]] = field(default_factory=dict)  # locked; filter on status
+    # begin (active enrollments) and on_timers (the timers' enrollments): the keys of the
+    # effects each of these locked enrollments applied; the new ones are added as they apply.
+    applied: dict[str, set[str]] = field(default_factory=dict)
     # Held to the end: Orchestrator.finish inserts them.
     deliveries: list[dict[str, Any]] = field(default_factory=list)
     timers: dict[str, dict[str, Any]] = field(default_factory=dict)

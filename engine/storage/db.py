@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from engine.errors import StorageError
+from engine.storage import bulk
 
 
 def make_engine(database_url: str, *, pool_size: int = 10, connection: sqlite3.Connection | None = None) -> Engine:
@@ -79,8 +80,11 @@ def sqlite_pragmas(dbapi_connection: Any, _record: Any = None) -> None:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Return the session factory used by every process."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Return the session factory used by every process (on PostgreSQL, flushing set-based: :mod:`engine.storage.bulk`)."""
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    if engine.dialect.name == "postgresql":
+        bulk.install(sessions)
+    return sessions
 
 
 def _alembic_config(engine: Engine) -> Config:

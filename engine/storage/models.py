@@ -103,7 +103,7 @@ class StageChange(Base):
     __table_args__ = (Index("ix_stage_changes_at", "at"),)  # the stage funnel's moves in a window
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
     from_stage: Mapped[str | None] = mapped_column(String(32))
     to_stage: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -148,7 +148,7 @@ class Event(Base):
     original_timestamp: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"), default=None)
+    customer_id: Mapped[int | None] = mapped_column(BigId, default=None)
     enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
@@ -217,7 +217,7 @@ class Enrollment(Base):
     step: Mapped[str | None] = mapped_column(String(100), default=None)
     waiting_event: Mapped[str | None] = mapped_column(String(255), default=None)
     state: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    trigger_event_id: Mapped[int | None] = mapped_column(ForeignKey("events.id"), default=None)
+    trigger_event_id: Mapped[int | None] = mapped_column(BigId, default=None)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -351,7 +351,7 @@ class PointsEntry(Base):
     __tablename__ = "points_ledger"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[int] = mapped_column(BigId, index=True)
     amount: Mapped[int] = mapped_column(Integer)
     reason: Mapped[str] = mapped_column(String(255))
     key: Mapped[str | None] = mapped_column(String(255), unique=True, default=None)
@@ -389,7 +389,7 @@ class TraceEntry(Base):
     __tablename__ = "trace"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    enrollment_id: Mapped[str] = mapped_column(ForeignKey("enrollments.id"), index=True)
+    enrollment_id: Mapped[str] = mapped_column(String(64), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     step: Mapped[str | None] = mapped_column(String(100), default=None)
     what: Mapped[str] = mapped_column(String(32))
@@ -441,7 +441,7 @@ class TurnAway(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(255), unique=True)
-    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    customer_id: Mapped[int] = mapped_column(BigId)
     journey_id: Mapped[str] = mapped_column(String(100))
     version: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime)

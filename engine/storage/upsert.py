@@ -47,7 +47,7 @@ def insert_rows(
     columns = tuple(rows[0])
     if connection.dialect.name == "postgresql":
         statement = _recordset_insert(model.__table__, columns, tuple(conflict), tuple(returning), connection.dialect)
-        result = connection.execute(statement, {"rows": orjson.dumps(list(rows), default=_json_default).decode()})
+        result = connection.execute(statement, {"rows": rows_json(rows)})
     else:
         insert = insert_ignore(session, model, None, conflict) if conflict else sqlite.insert(model)
         if returning:
@@ -86,6 +86,11 @@ def _recordset_insert(table: Table, columns: tuple[str, ...], conflict: tuple[st
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
     return text(sql)
+
+
+def rows_json(rows: Sequence[dict[str, Any]]) -> str:
+    """``rows`` as the one JSON parameter of a ``jsonb_to_recordset`` statement."""
+    return orjson.dumps(list(rows), default=_json_default).decode()
 
 
 def _json_default(value: Any) -> Any:

@@ -170,3 +170,29 @@ def test_a_paused_journeys_claimed_timer_is_not_swept_again_and_the_resume_relea
     drain(any_services)
     with any_services.sessions() as session:
         assert session.execute(select(Delivery.step)).scalars().all() == ["reminder"]
+
+
+def test_due_timers_are_claimed_no_faster_than_the_workers_fire_them(any_services, monkeypatch):
+    # Given five customers in cart_abandonment, their reminders' timers an hour away,
+    # and room for three timers claimed and not fired yet
+    monkeypatch.setattr(scheduler_module, "TIMERS_IN_FLIGHT", 3)
+    now = datetime.now(timezone.utc)
+    with any_services.sessions.begin() as session:
+        deploy.deploy(session, [deploy.snapshot(Path(__file__).parents[2] / "journeys" / "cart_abandonment.yaml")], now)
+    for i in range(5):
+        rows, _ = ingest.prepare({"type": "track", "event": "checkout_started", "userId": f"u{i}", "messageId": f"m-{i}",
+                                  "properties": {"cart_value": 80, "order_id": f"o-{i}"}},
+                                 source="app", received_at=now, type_="track")
+        with any_services.sessions.begin() as session:
+            any_services.enqueue_events(ingest.store(session, rows))
+    drain(any_services)
+    scheduler = Scheduler(any_services)
+    # When they fall due, three are claimed, and no more while those wait on the queue
+    assert scheduler.fire_due(now + timedelta(hours=2)) == 3
+    assert scheduler.fire_due(now + timedelta(hours=2)) == 0
+    # Then once the workers fired them, the next tick claims the other two
+    drain(any_services)
+    assert scheduler.fire_due(now + timedelta(hours=2)) == 2
+    drain(any_services)
+    with any_services.sessions() as session:
+        assert sorted(session.execute(select(Delivery.step)).scalars().all()) == ["reminder"] * 5
