@@ -9,7 +9,7 @@ they were. Kept: the keys of rows the engine updates and joins on (enrollments' 
 and journey, deliveries, timers, anonymous ids, referrals, consents, suppressions).
 
 Revision ID: 0014
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-01
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0014"
-down_revision = "0012"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
