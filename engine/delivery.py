@@ -109,8 +109,10 @@ def no_bounces(_session: Session, _delivery: Delivery, _customer: Customer, _res
     return None
 
 
-def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
+def _ended_while_waiting(deliveries: Sequence[Delivery], enrollments: Mapping[str, tuple[str, datetime | None]]) -> dict[int, str]:
     """Held-back reasons for sends whose enrollment converted or exited while they waited.
+
+    ``enrollments``: the (status, ended_at) of each delivery's enrollment.
 
     Marketing sends, whether deferred by quiet hours, retried, or behind a long queue: the
     cart reminder made at 11:00 and judged after the 11:00:05 order would thank nobody.
@@ -119,21 +121,12 @@ def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> di
     A send made at the instant of the ending (a goal's ``goto`` path) is not held back.
     Transactional sends always go.
     """
-    deferred = [d for d in deliveries if d.kind == "marketing" or d.content.get("action") == "add"]
-    if not deferred:
-        return {}
-    ended = {
-        row.id: row
-        for row in session.execute(
-            select(Enrollment.id, Enrollment.status, Enrollment.ended_at).where(
-                Enrollment.id.in_({d.enrollment_id for d in deferred}), Enrollment.status.in_(("converted", "exited"))
-            )
-        )
-    }
     return {
-        d.id: f"the enrollment {row.status} at {row.ended_at.isoformat()} while this send waited"
-        for d in deferred
-        if (row := ended.get(d.enrollment_id)) is not None and row.ended_at is not None and row.ended_at > d.created_at
+        d.id: f"the enrollment {status} at {ended_at.isoformat()} while this send waited"
+        for d in deliveries
+        if d.kind == "marketing" or d.content.get("action") == "add"
+        for status, ended_at in [enrollments.get(d.enrollment_id, ("", None))]
+        if status in ("converted", "exited") and ended_at is not None and ended_at > d.created_at
     }
 
 
@@ -293,18 +286,21 @@ class Deliverer:
         traces: list[dict[str, Any]] = []
         with self.sessions.begin() as session:
             unit = UnitOfWork(session)
-            deliveries = list(session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars())
-            customers = {
-                c.id: c
-                for c in session.execute(
-                    select(Customer).where(Customer.id.in_({d.customer_id for d in deliveries}))
-                ).scalars()
-            }
+            # One query: the deliveries, their customers and how their enrollments stand.
+            rows = session.execute(
+                select(Delivery, Customer, Enrollment.status, Enrollment.ended_at)
+                .join(Customer, Customer.id == Delivery.customer_id)
+                .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
+                .where(Delivery.id.in_(ids))
+            ).all()
+            deliveries = [row[0] for row in rows]
+            customers = {row[1].id: row[1] for row in rows}
+            enrollments = {row[0].enrollment_id: (row[2], row[3]) for row in rows}
             views = customer_views(unit, list(customers.values()))
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
                 prefetch(unit, deliveries, list(customers.values()))
-            ended = _ended_while_waiting(session, deliveries)
+            ended = _ended_while_waiting(deliveries, enrollments)
             written: set[int] = set()  # customers whose rows are all written
 
             def write() -> None:
