@@ -4,7 +4,8 @@ A chunk of deliveries is claimed (``pending`` -> ``claimed``) and prepared (poli
 rendering) set-wise, in two transactions; ``claimed`` says "not handed to an adapter
 yet". Each one is then marked ``sending`` in a committed transaction right before its
 adapter is called, the same transaction that records the previous send's outcome: one
-commit per send. A worker that dies leaves its claimed rows ``claimed`` (never sent: the
+commit per send (on PostgreSQL one statement: the outcome, its trace and the mark).
+A worker that dies leaves its claimed rows ``claimed`` (never sent: the
 sweeper makes them pending again) and at most the one send it was making ``sending``
 (the sweeper marks it ``unknown``; an operator decides, or, for a channel whose provider
 deduplicates on the idempotency key, it is resent automatically). Nothing is ever sent
@@ -134,7 +135,9 @@ class Deliverer:
     """Carries out deliveries with the adapters returned by ``adapters(channel_name)``.
 
     Deliveries go in batches (one queue message carries the ids of many): a chunk costs
-    two set-wise transactions (claim, prepare) and one commit per send.
+    two set-wise transactions (claim: one statement; prepare: one read of the rows, the
+    policy's prefetch, constant executemany writes and one trace insert) and one commit
+    per send.
     """
 
     def __init__(
