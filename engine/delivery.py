@@ -4,7 +4,8 @@ A chunk of deliveries is claimed (``pending`` -> ``claimed``) and prepared (poli
 rendering) set-wise, in two transactions; ``claimed`` says "not handed to an adapter
 yet". Each one is then marked ``sending`` in a committed transaction right before its
 adapter is called, the same transaction that records the previous send's outcome: one
-commit per send. A worker that dies leaves its claimed rows ``claimed`` (never sent: the
+commit per send (on PostgreSQL one statement: the outcome, its trace and the mark).
+A worker that dies leaves its claimed rows ``claimed`` (never sent: the
 sweeper makes them pending again) and at most the one send it was making ``sending``
 (the sweeper marks it ``unknown``; an operator decides, or, for a channel whose provider
 deduplicates on the idempotency key, it is resent automatically). Nothing is ever sent
@@ -13,6 +14,7 @@ twice silently.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, func, or_, select, update
+from sqlalchemy import BigInteger, ColumnElement, Dialect, Table, TextClause, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from channels.base import ADDRESS_FIELDS, Channel, Message, Recipient, Result
 from engine import profiles
@@ -32,7 +35,7 @@ from engine.ratelimit import RateLimiter
 from engine.runtime.machine import customer_variable
 from engine.storage.models import Customer, Delivery, Enrollment, TraceEntry
 from engine.storage.types import UTCDateTime
-from engine.storage.upsert import insert_rows
+from engine.storage.upsert import insert_rows, recordset_insert_sql, recordset_json
 from engine.unit_of_work import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -107,8 +110,10 @@ def no_bounces(_session: Session, _delivery: Delivery, _customer: Customer, _res
     return None
 
 
-def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> dict[int, str]:
+def _ended_while_waiting(deliveries: Sequence[Delivery], enrollments: Mapping[str, tuple[str, datetime | None]]) -> dict[int, str]:
     """Held-back reasons for sends whose enrollment converted or exited while they waited.
+
+    ``enrollments``: the (status, ended_at) of each delivery's enrollment.
 
     Marketing sends, whether deferred by quiet hours, retried, or behind a long queue: the
     cart reminder made at 11:00 and judged after the 11:00:05 order would thank nobody.
@@ -117,21 +122,12 @@ def _ended_while_waiting(session: Session, deliveries: Sequence[Delivery]) -> di
     A send made at the instant of the ending (a goal's ``goto`` path) is not held back.
     Transactional sends always go.
     """
-    deferred = [d for d in deliveries if d.kind == "marketing" or d.content.get("action") == "add"]
-    if not deferred:
-        return {}
-    ended = {
-        row.id: row
-        for row in session.execute(
-            select(Enrollment.id, Enrollment.status, Enrollment.ended_at).where(
-                Enrollment.id.in_({d.enrollment_id for d in deferred}), Enrollment.status.in_(("converted", "exited"))
-            )
-        )
-    }
     return {
-        d.id: f"the enrollment {row.status} at {row.ended_at.isoformat()} while this send waited"
-        for d in deferred
-        if (row := ended.get(d.enrollment_id)) is not None and row.ended_at is not None and row.ended_at > d.created_at
+        d.id: f"the enrollment {status} at {ended_at.isoformat()} while this send waited"
+        for d in deliveries
+        if d.kind == "marketing" or d.content.get("action") == "add"
+        for status, ended_at in [enrollments.get(d.enrollment_id, ("", None))]
+        if status in ("converted", "exited") and ended_at is not None and ended_at > d.created_at
     }
 
 
@@ -139,7 +135,9 @@ class Deliverer:
     """Carries out deliveries with the adapters returned by ``adapters(channel_name)``.
 
     Deliveries go in batches (one queue message carries the ids of many): a chunk costs
-    two set-wise transactions (claim, prepare) and one commit per send.
+    two set-wise transactions (claim: one statement; prepare: one read of the rows, the
+    policy's prefetch, constant executemany writes and one trace insert) and one commit
+    per send.
     """
 
     def __init__(
@@ -277,44 +275,84 @@ class Deliverer:
         return max(wait, 0.0)
 
     def _prepare(self, ids: list[int], now: datetime, outcomes: dict[int, DeliveryOutcome]) -> list[tuple[Delivery, Message]]:
-        """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``."""
+        """Policy and rendering for the claimed ``ids``; final outcomes go in ``outcomes``.
+
+        The rows are read once and written with constant statements (executemany): the
+        cleared ones (``cleared_at``, what was rendered), the final ones (held, deferred,
+        failed), one trace insert; the loaded objects are changed without the ORM's flush.
+        A frequency cap counts the deliveries cleared in this transaction: the rows
+        decided so far are written before a customer's next delivery is judged.
+        """
         ready: list[tuple[Delivery, Message]] = []
+        cleared: list[dict[str, Any]] = []
+        settled: list[dict[str, Any]] = []
+        traces: list[dict[str, Any]] = []
         with self.sessions.begin() as session:
             unit = UnitOfWork(session)
-            deliveries = list(session.execute(select(Delivery).where(Delivery.id.in_(ids))).scalars())
-            customers = {
-                c.id: c
-                for c in session.execute(
-                    select(Customer).where(Customer.id.in_({d.customer_id for d in deliveries}))
-                ).scalars()
-            }
+            # One query: the deliveries, their customers and how their enrollments stand.
+            rows = session.execute(
+                select(Delivery, Customer, Enrollment.status, Enrollment.ended_at)
+                .join(Customer, Customer.id == Delivery.customer_id)
+                .outerjoin(Enrollment, Enrollment.id == Delivery.enrollment_id)
+                .where(Delivery.id.in_(ids))
+            ).all()
+            deliveries = [row[0] for row in rows]
+            customers = {row[1].id: row[1] for row in rows}
+            enrollments = {row[0].enrollment_id: (row[2], row[3]) for row in rows}
             views = customer_views(unit, list(customers.values()))
             prefetch = getattr(self.policy, "prefetch", None)
             if prefetch is not None:
                 prefetch(unit, deliveries, list(customers.values()))
-            ended = _ended_while_waiting(session, deliveries)
+            ended = _ended_while_waiting(deliveries, enrollments)
+            written: set[int] = set()  # customers whose rows are all written
+
+            def write() -> None:
+                connection = session.connection()
+                if cleared:
+                    connection.execute(_CLEAR, cleared)
+                if settled:
+                    connection.execute(_SETTLE, settled)
+                insert_rows(session, TraceEntry, traces)
+                for done in (cleared, settled, traces):
+                    done.clear()
+                written.clear()
+
+            def settle(delivery: Delivery, status: str, error: str | None, what: str | None = None, **values: Any) -> DeliveryOutcome:
+                _assign(delivery, status=status, error=error, updated_at=now, **values)
+                settled.append({"b_id": delivery.id, "b_status": status, "b_error": error, "b_now": now,
+                                "b_not_before": delivery.not_before, "b_enqueued_at": delivery.enqueued_at,
+                                "b_attempts": delivery.attempts})
+                traces.append(trace_row(delivery, now, what or status, error))
+                return DeliveryOutcome(status, error)
+
             # By customer: a policy that locks customers locks them in one order everywhere.
             for delivery in sorted(deliveries, key=lambda d: (d.customer_id, d.id)):
                 customer = customers[delivery.customer_id]
+                if customer.id in written:
+                    write()  # its earlier deliveries in this chunk count for its caps
+                written.add(customer.id)
                 decision = ended.get(delivery.id) or self.policy(unit, delivery, customer, now)
                 if isinstance(decision, Defer):
                     # Pending again with no queue message: the scheduler enqueues it at ``until``.
-                    delivery.not_before, delivery.enqueued_at = decision.until, None
-                    delivery.attempts -= 1  # waiting is not a failed attempt
-                    self._finish(session, delivery, now, "pending", decision.reason, what="deferred")
+                    # Waiting is not a failed attempt: its attempt is given back.
+                    settle(delivery, "pending", decision.reason, "deferred", not_before=decision.until, enqueued_at=None,
+                           attempts=delivery.attempts - 1)
                     outcomes[delivery.id] = DeliveryOutcome("deferred", decision.reason)
                     continue
                 if decision is not None:
-                    outcomes[delivery.id] = self._finish(session, delivery, now, "held", decision)
+                    outcomes[delivery.id] = settle(delivery, "held", decision)
                     continue
-                delivery.cleared_at = now  # frequency caps count the deliveries cleared
+                _assign(delivery, cleared_at=now)  # frequency caps count the deliveries cleared
                 try:
                     message = self._message(session, delivery, customer, views[customer.id], now)
                 except TemplateError as exc:
-                    outcomes[delivery.id] = self._finish(session, delivery, now, "failed", f"template: {exc}")
+                    cleared.append({"b_id": delivery.id, "b_now": now, "b_rendered": delivery.rendered})
+                    outcomes[delivery.id] = settle(delivery, "failed", f"template: {exc}")
                     continue
-                delivery.rendered = dict(message.content)
+                _assign(delivery, rendered=dict(message.content))
+                cleared.append({"b_id": delivery.id, "b_now": now, "b_rendered": delivery.rendered})
                 ready.append((delivery, message))
+            write()
         return ready
 
     def _release(self, ids: set[int], claimed_at: datetime) -> None:
@@ -356,6 +394,14 @@ class Deliverer:
             outcomes[delivery.id] = outcome
         marked = True
         with self.sessions.begin() as session:
+            connection = session.connection()
+            if connection.dialect.name == "postgresql" and not bounced:
+                # One statement: the outcomes, their trace and the next send's mark.
+                rows = connection.execute(_record_and_mark(connection.dialect), {
+                    "changes": recordset_json(changes), "traces": recordset_json(traces),
+                    "b_id": sending.id if sending is not None else None, "b_claimed_at": claimed_at, "b_now": now,
+                }).all()
+                return sending is None or len(rows) == 1
             if changes:
                 session.connection().execute(_RECORD, changes)
                 insert_rows(session, TraceEntry, traces)
@@ -442,15 +488,9 @@ class Deliverer:
             metadata=metadata,
         )
 
-    def _finish(self, session: Session, delivery: Delivery, now: datetime, status: str, error: str | None,
-                *, what: str | None = None) -> DeliveryOutcome:
-        delivery.status, delivery.error, delivery.updated_at = status, error, now
-        self._trace(session, delivery, now, what or status, error)
-        return DeliveryOutcome(status, error)
 
-    @staticmethod
-    def _trace(session: Session, delivery: Delivery, now: datetime, what: str, error: str | None) -> None:
-        session.add(TraceEntry(**trace_row(delivery, now, what, error)))
+#: The columns of :func:`trace_row`'s rows.
+TRACE_COLUMNS = ("enrollment_id", "at", "step", "what", "detail", "value", "error")
 
 
 def trace_row(delivery: Delivery, now: datetime, what: str, error: str | None, note: str | None = None) -> dict[str, Any]:
@@ -482,6 +522,58 @@ _RECORD = (
         enqueued_at=func.coalesce(bindparam("b_enqueued_at"), Delivery.__table__.c.enqueued_at),
     )
 )
+
+
+# What preparing a chunk decided (executemany): the deliveries cleared to send, with what
+# was rendered, and those held, deferred or failed there.
+_CLEAR = (
+    update(cast(Table, Delivery.__table__))
+    .where(Delivery.__table__.c.id == bindparam("b_id"))
+    .values(cleared_at=bindparam("b_now"), rendered=bindparam("b_rendered"))
+)
+_SETTLE = (
+    update(cast(Table, Delivery.__table__))
+    .where(Delivery.__table__.c.id == bindparam("b_id"))
+    .values(status=bindparam("b_status"), error=bindparam("b_error"), updated_at=bindparam("b_now"),
+            not_before=bindparam("b_not_before"), enqueued_at=bindparam("b_enqueued_at"),
+            attempts=bindparam("b_attempts"))
+)
+
+
+def _assign(delivery: Delivery, **values: Any) -> None:
+    """Change loaded attributes without making the object dirty: the statements above write them."""
+    for name, value in values.items():
+        set_committed_value(delivery, name, value)
+
+
+#: The columns of a delivery's ``_RECORD`` parameters, as the delivery columns whose types they have.
+_RECORD_COLUMNS = {"b_id": "id", "b_attempts": "attempts", "b_status": "status", "b_error": "error",
+                   "b_provider_id": "provider_id", "b_sent_at": "sent_at", "b_now": "updated_at",
+                   "b_enqueued_at": "enqueued_at", "b_refund": "attempts"}
+
+
+@functools.lru_cache(maxsize=4)
+def _record_and_mark(dialect: Dialect) -> TextClause:
+    """PostgreSQL: ``_RECORD`` for the rows in ``:changes``, their trace in ``:traces`` and ``_MARK_SENDING``, one statement.
+
+    Its text is constant (the rows travel as JSON): prepared once; one round trip for
+    what took three. The two updates touch different rows (a delivery is recorded after its send).
+    """
+    table = cast(Table, Delivery.__table__)
+    types = ", ".join(f"{name} {table.c[column].type.compile(dialect)}" for name, column in _RECORD_COLUMNS.items())
+    trace = recordset_insert_sql(cast(Table, TraceEntry.__table__), TRACE_COLUMNS, "traces", dialect)
+    return text(
+        "WITH recorded AS ("
+        " UPDATE deliveries AS d SET status = r.b_status, error = r.b_error, provider_id = r.b_provider_id,"
+        " sent_at = r.b_sent_at, updated_at = r.b_now, attempts = d.attempts - r.b_refund,"
+        " enqueued_at = coalesce(r.b_enqueued_at, d.enqueued_at)"
+        f" FROM jsonb_to_recordset(CAST(:changes AS jsonb)) AS r({types})"
+        " WHERE d.id = r.b_id AND d.attempts = r.b_attempts"
+        f"), traced AS ({trace}) "
+        "UPDATE deliveries SET status = 'sending', updated_at = :b_now"
+        " WHERE id = :b_id AND status = 'claimed' AND updated_at = :b_claimed_at RETURNING id"
+    ).bindparams(bindparam("b_id", type_=BigInteger()), bindparam("b_now", type_=UTCDateTime()),
+                 bindparam("b_claimed_at", type_=UTCDateTime()))
 
 
 def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[bool]:

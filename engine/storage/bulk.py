@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 from sqlalchemy.orm.attributes import get_history, set_committed_value
 
 from engine.storage.models import Customer, Enrollment, Event, Timer
-from engine.storage.upsert import rows_json
+from engine.storage.upsert import recordset_json
 
 #: Models whose changed rows are updated set-based (a single-column primary key each).
 UPDATED: tuple[type, ...] = (Event, Customer, Enrollment, Timer)
@@ -59,7 +59,7 @@ def _insert_new(session: Session, dialect: Dialect) -> None:
         table: Table = model.__table__  # type: ignore[attr-defined]
         rows = [_values(instance, table) for instance in instances]
         columns = tuple(table.c.keys())
-        session.connection().execute(_insert(table, columns, dialect), {"rows": rows_json(rows)})
+        session.connection().execute(_insert(table, columns, dialect), {"rows": recordset_json(rows)})
         for instance, row in zip(instances, rows, strict=True):
             # Persistent and clean, as the ORM leaves a row it inserted.
             given = inspect(instance).dict
@@ -88,7 +88,7 @@ def _update_dirty(session: Session, dialect: Dialect) -> None:
         rows = [{key: getattr(instance, key), **{name: getattr(instance, name) for name in changed}} for instance in instances]
         for row in rows:
             _check(row, table)
-        session.connection().execute(_update(table, key, changed, dialect), {"rows": rows_json(rows)})
+        session.connection().execute(_update(table, key, changed, dialect), {"rows": recordset_json(rows)})
         for instance in instances:
             for name in changed:
                 set_committed_value(instance, name, getattr(instance, name))

@@ -47,7 +47,7 @@ def insert_rows(
     columns = tuple(rows[0])
     if connection.dialect.name == "postgresql":
         statement = _recordset_insert(model.__table__, columns, tuple(conflict), tuple(returning), connection.dialect)
-        result = connection.execute(statement, {"rows": rows_json(rows)})
+        result = connection.execute(statement, {"rows": recordset_json(rows)})
     else:
         insert = insert_ignore(session, model, None, conflict) if conflict else sqlite.insert(model)
         if returning:
@@ -75,12 +75,7 @@ def add_counts(session: Session, model: Any, key: Sequence[str], rows: Sequence[
 @functools.lru_cache(maxsize=64)
 def _recordset_insert(table: Table, columns: tuple[str, ...], conflict: tuple[str, ...], returning: tuple[str, ...],
                       dialect: Dialect) -> TextClause:
-    types = ", ".join(f'"{name}" {table.c[name].type.compile(dialect)}' for name in columns)
-    names = ", ".join(f'"{name}"' for name in columns)
-    sql = (
-        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
-        f"FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({types})"
-    )
+    sql = recordset_insert_sql(table, columns, "rows", dialect)
     if conflict:
         sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
     if returning:
@@ -88,8 +83,19 @@ def _recordset_insert(table: Table, columns: tuple[str, ...], conflict: tuple[st
     return text(sql)
 
 
-def rows_json(rows: Sequence[dict[str, Any]]) -> str:
-    """``rows`` as the one JSON parameter of a ``jsonb_to_recordset`` statement."""
+def recordset_insert_sql(table: Table, columns: Sequence[str], parameter: str, dialect: Dialect) -> str:
+    """PostgreSQL: ``INSERT INTO table (columns) SELECT ...`` of the rows in the JSON parameter ``parameter``
+    (:func:`recordset_json`), to use in a statement of one's own (a ``WITH``)."""
+    types = ", ".join(f'"{name}" {table.c[name].type.compile(dialect)}' for name in columns)
+    names = ", ".join(f'"{name}"' for name in columns)
+    return (
+        f'INSERT INTO "{table.name}" ({names}) SELECT {names} '
+        f"FROM jsonb_to_recordset(CAST(:{parameter} AS jsonb)) AS r({types})"
+    )
+
+
+def recordset_json(rows: Sequence[dict[str, Any]]) -> str:
+    """``rows`` as the JSON parameter of a ``jsonb_to_recordset`` statement."""
     return orjson.dumps(list(rows), default=_json_default).decode()
 
 
