@@ -30,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,6 +43,7 @@ from engine.definitions import STAGES, Journey
 from engine.definitions.model import BranchStep, SplitStep
 from engine.durations import parse_duration
 from engine.errors import NotFoundError, PayloadError, Problem
+from engine.runtime.machine import SPLIT_PATH
 from engine.segment import parse_time
 from engine.storage.models import (
     Customer,
@@ -248,8 +249,7 @@ def journey_stats(
         session.execute(text(f"SET LOCAL work_mem = '{STATS_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
     window = whole_days(window)
-    first, last = window.since.date(), (window.until - timedelta(days=1)).date()
-    counts = counters.read(session, journey_id, version, first, last)
+    counts = counters.read(session, journey_id, version, *_days(window))
     branches, splits = _choosers(definitions)
 
     entered = sum(n for key, n in counts if key.what == "entered")
@@ -274,8 +274,8 @@ def journey_stats(
         customers, converted_customers = entered, conversions
         variant_rows = []
         for key, n in counts:
-            if key.what == "choose" and key.step in splits and key.detail.startswith(_SPLIT_PATH):
-                name = key.detail.removeprefix(_SPLIT_PATH)
+            if key.what == "choose" and key.step in splits and key.detail.startswith(SPLIT_PATH):
+                name = key.detail.removeprefix(SPLIT_PATH)
                 variant_rows.append((key.step, name, n, converted_in.get((key.step, name), 0)))
     else:
         cohort = _cohort(journey_id, window, version)
@@ -354,8 +354,7 @@ def _not_entered(session: Session, journey_id: str, version: int | None, window:
     """The customers the journey (one ``version``, or all) turned away, by reason, on the UTC
     days of ``window`` (:func:`whole_days`): the counters the orchestrator keeps per day in the
     turning-away transaction (so a query sums a row per reason and day, never the raw rows)."""
-    first = window.since.astimezone(timezone.utc).date()
-    last = (window.until - timedelta(microseconds=1)).astimezone(timezone.utc).date()
+    first, last = _days(window)
     query = (
         select(NotEnteredCount.reason, func.sum(NotEnteredCount.count))
         .where(NotEnteredCount.journey_id == journey_id, NotEnteredCount.day.between(first, last))
@@ -437,21 +436,22 @@ def _waiting(session: Session, journey_id: str, version: int | None,
 
 def _deliveries(session: Session, journey_id: str, version: int | None, window: Window) -> list[tuple[str, str, int]]:
     """The journey's deliveries written in the window, by step and status (from an index alone)."""
-    where = [Delivery.journey_id == journey_id, Delivery.created_at >= window.since, Delivery.created_at < window.until]
-    if version is not None:
-        where.append(Delivery.version == version)
-    return [(step, status, int(n)) for step, status, n in session.execute(
-        select(Delivery.step, Delivery.status, func.count()).where(*where).group_by(Delivery.step, Delivery.status))]
+    query = select(Delivery.step, Delivery.status, func.count()).group_by(Delivery.step, Delivery.status)
+    return [(step, status, int(n)) for step, status, n in session.execute(_written(query, journey_id, version, window))]
 
 
 def _held(session: Session, journey_id: str, version: int | None, window: Window) -> list[tuple[str, str | None, int]]:
     """The held ones among them, by step and the policy's reason."""
-    where = [Delivery.journey_id == journey_id, Delivery.status == "held", Delivery.created_at >= window.since,
-             Delivery.created_at < window.until]
-    if version is not None:
-        where.append(Delivery.version == version)
-    return [(step, reason, int(n)) for step, reason, n in session.execute(
-        select(Delivery.step, Delivery.error, func.count()).where(*where).group_by(Delivery.step, Delivery.error))]
+    query = (select(Delivery.step, Delivery.error, func.count()).where(Delivery.status == "held")
+             .group_by(Delivery.step, Delivery.error))
+    return [(step, reason, int(n)) for step, reason, n in session.execute(_written(query, journey_id, version, window))]
+
+
+def _written(query: Any, journey_id: str, version: int | None, window: Window) -> Any:
+    """``query`` over the deliveries of ``journey_id`` (one ``version``, or all) written in ``window``."""
+    query = query.where(Delivery.journey_id == journey_id, Delivery.created_at >= window.since,
+                        Delivery.created_at < window.until)
+    return query.where(Delivery.version == version) if version is not None else query
 
 
 def _choosers(definitions: Mapping[int, Journey]) -> tuple[dict[str, BranchStep], dict[str, SplitStep]]:
@@ -485,8 +485,11 @@ def _variant_customers(session: Session, cohort: Any, converted: ColumnElement[i
     return rows
 
 
-#: A split's ``choose`` row names the path it took after this.
-_SPLIT_PATH = "split path "
+
+
+def _days(window: Window) -> tuple[date, date]:
+    """The first and the last UTC day of a :func:`whole_days` window."""
+    return window.since.date(), (window.until - timedelta(days=1)).date()
 
 
 def whole_days(window: Window) -> Window:
@@ -513,7 +516,7 @@ def _choices(edge_rows: Sequence[Any], variant_rows: Sequence[Any], branches: Ma
         what, _, detail = choice.partition(":")
         reached = steps.get(step_id, {}).get("entered") or 0
         if step_id in splits:
-            name = detail.removeprefix("split path ")
+            name = detail.removeprefix(SPLIT_PATH)
             path = next((p for p in splits[step_id].paths if p.name == name), None)
             to = ("holdout" if path.holdout else path.goto) if path is not None else None
         else:
@@ -742,19 +745,19 @@ def variant_counts(session: Session) -> list[tuple[str, str, str, str, int]]:
     ended: dict[tuple[str, str, str, str], int] = defaultdict(int)
     for journey_id, step, what, detail, value, n in session.execute(
         select(table.journey_id, table.step, table.what, table.detail, table.value, func.sum(table.count))
-        .where(or_(and_(table.what == "choose", table.detail.like(_SPLIT_PATH + "%")), table.what == "ended"))
+        .where(or_(and_(table.what == "choose", table.detail.like(SPLIT_PATH + "%")), table.what == "ended"))
         .group_by(table.journey_id, table.step, table.what, table.detail, table.value)
     ):
         if what == "choose":
-            took[(journey_id, step, detail.removeprefix(_SPLIT_PATH))] += int(n)
+            took[(journey_id, step, detail.removeprefix(SPLIT_PATH))] += int(n)
         else:
             for split_id, path in counters.read_variants(value).items():
                 ended[(journey_id, split_id, path, detail)] += int(n)
+    gone: dict[tuple[str, str, str], int] = defaultdict(int)
+    for (journey_id, split_id, path, _status), n in ended.items():
+        gone[(journey_id, split_id, path)] += n
     rows = [(journey_id, split_id, path, status, n) for (journey_id, split_id, path, status), n in ended.items()]
-    for (journey_id, split_id, path), n in took.items():
-        gone = sum(count for (j, s, p, _), count in ended.items() if (j, s, p) == (journey_id, split_id, path))
-        if n - gone:
-            rows.append((journey_id, split_id, path, "active", n - gone))
+    rows += [(*took_key, "active", n - gone[took_key]) for took_key, n in took.items() if n - gone[took_key]]
     return sorted(rows)
 
 

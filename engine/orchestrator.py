@@ -212,7 +212,7 @@ class Orchestrator:
             self._after_merge(unit, customer, now)
         data = segment_event(event)
         if name in self._goals and event.type == "track":
-            self._convert_ended(unit, event, name, data, customer, now)
+            self._convert_ended(unit, event, data, customer, self._goals[name], now)
         concerned = name in self._watched
         paused = self._paused.triggered_by(name) or (event.type == "identify" and self._paused.segments)
         if (not concerned and not self._index.triggered_by(name) and not paused
@@ -407,14 +407,13 @@ class Orchestrator:
             unit.trace.append(values)
         counters.tally(unit.counts, journey, row, entries, variants)
 
-    def _convert_ended(self, unit: UnitOfWork, event: Event, name: str, data: dict[str, Any], customer: Customer, now: datetime) -> None:
-        """The customer reached a goal: their enrollments that ended without converting (a
-        holdout's) convert when it came within the goal's window (:func:`converted_after_end`)."""
+    def _convert_ended(self, unit: UnitOfWork, event: Event, data: dict[str, Any], customer: Customer,
+                       journeys: Mapping[str, timedelta], now: datetime) -> None:
+        """The customer reached the goal of ``journeys`` (with their longest conversion windows):
+        their enrollments there that ended without converting (a holdout's) convert when it came
+        within the goal's window (:func:`converted_after_end`)."""
         session = unit.session
-        journeys = self._goals.get(name)
-        if not journeys:
-            return
-        at = _aware(event.timestamp) or now
+        at = event.timestamp or now
         rows = session.execute(
             select(Enrollment)
             .where(Enrollment.customer_id == customer.id, Enrollment.journey_id.in_(sorted(journeys)),
@@ -422,11 +421,13 @@ class Orchestrator:
                    Enrollment.started_at >= at - max(journeys.values()), Enrollment.started_at <= at)
             .order_by(Enrollment.id)
         ).scalars().all()
-        view = customer_view(unit, customer) if rows else None
+        if not rows:
+            return
+        view = customer_view(unit, customer)
         for row in rows:
             journey = self.deployed.get(row.journey_id, row.version, session)
             state = EnrollmentState.from_dict(row.state)
-            converted = converted_after_end(journey, state, data, view or {}, now)
+            converted = converted_after_end(journey, state, data, view, now)
             if converted is not None:
                 row.converted_at = now
                 self._record(unit, row, journey, (converted,), state.variant, now)
@@ -545,11 +546,6 @@ class Orchestrator:
         if (customer_id, journey_id) in unit.history:
             return unit.history[(customer_id, journey_id)]
         return _entry_history(unit.session, [customer_id], [journey_id], [enrollment_id])
-
-
-def _aware(at: datetime | None) -> datetime | None:
-    """``at`` with its UTC zone (SQLite gives times back without)."""
-    return at.replace(tzinfo=timezone.utc) if at is not None and at.tzinfo is None else at
 
 
 def _may_have_merged(unit: UnitOfWork, event: Event, customer: Customer) -> bool:

@@ -202,6 +202,10 @@ def stop(journey: Journey, state: EnrollmentState, customer: Mapping[str, Any], 
     return run.outcome()
 
 
+#: A split's ``choose`` trace row names the path it took after this (journey stats read it).
+SPLIT_PATH = "split path "
+
+
 def converted_after_end(journey: Journey, state: EnrollmentState, event: Mapping[str, Any],
                         customer: Mapping[str, Any], now: dt.datetime) -> Trace | None:
     """The trace row that converts an enrollment which ended without converting, or None.
@@ -426,7 +430,7 @@ class _Run:
         if isinstance(step, SplitStep):
             path = step.choose(self.customer["id"] or "", self.journey.id)
             self.variant[step.id] = "control" if path.holdout else path.name
-            self.trace.append(Trace(step.id, "choose", f"split path {path.name}", path.name))
+            self.trace.append(Trace(step.id, "choose", SPLIT_PATH + path.name, path.name))
             if path.holdout:
                 self.end("exited", "holdout")
                 return _WAITING

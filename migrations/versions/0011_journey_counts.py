@@ -13,6 +13,8 @@ Create Date: 2026-12-01
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -95,9 +97,8 @@ def _backfill() -> None:
 
 
 def _json(value: object) -> dict[str, str]:
+    """A version's templates: JSON text on SQLite, already decoded on PostgreSQL."""
     if isinstance(value, str):
-        import json
-
         return dict(json.loads(value))
     return dict(value or {})  # type: ignore[call-overload]
 
