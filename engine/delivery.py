@@ -4,7 +4,9 @@ A chunk of deliveries is claimed (``pending`` -> ``claimed``) and prepared (poli
 rendering) set-wise, in two transactions; ``claimed`` says "not handed to an adapter
 yet". Each one is then marked ``sending`` in a committed transaction right before its
 adapter is called, the same transaction that records the previous send's outcome: one
-commit per send (on PostgreSQL one statement: the outcome, its trace and the mark).
+commit per send (on PostgreSQL one statement, the outcome, its trace and the mark, in
+autocommit; the threads of a process that want one at the same moment share it:
+:class:`GroupRecorder`).
 A worker that dies leaves its claimed rows ``claimed`` (never sent: the
 sweeper makes them pending again) and at most the one send it was making ``sending``
 (the sweeper marks it ``unknown``; an operator decides, or, for a channel whose provider
@@ -16,13 +18,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BigInteger, ColumnElement, Dialect, Table, TextClause, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Dialect, Engine, Table, TextClause, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -53,6 +56,8 @@ CLAIM_CHUNK = 10
 UNKNOWN_ERROR = "a worker stopped while sending; it may or may not have been sent"
 #: The trace of an unknown delivery resent because its provider deduplicates.
 RESENT_DEDUPLICATED = "resent automatically: the provider deduplicates on the key"
+#: Groups of per-send transactions a process commits at once (:class:`GroupRecorder`).
+GROUPS_IN_FLIGHT = 2
 #: The longest a worker waits inline for a channel's rate limit; a longer wait re-enqueues.
 MAX_RATE_WAIT = 1.0
 #: Backoff between attempts: BACKOFF_MIN seconds, doubling, at most BACKOFF_MAX.
@@ -161,6 +166,9 @@ class Deliverer:
         self.bounces = bounces
         self.sleep = sleep
         self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
+        dialect = getattr(sessions.kw.get("bind"), "dialect", None)
+        # PostgreSQL: the per-send transactions of this process's threads are committed in groups.
+        self._grouped = GroupRecorder(sessions) if getattr(dialect, "name", None) == "postgresql" else None
 
     def deliver(self, delivery_id: int, now: datetime | Clock) -> DeliveryOutcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
@@ -184,6 +192,8 @@ class Deliverer:
         3. For each row, within the channel's rate limit: one transaction records the
            previous send's outcome and marks this row ``sending`` (if its claim is still
            ours), then the adapter is called. A crash leaves only that row ``sending``.
+           On PostgreSQL that transaction is shared with the other threads of the process
+           that want one at the same moment (:class:`GroupRecorder`).
         4. The last outcome is recorded in a transaction of its own. A retryable failure,
            or a send the rate limit holds back, is ``pending`` again with ``retry_in``
            set: the caller enqueues it again after that delay.
@@ -228,7 +238,7 @@ class Deliverer:
 
     def _send_each(self, messages: list[tuple[Delivery, Message]], claimed_at: datetime,
                    clock: Clock) -> dict[int, DeliveryOutcome]:
-        """Send the prepared ``messages`` one by one, one commit per send (step 3 of :meth:`deliver_many`)."""
+        """Send the prepared ``messages`` one by one, each after its committed mark (step 3 of :meth:`deliver_many`)."""
         outcomes: dict[int, DeliveryOutcome] = {}
         done: list[Sent] = []  # outcomes not recorded yet: they go in the next transaction
         left = list(messages)
@@ -392,16 +402,12 @@ class Deliverer:
             what = ("rate limited" if isinstance(result, float) else "retrying") if outcome.retry_in is not None else outcome.status
             traces.append(trace_row(delivery, now, what, outcome.error))
             outcomes[delivery.id] = outcome
+        mark = None if sending is None else {"b_id": sending.id, "b_claimed_at": claimed_at, "b_now": now}
+        if not bounced and self._grouped is not None:
+            # PostgreSQL: with the other threads' records and marks, one statement and one commit.
+            return self._grouped.record(changes, traces, mark)
         marked = True
         with self.sessions.begin() as session:
-            connection = session.connection()
-            if connection.dialect.name == "postgresql" and not bounced:
-                # One statement: the outcomes, their trace and the next send's mark.
-                rows = connection.execute(_record_and_mark(connection.dialect), {
-                    "changes": recordset_json(changes), "traces": recordset_json(traces),
-                    "b_id": sending.id if sending is not None else None, "b_claimed_at": claimed_at, "b_now": now,
-                }).all()
-                return sending is None or len(rows) == 1
             if changes:
                 session.connection().execute(_RECORD, changes)
                 insert_rows(session, TraceEntry, traces)
@@ -409,9 +415,8 @@ class Deliverer:
                 address = getattr(message.recipient, ADDRESS_FIELDS.get(delivery.channel, ""), None)
                 self.bounces(session, delivery, session.get(Customer, delivery.customer_id), result, now,
                              address=address)
-            if sending is not None:
-                marked = session.connection().execute(_MARK_SENDING, {
-                    "b_id": sending.id, "b_claimed_at": claimed_at, "b_now": now}).rowcount == 1
+            if mark is not None:
+                marked = session.connection().execute(_MARK_SENDING, mark).rowcount == 1
         return marked
 
     def _outcome(self, delivery: Delivery, result: Result | float, done: datetime,
@@ -552,28 +557,128 @@ _RECORD_COLUMNS = {"b_id": "id", "b_attempts": "attempts", "b_status": "status",
                    "b_enqueued_at": "enqueued_at", "b_refund": "attempts"}
 
 
+#: The columns of a ``sending`` mark's parameters (``_MARK_SENDING``), as the delivery columns whose types they have.
+_MARK_COLUMNS = {"b_id": "id", "b_claimed_at": "updated_at", "b_now": "updated_at"}
+
+
 @functools.lru_cache(maxsize=4)
 def _record_and_mark(dialect: Dialect) -> TextClause:
-    """PostgreSQL: ``_RECORD`` for the rows in ``:changes``, their trace in ``:traces`` and ``_MARK_SENDING``, one statement.
+    """PostgreSQL: ``_RECORD`` for the rows in ``:changes``, their trace in ``:traces`` and
+    ``_MARK_SENDING`` for the rows in ``:marks``, one statement returning the ids marked.
 
     Its text is constant (the rows travel as JSON): prepared once; one round trip for
-    what took three. The two updates touch different rows (a delivery is recorded after its send).
+    what took three. The updates touch different rows (a delivery is recorded after its send).
     """
     table = cast(Table, Delivery.__table__)
-    types = ", ".join(f"{name} {table.c[column].type.compile(dialect)}" for name, column in _RECORD_COLUMNS.items())
+
+    def types(columns: Mapping[str, str]) -> str:
+        return ", ".join(f"{name} {table.c[column].type.compile(dialect)}" for name, column in columns.items())
+
     trace = recordset_insert_sql(cast(Table, TraceEntry.__table__), TRACE_COLUMNS, "traces", dialect)
     return text(
         "WITH recorded AS ("
         " UPDATE deliveries AS d SET status = r.b_status, error = r.b_error, provider_id = r.b_provider_id,"
         " sent_at = r.b_sent_at, updated_at = r.b_now, attempts = d.attempts - r.b_refund,"
         " enqueued_at = coalesce(r.b_enqueued_at, d.enqueued_at)"
-        f" FROM jsonb_to_recordset(CAST(:changes AS jsonb)) AS r({types})"
+        f" FROM jsonb_to_recordset(CAST(:changes AS jsonb)) AS r({types(_RECORD_COLUMNS)})"
         " WHERE d.id = r.b_id AND d.attempts = r.b_attempts"
         f"), traced AS ({trace}) "
-        "UPDATE deliveries SET status = 'sending', updated_at = :b_now"
-        " WHERE id = :b_id AND status = 'claimed' AND updated_at = :b_claimed_at RETURNING id"
-    ).bindparams(bindparam("b_id", type_=BigInteger()), bindparam("b_now", type_=UTCDateTime()),
-                 bindparam("b_claimed_at", type_=UTCDateTime()))
+        "UPDATE deliveries AS d SET status = 'sending', updated_at = m.b_now"
+        f" FROM jsonb_to_recordset(CAST(:marks AS jsonb)) AS m({types(_MARK_COLUMNS)})"
+        " WHERE d.id = m.b_id AND d.status = 'claimed' AND d.updated_at = m.b_claimed_at RETURNING d.id"
+    )
+
+
+class _Record:
+    """One thread's outcomes to record and next send to mark, waiting for a group commit."""
+
+    __slots__ = ("changes", "traces", "mark", "taken", "done", "marked", "error", "retry")
+
+    def __init__(self, changes: list[dict[str, Any]], traces: list[dict[str, Any]], mark: dict[str, Any] | None) -> None:
+        self.changes = changes
+        self.traces = traces
+        self.mark = mark
+        self.taken = False  # in a group being committed
+        self.done = False  # committed, or failed
+        self.marked = False
+        self.error: BaseException | None = None
+        self.retry = False  # failed with others: to commit alone
+
+
+class GroupRecorder:
+    """Group commit of the per-send transactions of a process's delivery threads (PostgreSQL).
+
+    Each send needs its own committed mark before its adapter is called (so that a crash
+    leaves only the sends in flight ``unknown``), and each outcome a committed record.
+    Threads that want one while another thread's group is being committed wait for it;
+    then the first of them commits all of theirs in one statement and one commit. The
+    mark of every send is still durable before that send, and a thread alone commits its
+    own at once, as before: a commit per group (at most one record per thread in it)
+    where there was one per send, with the same promise. Up to ``in_flight`` groups are
+    committed at once (more groups, smaller ones: 2 measured best, see docs/operations.md).
+    If a group's transaction fails, each thread in it commits its own alone, so one bad
+    row fails only its own thread. The threads' counterpart of the web's
+    :class:`engine.ingest.EventWriter`, which groups concurrent requests' events.
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], in_flight: int = GROUPS_IN_FLIGHT) -> None:
+        self.sessions = sessions
+        self.in_flight = in_flight
+        self._autocommit = cast(Engine, sessions.kw["bind"]).execution_options(isolation_level="AUTOCOMMIT")
+        self._ready = threading.Condition()
+        self._waiting: list[_Record] = []
+        self._leading = 0  # groups being committed
+
+    def record(self, changes: list[dict[str, Any]], traces: list[dict[str, Any]], mark: dict[str, Any] | None) -> bool:
+        """Commit ``changes`` (``_RECORD``'s rows), ``traces`` and ``mark`` (``_MARK_SENDING``'s parameters).
+
+        Returns:
+            False if ``mark`` was given and its delivery is no longer this worker's to send.
+        """
+        own = _Record(changes, traces, mark)
+        group: list[_Record] = []
+        with self._ready:
+            self._waiting.append(own)
+            # Wait while its record is in a group being committed, or while no group can start.
+            while not own.done and (own.taken or self._leading >= self.in_flight):
+                self._ready.wait()
+            if not own.done:
+                self._leading += 1
+                group, self._waiting = self._waiting, []
+                for one in group:
+                    one.taken = True
+        if group:
+            self._commit(group, own, leading=True)
+        if own.retry:
+            self._commit([own], own, leading=False)
+        if own.error is not None:
+            raise own.error
+        return own.mark is None or own.marked
+
+    def _commit(self, group: list[_Record], leader: _Record, *, leading: bool) -> None:
+        marked: set[int] = set()
+        error: BaseException | None = None
+        try:
+            # One statement is a transaction of its own: in autocommit, one round trip
+            # where BEGIN, the statement and COMMIT took three (committed as durably).
+            with self._autocommit.connect() as connection:
+                marked = set(connection.execute(_record_and_mark(connection.dialect), {
+                    "changes": recordset_json([c for r in group for c in r.changes]),
+                    "traces": recordset_json([t for r in group for t in r.traces]),
+                    "marks": recordset_json([r.mark for r in group if r.mark is not None]),
+                }).scalars())
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread it belongs to
+            error = exc
+        with self._ready:
+            for one in group:
+                one.marked = one.mark is not None and one.mark["b_id"] in marked
+                # Another thread's failure (or its stop) is not this one's: it commits alone.
+                one.retry = error is not None and len(group) > 1 and (one is not leader or isinstance(error, Exception))
+                one.error = None if one.retry else error
+                one.done = True
+            if leading:
+                self._leading -= 1
+                self._ready.notify_all()
 
 
 def lost_condition(now: datetime, pending_after: timedelta) -> ColumnElement[bool]:
