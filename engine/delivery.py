@@ -16,16 +16,17 @@ twice silently.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Dialect, Engine, Table, TextClause, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Connection, Dialect, Engine, Table, TextClause, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -140,9 +141,10 @@ class Deliverer:
     """Carries out deliveries with the adapters returned by ``adapters(channel_name)``.
 
     Deliveries go in batches (one queue message carries the ids of many): a chunk costs
-    two set-wise transactions (claim: one statement; prepare: one read of the rows, the
-    policy's prefetch, constant executemany writes and one trace insert) and one commit
-    per send.
+    two set-wise transactions (claim: one statement, in autocommit on PostgreSQL; prepare:
+    one read of the rows, the policy's prefetch, constant executemany writes and one
+    trace insert) and one commit per send, shared with the process's other threads
+    sending at the same moment (:class:`GroupRecorder`).
     """
 
     def __init__(
@@ -207,7 +209,7 @@ class Deliverer:
 
     def _deliver_chunk(self, ids: list[int], clock: Clock) -> dict[int, DeliveryOutcome]:
         now = clock()
-        with self.sessions.begin() as session:
+        with self._statements() as session:
             claimed = set(
                 session.execute(
                     update(Delivery)
@@ -273,6 +275,20 @@ class Deliverer:
         if done:
             self._commit(done, outcomes, clock())
         return outcomes
+
+    @contextlib.contextmanager
+    def _statements(self) -> Iterator[Session | Connection]:
+        """Where statements that are each a transaction of their own run (the claim, a release).
+
+        On PostgreSQL a connection in autocommit: one round trip a statement, where
+        ``BEGIN``, the statement and ``COMMIT`` took three. Elsewhere a transaction.
+        """
+        if self._grouped is None:
+            with self.sessions.begin() as session:
+                yield session
+        else:
+            with self._grouped.autocommit.connect() as connection:
+                yield connection
 
     def _rate_wait(self, channel: str) -> float:
         """Wait inline for the channel's rate limit; 0 to send now, or the seconds left if that is too long."""
@@ -370,7 +386,7 @@ class Deliverer:
         if not ids:
             return
         try:
-            with self.sessions.begin() as session:
+            with self._statements() as session:
                 session.execute(
                     update(Delivery)
                     .where(Delivery.id.in_(ids), Delivery.status == "claimed", Delivery.updated_at == claimed_at)
@@ -624,7 +640,7 @@ class GroupRecorder:
     def __init__(self, sessions: sessionmaker[Session], in_flight: int = GROUPS_IN_FLIGHT) -> None:
         self.sessions = sessions
         self.in_flight = in_flight
-        self._autocommit = cast(Engine, sessions.kw["bind"]).execution_options(isolation_level="AUTOCOMMIT")
+        self.autocommit = cast(Engine, sessions.kw["bind"]).execution_options(isolation_level="AUTOCOMMIT")
         self._ready = threading.Condition()
         self._waiting: list[_Record] = []
         self._leading = 0  # groups being committed
@@ -661,7 +677,7 @@ class GroupRecorder:
         try:
             # One statement is a transaction of its own: in autocommit, one round trip
             # where BEGIN, the statement and COMMIT took three (committed as durably).
-            with self._autocommit.connect() as connection:
+            with self.autocommit.connect() as connection:
                 marked = set(connection.execute(_record_and_mark(connection.dialect), {
                     "changes": recordset_json([c for r in group for c in r.changes]),
                     "traces": recordset_json([t for r in group for t in r.traces]),
