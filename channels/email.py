@@ -18,6 +18,9 @@ from __future__ import annotations
 import re
 import smtplib
 import ssl
+import threading
+import time
+import weakref
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
@@ -42,7 +45,16 @@ def message_id(idempotency_key: str, domain: str) -> str:
 
 
 class EmailChannel(Channel):
-    """Sends ``subject`` with ``text`` and/or ``html`` to ``recipient.email`` over SMTP."""
+    """Sends ``subject`` with ``text`` and/or ``html`` to ``recipient.email`` over SMTP.
+
+    Each thread keeps its SMTP connection for its next send (at most ``KEEP_IDLE``
+    seconds idle): a ``NOOP`` checks it before the next message, and a connection that
+    does not answer 250 is closed and a new one opened, so a message is never started on
+    a connection the server dropped. A connection that saw an error is closed.
+    """
+
+    #: Seconds an idle connection is kept for the thread's next send.
+    KEEP_IDLE = 30.0
 
     name = "email"
     requires = ("email",)
@@ -56,6 +68,11 @@ class EmailChannel(Channel):
         self._domain = parseaddr(sender)[1].rpartition("@")[2]
         self._timeout = timeout
         self._tls = tls_context or ssl.create_default_context()
+        self._kept = threading.local()  # this thread's idle connection and since when
+        self._idle: set[smtplib.SMTP] = set()  # the connections kept, not in use: close() says goodbye on them
+        self._idle_lock = threading.Lock()
+        # A channel dropped without close() still says goodbye on what it kept.
+        weakref.finalize(self, _quit_all, self._idle)
 
     @classmethod
     def from_settings(cls, settings: ChannelSettings) -> EmailChannel:
@@ -99,11 +116,13 @@ class EmailChannel(Channel):
         email = self.build(message)
         where = f"the SMTP server {self._server.host}:{self._server.port}"
         try:
-            smtp = self._connect()
+            smtp = self._connection()
             try:
                 smtp.send_message(email)
-            finally:
+            except BaseException:
                 _quit(smtp)
+                raise
+            self._keep(smtp)
         except smtplib.SMTPRecipientsRefused as exc:
             code, reply = next(iter(exc.recipients.values()))
             return _reply_result(code, reply, f"{where} refused {email['To']}", stage="recipient")
@@ -119,6 +138,37 @@ class EmailChannel(Channel):
         except (smtplib.SMTPException, OSError) as exc:
             return Result.retryable(f"cannot reach {where}: {exc or type(exc).__name__}")
         return Result.sent(str(email["Message-ID"]))
+
+    def close(self) -> None:
+        """Say goodbye on the connections kept; one in use is closed by its thread after its send."""
+        super().close()
+        with self._idle_lock:
+            _quit_all(self._idle)
+
+    def _connection(self) -> smtplib.SMTP:
+        """This thread's kept connection if it still answers, else a new one."""
+        held = getattr(self._kept, "smtp", None)
+        self._kept.smtp = None
+        if held is not None:
+            smtp, since = held
+            with self._idle_lock:
+                mine = smtp in self._idle  # not closed by close() meanwhile
+                self._idle.discard(smtp)
+            try:
+                if mine and time.monotonic() - since < self.KEEP_IDLE and smtp.noop()[0] == 250:
+                    return smtp
+            except (smtplib.SMTPException, OSError):
+                pass
+            _quit(smtp)
+        return self._connect()
+
+    def _keep(self, smtp: smtplib.SMTP) -> None:
+        with self._idle_lock:
+            if not self._closed:
+                self._idle.add(smtp)
+                self._kept.smtp = (smtp, time.monotonic())
+                return
+        _quit(smtp)
 
     def _connect(self) -> smtplib.SMTP:
         server = self._server
@@ -136,6 +186,12 @@ class EmailChannel(Channel):
             smtp.close()
             raise
         return smtp
+
+
+def _quit_all(connections: set[smtplib.SMTP]) -> None:
+    for smtp in list(connections):
+        connections.discard(smtp)
+        _quit(smtp)
 
 
 def _quit(smtp: smtplib.SMTP) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pytest
 
 from channels import Message, Recipient
 from channels.email import EmailChannel
 from channels.settings import SmtpServer
-from tests.integration.channels.peers import SmtpPeer, free_port_on
+from tests.integration.channels.peers import SmtpPeer, free_port_on, smtp_peer
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +141,24 @@ def test_a_text_only_email_is_a_single_part(smtp: SmtpPeer) -> None:
     received = smtp.mailbox.messages[0]
     assert received.get_content_type() == "text/plain"
     assert received.get_content().strip() == "Just text"
+
+
+def test_a_thread_sends_its_messages_on_one_connection(smtp: SmtpPeer) -> None:
+    channel = channel_for(smtp, username="user", password="secret")
+
+    results = [channel.send(email(f"enr-{n}:welcome:1")).status for n in range(3)]
+    channel.close()
+
+    assert (results, smtp.logins) == (["sent"] * 3, [("user", "secret")])
+
+
+def test_a_connection_the_server_dropped_while_idle_is_replaced() -> None:
+    # Given a server that hangs up on a session idle for 0.2 s, and a message sent
+    with contextlib.contextmanager(smtp_peer)(timeout=0.2) as smtp:
+        channel = channel_for(smtp, username="user", password="secret")
+        first = channel.send(email("enr-1:welcome:1"))
+        time.sleep(0.6)  # the server closes the kept connection
+        # When the next message goes
+        second = channel.send(email("enr-2:welcome:1"))
+        # Then it is sent, on a new connection
+        assert (first.status, second.status, len(smtp.logins)) == ("sent", "sent", 2)
