@@ -265,8 +265,10 @@ def _run(database_url: str, broker_url: str, namespace: str, workdir: Path, smtp
             if sum(by_status().get(s, 0) for s in FINAL) >= sends:
                 say(f"every delivery was final before kill {n}")
                 break
-            kill_times.append(_database_now(db))
             processes.kill(f"worker-{n - 1}")
+            # Once it is dead: a send that began between reading the clock and the signal
+            # landing would otherwise look as if it began after the kill.
+            kill_times.append(_database_now(db))
             sent_at_restart = by_status().get("sent", 0)
             processes.start(f"worker-{n}", "worker")
             say(f"kill {n}: {sent_at_restart} sent")
