@@ -168,9 +168,14 @@ class Deliverer:
         self.bounces = bounces
         self.sleep = sleep
         self.max_attempts = dict(max_attempts or {})  # by channel; MAX_ATTEMPTS for the others
-        dialect = getattr(sessions.kw.get("bind"), "dialect", None)
-        # PostgreSQL: the per-send transactions of this process's threads are committed in groups.
-        self._grouped = GroupRecorder(sessions) if getattr(dialect, "name", None) == "postgresql" else None
+        bind = sessions.kw.get("bind")
+        # PostgreSQL: statements that are a transaction alone run in autocommit, and the
+        # per-send transactions of this process's threads are committed in groups.
+        self._autocommit: Engine | None = None
+        self._grouped: GroupRecorder | None = None
+        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+            self._autocommit = autocommit(bind)
+            self._grouped = GroupRecorder(self._autocommit)
 
     def deliver(self, delivery_id: int, now: datetime | Clock) -> DeliveryOutcome:
         """Attempt delivery ``delivery_id`` once (see :meth:`deliver_many`)."""
@@ -283,11 +288,11 @@ class Deliverer:
         On PostgreSQL a connection in autocommit: one round trip a statement, where
         ``BEGIN``, the statement and ``COMMIT`` took three. Elsewhere a transaction.
         """
-        if self._grouped is None:
+        if self._autocommit is None:
             with self.sessions.begin() as session:
                 yield session
         else:
-            with self._grouped.autocommit.connect() as connection:
+            with self._autocommit.connect() as connection:
                 yield connection
 
     def _rate_wait(self, channel: str) -> float:
@@ -605,6 +610,12 @@ def _record_and_mark(dialect: Dialect) -> TextClause:
     )
 
 
+def autocommit(engine: Engine) -> Engine:
+    """``engine`` (its pool) with each statement a transaction of its own: one round trip
+    where ``BEGIN``, the statement and ``COMMIT`` took three, committed as durably."""
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 class _Record:
     """One thread's outcomes to record and next send to mark, waiting for a group commit."""
 
@@ -637,10 +648,10 @@ class GroupRecorder:
     :class:`engine.ingest.EventWriter`, which groups concurrent requests' events.
     """
 
-    def __init__(self, sessions: sessionmaker[Session], in_flight: int = GROUPS_IN_FLIGHT) -> None:
-        self.sessions = sessions
+    def __init__(self, autocommit: Engine, in_flight: int = GROUPS_IN_FLIGHT) -> None:
+        """``autocommit``: the PostgreSQL engine in autocommit (:func:`autocommit`)."""
+        self.autocommit = autocommit
         self.in_flight = in_flight
-        self.autocommit = cast(Engine, sessions.kw["bind"]).execution_options(isolation_level="AUTOCOMMIT")
         self._ready = threading.Condition()
         self._waiting: list[_Record] = []
         self._leading = 0  # groups being committed
@@ -675,8 +686,6 @@ class GroupRecorder:
         marked: set[int] = set()
         error: BaseException | None = None
         try:
-            # One statement is a transaction of its own: in autocommit, one round trip
-            # where BEGIN, the statement and COMMIT took three (committed as durably).
             with self.autocommit.connect() as connection:
                 marked = set(connection.execute(_record_and_mark(connection.dialect), {
                     "changes": recordset_json([c for r in group for c in r.changes]),

@@ -19,7 +19,7 @@ from sqlalchemy import event, select, update
 from channels.base import Message
 from channels.base import Result as SendResult
 from channels.stub import StubChannel
-from engine.delivery import CLAIM_CHUNK, GroupRecorder
+from engine.delivery import CLAIM_CHUNK, GroupRecorder, autocommit
 from engine.services import Services
 from engine.storage.models import Delivery
 from tests.unit.test_delivery import make_deliverer
@@ -87,7 +87,7 @@ def test_threads_arriving_during_a_commit_go_together_in_the_next(world):
     services, customer_id, _ = world
     ids = add_deliveries(services, customer_id, 4)
     claim(services, ids)
-    recorder = GroupRecorder(services.sessions, in_flight=1)
+    recorder = GroupRecorder(autocommit(services.sessions.kw["bind"]), in_flight=1)
     # When four threads each mark one, the last three while the first one's commit runs
     with first_statement_held(services, recorder, waiting=3) as groups:
         run_all([lambda i=i: recorder.record([], [], mark(i)) for i in ids])
@@ -100,7 +100,7 @@ def test_a_bad_row_in_a_group_fails_only_its_own_thread(world):
     services, customer_id, _ = world
     ids = add_deliveries(services, customer_id, 3)
     claim(services, ids)
-    recorder = GroupRecorder(services.sessions, in_flight=1)
+    recorder = GroupRecorder(autocommit(services.sessions.kw["bind"]), in_flight=1)
     calls = [lambda i=i: recorder.record([], [], mark(i)) for i in ids[:1]]
     calls += [lambda: recorder.record([], [], mark("not a number"))]
     calls += [lambda i=i: recorder.record([], [], mark(i)) for i in ids[1:]]
@@ -144,7 +144,7 @@ def test_every_thread_gets_its_own_mark_back_with_groups_in_flight_together(worl
     services, customer_id, _ = world
     ids = add_deliveries(services, customer_id, 800)
     claim(services, ids)
-    recorder = GroupRecorder(services.sessions, in_flight=2)
+    recorder = GroupRecorder(autocommit(services.sessions.kw["bind"]), in_flight=2)
 
     def mark_each(mine: list[int]) -> list[int]:
         return [i for i in mine if not recorder.record([], [], mark(i))]
