@@ -37,6 +37,11 @@ REDIS_TIMEOUT = 10
 #: otherwise (``?socket_timeout=...&blocked_connection_timeout=...``).
 RABBITMQ_CONNECT_TIMEOUT = 5
 RABBITMQ_BLOCKED_TIMEOUT = 30
+#: Milliseconds at most between two polls of an empty Redis queue. Dramatiq's consumer
+#: backs off from 5 ms up to the worker's timeout (1 s by default) while a queue stays
+#: empty, so a message arriving at a quiet queue waited up to a second, once per hop
+#: (events, then deliveries). Capped here: ten polls a second per idle queue and process.
+REDIS_IDLE_POLL_MS = 100
 
 
 def quiet_pika(log_level: str) -> None:
@@ -68,7 +73,20 @@ def make_broker(settings: Settings) -> dramatiq.Broker:
     if settings.is_rabbitmq:
         return NamespacedRabbitmqBroker(url, settings.namespace)
     # Every key lives under the namespace, so engines (or tests) can share one Redis.
-    return RedisBroker(client=redis_client(url), namespace=f"{settings.namespace}-dramatiq")
+    return EngineRedisBroker(client=redis_client(url), namespace=f"{settings.namespace}-dramatiq")
+
+
+class EngineRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker, its consumers polling an empty queue every ``REDIS_IDLE_POLL_MS`` at most.
+
+    Redis has no push to a consumer here: Dramatiq polls with a Lua script, backing off
+    while the queue is empty, up to the ``timeout`` the worker passes (its
+    ``worker_timeout``, 1 s unless ``dramatiq_worker_timeout`` says otherwise). That
+    timeout only bounds the backoff of a Redis consumer, so capping it changes nothing else.
+    """
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
+        return super().consume(queue_name, prefetch, min(timeout, REDIS_IDLE_POLL_MS))
 
 
 def redis_client(url: str) -> redis.Redis:
