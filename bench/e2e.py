@@ -20,9 +20,14 @@ for SMS, push, audiences and webhooks). What it measures, in one run:
   (``--timer-rounds`` times: each round fires the waits the last one reached); timers
   fired (state advanced, deliveries written) per second, from the scheduler's claim of
   the first to the last fired.
-- **p50 / p99**: received -> sent of bench events posted at half the e2e rate.
+- **p50 / p99**: received -> sent of bench events posted at half the e2e rate, and by stage:
+  received -> applied (the event's ``processed_at``), applied -> cleared (the delivery's
+  ``cleared_at``: the apply, the queue hop, the claim and the policy), cleared -> sent.
 - ``--history N``: N finished bench journeys stored (bench/history.py), then one more e2e
   round: its rate relative to the rounds on the empty database.
+
+If the server's autovacuum is off, the bench runs ``VACUUM ANALYZE`` on its schema before
+each phase, as autovacuum would (plans otherwise stay those of the warm-up's empty tables).
 
 It never hangs: each phase waits until every event is applied (or failed for good),
 no timer is due and every delivery is final, polling an indexed count every 250 ms, at

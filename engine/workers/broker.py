@@ -83,9 +83,12 @@ class EngineRedisBroker(RedisBroker):
     while the queue is empty, up to the ``timeout`` the worker passes (its
     ``worker_timeout``, 1 s unless ``dramatiq_worker_timeout`` says otherwise). That
     timeout only bounds the backoff of a Redis consumer, so capping it changes nothing else.
+    Delay queues keep Dramatiq's backoff: what waits there waits for its delay anyway.
     """
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> dramatiq.Consumer:
+        if queue_name == dq_name(queue_name):  # a delay queue (retries, rate-limited sends): its wait is its delay
+            return super().consume(queue_name, prefetch, timeout)
         return super().consume(queue_name, prefetch, min(timeout, REDIS_IDLE_POLL_MS))
 
 
