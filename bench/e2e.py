@@ -59,7 +59,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote
@@ -128,7 +128,7 @@ class Phase:
     seconds: float
     latencies: list[float]
     #: received -> applied, applied -> cleared to send (queue hop, claim, policy), cleared -> sent
-    stages: tuple[list[float], list[float], list[float]] = ([], [], [])
+    stages: tuple[list[float], list[float], list[float]] = field(default_factory=lambda: ([], [], []))
 
     @property
     def rate(self) -> float:

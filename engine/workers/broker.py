@@ -40,7 +40,7 @@ RABBITMQ_BLOCKED_TIMEOUT = 30
 #: Milliseconds at most between two polls of an empty Redis queue. Dramatiq's consumer
 #: backs off from 5 ms up to the worker's timeout (1 s by default) while a queue stays
 #: empty, so a message arriving at a quiet queue waited up to a second, once per hop
-#: (events, then deliveries). Capped here: ten polls a second per idle queue and process.
+#: (events, then deliveries). Capped here: 10-20 polls a second (Dramatiq's jitter) per idle queue and process.
 REDIS_IDLE_POLL_MS = 100
 
 
